@@ -1,0 +1,310 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_STATUS_UNSPECIFIED: _ClassVar[PaymentStatus]
+    SUCCEEDED: _ClassVar[PaymentStatus]
+    DECLINED: _ClassVar[PaymentStatus]
+    PENDING: _ClassVar[PaymentStatus]
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    COMMIT: _ClassVar[Decision]
+    ABORT: _ClassVar[Decision]
+
+class Vote(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VOTE_UNSPECIFIED: _ClassVar[Vote]
+    YES: _ClassVar[Vote]
+    NO: _ClassVar[Vote]
+
+class TxnState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TXN_STATE_UNSPECIFIED: _ClassVar[TxnState]
+    PREPARED: _ClassVar[TxnState]
+    COMMITTED: _ClassVar[TxnState]
+    ABORTED: _ClassVar[TxnState]
+PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
+SUCCEEDED: PaymentStatus
+DECLINED: PaymentStatus
+PENDING: PaymentStatus
+DECISION_UNSPECIFIED: Decision
+COMMIT: Decision
+ABORT: Decision
+VOTE_UNSPECIFIED: Vote
+YES: Vote
+NO: Vote
+TXN_STATE_UNSPECIFIED: TxnState
+PREPARED: TxnState
+COMMITTED: TxnState
+ABORTED: TxnState
+
+class AccountRef(_message.Message):
+    __slots__ = ("bank", "account_id")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    account_id: str
+    def __init__(self, bank: _Optional[str] = ..., account_id: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("username", "password", "account")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    account: AccountRef
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., account: _Optional[_Union[AccountRef, _Mapping]] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("username",)
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    def __init__(self, username: _Optional[str] = ...) -> None: ...
+
+class LoginRequest(_message.Message):
+    __slots__ = ("username", "password")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("token", "expires_at_ms", "username")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at_ms: int
+    username: str
+    def __init__(self, token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., username: _Optional[str] = ...) -> None: ...
+
+class LogoutRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LogoutResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LinkAccountRequest(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: AccountRef
+    def __init__(self, account: _Optional[_Union[AccountRef, _Mapping]] = ...) -> None: ...
+
+class LinkAccountResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountRef]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountRef, _Mapping]]] = ...) -> None: ...
+
+class BalanceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AccountBalance(_message.Message):
+    __slots__ = ("account", "balance_cents", "available_cents", "reachable")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    account: AccountRef
+    balance_cents: int
+    available_cents: int
+    reachable: bool
+    def __init__(self, account: _Optional[_Union[AccountRef, _Mapping]] = ..., balance_cents: _Optional[int] = ..., available_cents: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
+
+class BalanceResponse(_message.Message):
+    __slots__ = ("accounts", "total_cents")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountBalance]
+    total_cents: int
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., total_cents: _Optional[int] = ...) -> None: ...
+
+class PayRequest(_message.Message):
+    __slots__ = ("idempotency_key", "to", "amount_cents")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    to: AccountRef
+    amount_cents: int
+    def __init__(self, idempotency_key: _Optional[str] = ..., to: _Optional[_Union[AccountRef, _Mapping]] = ..., amount_cents: _Optional[int] = ..., **kwargs) -> None: ...
+
+class Payment(_message.Message):
+    __slots__ = ("payment_id", "idempotency_key", "to", "amount_cents", "status", "reason", "created_at_ms", "username")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    idempotency_key: str
+    to: AccountRef
+    amount_cents: int
+    status: PaymentStatus
+    reason: str
+    created_at_ms: int
+    username: str
+    def __init__(self, payment_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., to: _Optional[_Union[AccountRef, _Mapping]] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., username: _Optional[str] = ..., **kwargs) -> None: ...
+
+class GetPaymentRequest(_message.Message):
+    __slots__ = ("payment_id",)
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    def __init__(self, payment_id: _Optional[str] = ...) -> None: ...
+
+class ListPaymentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPaymentsResponse(_message.Message):
+    __slots__ = ("payments", "next_page_token")
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    payments: _containers.RepeatedCompositeFieldContainer[Payment]
+    next_page_token: str
+    def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ResolveRequest(_message.Message):
+    __slots__ = ("txn_id",)
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
+
+class ResolveResponse(_message.Message):
+    __slots__ = ("decision",)
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    def __init__(self, decision: _Optional[_Union[Decision, str]] = ...) -> None: ...
+
+class Leg(_message.Message):
+    __slots__ = ("account_id", "delta_cents")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    DELTA_CENTS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    delta_cents: int
+    def __init__(self, account_id: _Optional[str] = ..., delta_cents: _Optional[int] = ...) -> None: ...
+
+class PrepareRequest(_message.Message):
+    __slots__ = ("txn_id", "legs")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    legs: _containers.RepeatedCompositeFieldContainer[Leg]
+    def __init__(self, txn_id: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ...) -> None: ...
+
+class PrepareResponse(_message.Message):
+    __slots__ = ("vote", "reason")
+    VOTE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    vote: Vote
+    reason: str
+    def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DecisionRequest(_message.Message):
+    __slots__ = ("txn_id",)
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
+
+class DecisionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BankBalanceRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class BankBalanceResponse(_message.Message):
+    __slots__ = ("account_id", "balance_cents", "available_cents", "owner")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    balance_cents: int
+    available_cents: int
+    owner: str
+    def __init__(self, account_id: _Optional[str] = ..., balance_cents: _Optional[int] = ..., available_cents: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ValidateAccountRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class ValidateAccountResponse(_message.Message):
+    __slots__ = ("exists", "owner")
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    owner: str
+    def __init__(self, exists: _Optional[bool] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "total_cents", "held_cents", "bank")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
+    HELD_CENTS_FIELD_NUMBER: _ClassVar[int]
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[BankBalanceResponse]
+    total_cents: int
+    held_cents: int
+    bank: str
+    def __init__(self, accounts: _Optional[_Iterable[_Union[BankBalanceResponse, _Mapping]]] = ..., total_cents: _Optional[int] = ..., held_cents: _Optional[int] = ..., bank: _Optional[str] = ...) -> None: ...
+
+class Transaction(_message.Message):
+    __slots__ = ("txn_id", "state", "legs", "reason")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    state: TxnState
+    legs: _containers.RepeatedCompositeFieldContainer[Leg]
+    reason: str
+    def __init__(self, txn_id: _Optional[str] = ..., state: _Optional[_Union[TxnState, str]] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListTransactionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTransactionsResponse(_message.Message):
+    __slots__ = ("transactions", "next_page_token")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    next_page_token: str
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,201 @@
+"""A bank's ledger in SQLite: accounts, prepared transactions (holds) and a journal.
+
+Every function here runs inside one write of backend.common.db.Database (a
+savepoint of a group commit), so it sees a consistent ledger and its effects are
+on disk before anyone is told about them.
+
+Invariants, checked by the schema and by assertions:
+  0 <= held_cents <= balance_cents for every account (available never negative);
+  a transaction's state moves PREPARED -> COMMITTED or PREPARED -> ABORTED, once;
+  every change of a balance has a journal row naming its transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    balance_cents INTEGER NOT NULL,
+    held_cents INTEGER NOT NULL DEFAULT 0,
+    CHECK (held_cents >= 0 AND balance_cents >= held_cents)
+);
+CREATE TABLE IF NOT EXISTS txns (
+    txn_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('PREPARED', 'COMMITTED', 'ABORTED')),
+    reason TEXT NOT NULL DEFAULT '',
+    prepared_at REAL NOT NULL,
+    decided_at REAL
+);
+CREATE INDEX IF NOT EXISTS txns_in_doubt ON txns (prepared_at) WHERE state = 'PREPARED';
+CREATE TABLE IF NOT EXISTS legs (
+    txn_id TEXT NOT NULL REFERENCES txns (txn_id),
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    delta_cents INTEGER NOT NULL CHECK (delta_cents != 0),
+    PRIMARY KEY (txn_id, account_id)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    txn_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    delta_cents INTEGER NOT NULL,
+    balance_after_cents INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_account ON journal (account_id, seq);
+"""
+
+
+class LedgerError(Exception):
+    """A request the ledger refuses; `code` names the gRPC status."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Vote:
+    yes: bool
+    reason: str = ""
+
+
+def seed(conn: sqlite3.Connection, accounts: list[dict]) -> bool:
+    """Load fixture accounts on first start only; afterwards the database is the truth."""
+    if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
+        return False
+    for acc in accounts:
+        balance = int(acc["balance_cents"])
+        assert balance >= 0, acc
+        conn.execute(
+            "INSERT INTO accounts (account_id, owner, balance_cents) VALUES (?, ?, ?)",
+            (acc["id"], acc["owner"], balance),
+        )
+    conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
+    return True
+
+
+def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
+    """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote."""
+    row = conn.execute("SELECT state, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+    if row is not None:
+        return Vote(row["state"] != "ABORTED", row["reason"])
+    now = time.time()
+    for account_id, delta in legs:
+        acc = conn.execute(
+            "SELECT balance_cents, held_cents FROM accounts WHERE account_id = ?", (account_id,)
+        ).fetchone()
+        reason = ""
+        if acc is None:
+            reason = f"unknown account {account_id}"
+        elif delta < 0 and acc["balance_cents"] - acc["held_cents"] < -delta:
+            reason = "insufficient funds"
+        if reason:
+            conn.execute(
+                "INSERT INTO txns (txn_id, state, reason, prepared_at, decided_at) VALUES (?, 'ABORTED', ?, ?, ?)",
+                (txn_id, reason, now, now),
+            )
+            return Vote(False, reason)
+    conn.execute("INSERT INTO txns (txn_id, state, prepared_at) VALUES (?, 'PREPARED', ?)", (txn_id, now))
+    for account_id, delta in legs:
+        conn.execute(
+            "INSERT INTO legs (txn_id, account_id, delta_cents) VALUES (?, ?, ?)", (txn_id, account_id, delta)
+        )
+        if delta < 0:
+            conn.execute(
+                "UPDATE accounts SET held_cents = held_cents + ? WHERE account_id = ?", (-delta, account_id)
+            )
+    return Vote(True)
+
+
+def _legs(conn: sqlite3.Connection, txn_id: str) -> list[sqlite3.Row]:
+    return conn.execute("SELECT account_id, delta_cents FROM legs WHERE txn_id = ?", (txn_id,)).fetchall()
+
+
+def commit(conn: sqlite3.Connection, txn_id: str) -> bool:
+    """Apply a prepared transaction. Returns False if it was already committed."""
+    row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+    if row is None:
+        raise LedgerError("FAILED_PRECONDITION", f"commit of unknown transaction {txn_id}: it was never prepared here")
+    if row["state"] == "COMMITTED":
+        return False
+    if row["state"] == "ABORTED":
+        raise LedgerError("FAILED_PRECONDITION", f"commit of transaction {txn_id}, which is aborted here")
+    now = time.time()
+    for leg in _legs(conn, txn_id):
+        delta = leg["delta_cents"]
+        release = -delta if delta < 0 else 0
+        conn.execute(
+            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents - ? WHERE account_id = ?",
+            (delta, release, leg["account_id"]),
+        )
+        balance = conn.execute(
+            "SELECT balance_cents FROM accounts WHERE account_id = ?", (leg["account_id"],)
+        ).fetchone()[0]
+        assert balance >= 0, (txn_id, leg["account_id"], balance)
+        conn.execute(
+            "INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) VALUES (?, ?, ?, ?, ?)",
+            (txn_id, leg["account_id"], delta, balance, now),
+        )
+    conn.execute("UPDATE txns SET state = 'COMMITTED', decided_at = ? WHERE txn_id = ?", (now, txn_id))
+    return True
+
+
+def abort(conn: sqlite3.Connection, txn_id: str) -> bool:
+    """Release a prepared transaction's holds. Unknown ids get an ABORTED tombstone,
+    so a Prepare that arrives late votes NO. Returns False if it was already aborted."""
+    row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+    now = time.time()
+    if row is None:
+        conn.execute(
+            "INSERT INTO txns (txn_id, state, reason, prepared_at, decided_at) VALUES (?, 'ABORTED', 'aborted before prepare', ?, ?)",
+            (txn_id, now, now),
+        )
+        return True
+    if row["state"] == "ABORTED":
+        return False
+    if row["state"] == "COMMITTED":
+        raise LedgerError("FAILED_PRECONDITION", f"abort of transaction {txn_id}, which is committed here")
+    for leg in _legs(conn, txn_id):
+        if leg["delta_cents"] < 0:
+            conn.execute(
+                "UPDATE accounts SET held_cents = held_cents - ? WHERE account_id = ?",
+                (-leg["delta_cents"], leg["account_id"]),
+            )
+    conn.execute(
+        "UPDATE txns SET state = 'ABORTED', reason = 'aborted by coordinator', decided_at = ? WHERE txn_id = ?",
+        (now, txn_id),
+    )
+    return True
+
+
+def in_doubt(conn: sqlite3.Connection, older_than: float, limit: int = 100) -> list[str]:
+    rows = conn.execute(
+        "SELECT txn_id FROM txns WHERE state = 'PREPARED' AND prepared_at < ? ORDER BY prepared_at LIMIT ?",
+        (older_than, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def account(conn: sqlite3.Connection, account_id: str) -> sqlite3.Row | None:
+    return conn.execute(
+        "SELECT account_id, owner, balance_cents, held_cents FROM accounts WHERE account_id = ?", (account_id,)
+    ).fetchone()
+
+
+def accounts(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT account_id, owner, balance_cents, held_cents FROM accounts ORDER BY account_id"
+    ).fetchall()
+
+
+def transactions(conn: sqlite3.Connection, after: str, limit: int) -> list[tuple[sqlite3.Row, list[sqlite3.Row]]]:
+    rows = conn.execute(
+        "SELECT txn_id, state, reason FROM txns WHERE txn_id > ? ORDER BY txn_id LIMIT ?", (after, limit)
+    ).fetchall()
+    return [(r, _legs(conn, r["txn_id"])) for r in rows]

@@ -1,0 +1,66 @@
+"""`strife bank`: run one bank server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.bank import ledger
+from backend.bank.resolver import Resolver
+from backend.bank.service import ROLE_RULES, BankService
+from backend.common import certs, fixtures, jsonlog, tls
+from backend.common.db import Database
+from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
+from backend.common.serve import run_server
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True, help="bank name, e.g. BankA (its accounts come from the fixture file)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="where the ledger lives (default .strife/)")
+    p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
+    p.add_argument("--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file, read on first start")
+    p.add_argument("--gateway", default="", help="coordinator address host:port, asked about in-doubt transactions")
+    p.add_argument("--in-doubt-after", type=float, default=5.0, metavar="SECONDS",
+                   help="ask the coordinator about a YES vote not decided after this long (default 5)")
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by supervisors)")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    name = certs.check_name(args.name)
+    jsonlog.configure(name)
+    db = Database(Path(args.data_dir) / f"bank-{name}.sqlite", ledger.SCHEMA)
+    accounts = fixtures.bank_accounts(args.fixtures, name)
+    if await db.write(lambda c: ledger.seed(c, accounts)):
+        jsonlog.emit("seeded", msg=f"{len(accounts)} accounts from {args.fixtures}")
+    tasks: list[asyncio.Task] = []
+    channel = None
+
+    def add(server) -> None:
+        pb_grpc.add_BankServicer_to_server(BankService(name, db), server)
+
+    async def started() -> None:
+        nonlocal channel
+        if args.gateway:
+            channel = tls.secure_channel(args.gateway, args.certs, "bank")
+            tasks.append(asyncio.create_task(Resolver(db, channel, args.in_doubt_after).run()))
+
+    async def stopping() -> None:
+        for t in tasks:
+            t.cancel()
+        if channel is not None:
+            await channel.close()
+        db.close()
+
+    await run_server(
+        name=name, host=args.host, port=args.port, certs_dir=args.certs, add_services=add,
+        interceptors=[LoggingInterceptor(), RoleInterceptor(ROLE_RULES)],
+        on_started=started, on_stopping=stopping, watch_stdin=args.watch_stdin,
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    asyncio.run(serve(args))

@@ -1,0 +1,140 @@
+"""The Bank gRPC service: 2PC participant and read-only views for the operator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.bank import ledger
+from backend.common import faults, jsonlog, limits
+from backend.common.db import Database
+from backend.common.interceptors import note
+
+WRITE_ROLES = frozenset({"gateway"})
+READ_ROLES = frozenset({"gateway", "operator"})
+_BANK = "/strife.v1.Bank/"
+ROLE_RULES = {
+    _BANK + "Prepare": WRITE_ROLES,
+    _BANK + "Commit": WRITE_ROLES,
+    _BANK + "Abort": WRITE_ROLES,
+    _BANK + "ValidateAccount": READ_ROLES,
+    _BANK + "Balance": READ_ROLES,
+    _BANK + "ListAccounts": READ_ROLES,
+    _BANK + "ListTransactions": READ_ROLES,
+}
+
+
+async def _check(context: grpc.aio.ServicerContext, check, value):
+    try:
+        return check(value)
+    except limits.InvalidInput as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+async def _ledger_write(db: Database, context: grpc.aio.ServicerContext, fn):
+    try:
+        return await db.write(fn)
+    except ledger.LedgerError as exc:
+        jsonlog.emit("ledger_refused", level="error", msg=str(exc))
+        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+
+
+class BankService(pb_grpc.BankServicer):
+    def __init__(self, name: str, db: Database) -> None:
+        self.name = name
+        self.db = db
+
+    async def Prepare(self, request: pb.PrepareRequest, context) -> pb.PrepareResponse:
+        txn_id = await _check(context, limits.txn_id, request.txn_id)
+        if not 1 <= len(request.legs) <= limits.MAX_LEGS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a transaction has 1 to {limits.MAX_LEGS} legs")
+        legs = []
+        for leg in request.legs:
+            await _check(context, limits.account, leg.account_id)
+            if leg.delta_cents == 0 or abs(leg.delta_cents) > limits.MAX_AMOUNT_CENTS:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad delta_cents {leg.delta_cents}")
+            legs.append((leg.account_id, leg.delta_cents))
+        if len({a for a, _ in legs}) != len(legs):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "each account may appear in one leg only")
+        note(txn=txn_id)
+        vote = await _ledger_write(self.db, context, lambda c: ledger.prepare(c, txn_id, legs))
+        jsonlog.emit("2pc", phase="vote", txn=txn_id, vote="YES" if vote.yes else "NO", reason=vote.reason or None)
+        if vote.yes:
+            faults.crash("bank.crash_after_yes")
+            if faults.active("bank.hang_after_yes"):
+                await asyncio.Event().wait()  # never answer
+        return pb.PrepareResponse(vote=pb.YES if vote.yes else pb.NO, reason=vote.reason)
+
+    async def Commit(self, request: pb.DecisionRequest, context) -> pb.DecisionResponse:
+        txn_id = await _check(context, limits.txn_id, request.txn_id)
+        note(txn=txn_id)
+        changed = await _ledger_write(self.db, context, lambda c: ledger.commit(c, txn_id))
+        if changed:
+            jsonlog.emit("2pc", phase="committed", txn=txn_id)
+        return pb.DecisionResponse()
+
+    async def Abort(self, request: pb.DecisionRequest, context) -> pb.DecisionResponse:
+        txn_id = await _check(context, limits.txn_id, request.txn_id)
+        note(txn=txn_id)
+        changed = await _ledger_write(self.db, context, lambda c: ledger.abort(c, txn_id))
+        if changed:
+            jsonlog.emit("2pc", phase="aborted", txn=txn_id)
+        return pb.DecisionResponse()
+
+    async def _account(self, context, account_id: str):
+        await _check(context, limits.account, account_id)
+        row = await self.db.read(lambda c: ledger.account(c, account_id))
+        return row
+
+    async def ValidateAccount(self, request, context) -> pb.ValidateAccountResponse:
+        row = await self._account(context, request.account_id)
+        if row is None:
+            return pb.ValidateAccountResponse(exists=False)
+        return pb.ValidateAccountResponse(exists=True, owner=row["owner"])
+
+    async def Balance(self, request, context) -> pb.BankBalanceResponse:
+        row = await self._account(context, request.account_id)
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account_id} at {self.name}")
+        return _balance(row)
+
+    async def ListAccounts(self, request, context) -> pb.ListAccountsResponse:
+        rows = await self.db.read(ledger.accounts)
+        return pb.ListAccountsResponse(
+            bank=self.name,
+            accounts=[_balance(r) for r in rows],
+            total_cents=sum(r["balance_cents"] for r in rows),
+            held_cents=sum(r["held_cents"] for r in rows),
+        )
+
+    async def ListTransactions(self, request, context) -> pb.ListTransactionsResponse:
+        try:
+            size = limits.page_size(request.page_size, default=100, maximum=1000)
+        except limits.InvalidInput as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        after = request.page_token
+        rows = await self.db.read(lambda c: ledger.transactions(c, after, size))
+        return pb.ListTransactionsResponse(
+            transactions=[
+                pb.Transaction(
+                    txn_id=r["txn_id"],
+                    state=pb.TxnState.Value(r["state"]),
+                    reason=r["reason"],
+                    legs=[pb.Leg(account_id=l["account_id"], delta_cents=l["delta_cents"]) for l in legs],
+                )
+                for r, legs in rows
+            ],
+            next_page_token=rows[-1][0]["txn_id"] if len(rows) == size else "",
+        )
+
+
+def _balance(row) -> pb.BankBalanceResponse:
+    return pb.BankBalanceResponse(
+        account_id=row["account_id"],
+        owner=row["owner"],
+        balance_cents=row["balance_cents"],
+        available_cents=row["balance_cents"] - row["held_cents"],
+    )

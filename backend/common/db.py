@@ -1,0 +1,132 @@
+"""SQLite with group commit: many writes, one fsync.
+
+Every write is a function of a connection. A single writer thread takes the
+writes that are waiting (up to MAX_BATCH), runs each inside its own SAVEPOINT of
+one `BEGIN IMMEDIATE` transaction, commits once (WAL, synchronous=FULL, so the
+commit is on disk), and only then answers each caller. A write that raises is
+rolled back alone and its caller gets the exception; the rest of the batch
+commits. Reads run on a second connection and see only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+MAX_BATCH = 256
+MAX_PENDING = 10_000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Database:
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = connect(self.path)
+        self._writer.executescript(schema)
+        self._reader = connect(self.path)
+        self._reader_lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue(MAX_PENDING)
+        self._thread = threading.Thread(target=self._run, name=f"db-{self.path.name}", daemon=True)
+        self._closed = False
+        self.batches = 0
+        self.writes = 0
+        self._thread.start()
+
+    # -- writes ---------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn in the next batch; return its result once the batch is on disk."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        await asyncio.to_thread(self._queue.put, (fn, loop, future)) if self._queue.full() else self._queue.put_nowait((fn, loop, future))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        conn = self._writer
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = fn(conn)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - the whole batch failed
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            outcomes = [(False, exc)] * len(batch)
+        self.batches += 1
+        self.writes += len(batch)
+        for (_, loop, future), (ok, value) in zip(batch, outcomes):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    # -- reads ----------------------------------------------------------
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._read, fn)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._reader_lock:
+            self._reader.execute("BEGIN")
+            try:
+                return fn(self._reader)
+            finally:
+                self._reader.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        self._writer.close()
+        self._reader.close()
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

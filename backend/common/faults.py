@@ -1,0 +1,47 @@
+"""Named fault points for tests: off unless STRIFE_TEST_MODE=1 and STRIFE_FAULTS names them.
+
+STRIFE_FAULTS is a comma-separated list of point names, e.g.
+`gateway.crash_after_commit_record`. Outside test mode a non-empty STRIFE_FAULTS
+stops the process at start, so a fault can never be switched on in production.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from backend.common import jsonlog
+
+POINTS = {
+    "bank.crash_after_yes": "a bank exits right after writing its YES vote, before answering",
+    "bank.hang_after_yes": "a bank writes its YES vote and then never answers",
+    "gateway.crash_after_commit_record": "the gateway exits after recording COMMIT, before sending it",
+    "gateway.crash_after_first_commit": "the gateway exits after sending COMMIT to one bank only",
+}
+
+
+def _enabled() -> frozenset[str]:
+    names = frozenset(n.strip() for n in os.environ.get("STRIFE_FAULTS", "").split(",") if n.strip())
+    if not names:
+        return names
+    if os.environ.get("STRIFE_TEST_MODE") != "1":
+        sys.exit("STRIFE_FAULTS is set but STRIFE_TEST_MODE is not 1: fault points are for tests only")
+    unknown = names - POINTS.keys()
+    if unknown:
+        sys.exit(f"unknown fault points: {', '.join(sorted(unknown))}; known: {', '.join(sorted(POINTS))}")
+    return names
+
+
+ENABLED = _enabled()
+
+
+def active(name: str) -> bool:
+    assert name in POINTS, name
+    return name in ENABLED
+
+
+def crash(name: str) -> None:
+    """Exit at once, as SIGKILL would, if fault point `name` is on."""
+    if active(name):
+        jsonlog.emit("fault", level="warning", msg=name)
+        os._exit(77)

@@ -1,0 +1,109 @@
+"""Interceptors shared by every server: call logging and certificate roles.
+
+Each interceptor wraps the unary handler it is given, so the wrapper sees the
+request context (certificate, metadata) and the outcome. The first interceptor
+in a server's list is the outermost wrapper.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from typing import Awaitable, Callable
+
+import grpc
+
+from backend.common import jsonlog, tls
+
+# Per-call facts that inner wrappers and handlers add for the logging wrapper.
+CALL: contextvars.ContextVar[dict] = contextvars.ContextVar("strife_call")
+
+Behavior = Callable[[object, grpc.aio.ServicerContext], Awaitable[object]]
+
+
+def wrap_unary(handler: grpc.RpcMethodHandler | None, make: Callable[[Behavior], Behavior]):
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        make(handler.unary_unary),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def note(**facts) -> None:
+    """Attach facts (user, txn, amount_cents, …) to the current call's log line."""
+    call = CALL.get(None)
+    if call is not None:
+        call.update(facts)
+
+
+class LoggingInterceptor(grpc.aio.ServerInterceptor):
+    """One JSON line per unary call: method, user, code, ms. Never the request body."""
+
+    async def intercept_service(self, continuation, details):
+        method = details.method
+        handler = await continuation(details)
+
+        def make(inner: Behavior) -> Behavior:
+            async def behavior(request, context):
+                call: dict = {}
+                CALL.set(call)
+                started = time.perf_counter()
+                code = grpc.StatusCode.OK
+                try:
+                    return await inner(request, context)
+                except BaseException:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    if not isinstance(code, grpc.StatusCode):
+                        code = grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
+                        code = context.code()
+                    jsonlog.emit(
+                        "rpc",
+                        level="info" if code is grpc.StatusCode.OK else "warning",
+                        method=method,
+                        code=code.name,
+                        ms=round((time.perf_counter() - started) * 1000, 2),
+                        **call,
+                    )
+
+            return behavior
+
+        return wrap_unary(handler, make)
+
+
+class RoleInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call unless the caller's certificate role is allowed for the method.
+
+    `rules` maps a method's full name ("/strife.v1.Bank/Prepare") to its roles;
+    a method not listed is open to every certificate from our CA (health checks).
+    """
+
+    def __init__(self, rules: dict[str, frozenset[str]]) -> None:
+        self.rules = rules
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        allowed = self.rules.get(details.method)
+        if allowed is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+
+        def make(inner: Behavior) -> Behavior:
+            async def behavior(request, context):
+                role = tls.peer_role(context)
+                note(role=role)
+                if role not in allowed:
+                    await context.abort(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"{method} is not allowed for a certificate with role {role or 'unknown'!r}; "
+                        f"allowed: {', '.join(sorted(allowed))}",
+                    )
+                return await inner(request, context)
+
+            return behavior
+
+        return wrap_unary(handler, make)

@@ -1,0 +1,87 @@
+"""Bounds on everything a caller can send, and the checks that enforce them.
+
+Each check raises InvalidInput with a message a person can act on; servers turn
+it into INVALID_ARGUMENT. Messages never echo a password or token.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_AMOUNT_CENTS = 100_000_000_00  # 100 million currency units per payment
+MAX_IDEMPOTENCY_KEY = 255
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,31}$")
+MIN_PASSWORD, MAX_PASSWORD = 8, 256
+BANK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TXN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+KEY_RE = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_IDEMPOTENCY_KEY)
+MAX_PAGE_SIZE = 100
+MAX_LEGS = 16
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class InvalidInput(ValueError):
+    pass
+
+
+def _show(value: str) -> str:
+    return repr(value[:40] + ("…" if len(value) > 40 else ""))
+
+
+def username(value: str) -> str:
+    if not USERNAME_RE.match(value):
+        raise InvalidInput(
+            f"bad username {_show(value)}: use 3-32 characters, lowercase letters, digits, '_', '.', '-'"
+        )
+    return value
+
+
+def password(value: str) -> str:
+    if not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
+        raise InvalidInput(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long")
+    return value
+
+
+def bank(value: str) -> str:
+    if not BANK_RE.match(value):
+        raise InvalidInput(f"bad bank name {_show(value)}: use 1-32 letters, digits, '_', '.', '-'")
+    return value
+
+
+def account(value: str) -> str:
+    if not ACCOUNT_RE.match(value):
+        raise InvalidInput(f"bad account id {_show(value)}: use 1-64 letters, digits, '_', '.', '-'")
+    return value
+
+
+def txn_id(value: str) -> str:
+    if not TXN_RE.match(value):
+        raise InvalidInput(f"bad transaction id {_show(value)}")
+    return value
+
+
+def idempotency_key(value: str) -> str:
+    if not value:
+        raise InvalidInput("idempotency_key is required: send a fresh UUID with each new payment")
+    if not KEY_RE.match(value):
+        raise InvalidInput(
+            f"bad idempotency_key: use 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces"
+        )
+    return value
+
+
+def amount_cents(value: int) -> int:
+    if value <= 0:
+        raise InvalidInput(f"amount must be positive, got {value} cents")
+    if value > MAX_AMOUNT_CENTS:
+        raise InvalidInput(f"amount {value} cents is over the limit of {MAX_AMOUNT_CENTS} cents per payment")
+    return value
+
+
+def page_size(value: int, default: int = 20, maximum: int = MAX_PAGE_SIZE) -> int:
+    if value == 0:
+        return default
+    if not 1 <= value <= maximum:
+        raise InvalidInput(f"page_size must be 1 to {maximum}, got {value}")
+    return value

@@ -1,0 +1,90 @@
+"""Run one gRPC server process: mTLS, health service, clean shutdown.
+
+A server stops on SIGTERM/SIGINT and, when `watch_stdin` is set (the
+supervisor sets it), when its stdin closes, so it dies with its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from backend.common import jsonlog, tls
+from backend.common.limits import MAX_MESSAGE_BYTES
+
+SERVER_OPTIONS = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
+    ("grpc.max_concurrent_streams", 256),
+    ("grpc.max_connection_idle_ms", 10 * 60 * 1000),
+)
+
+
+class PortTaken(SystemExit):
+    pass
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def run() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=run, name="stdin-watch", daemon=True).start()
+
+
+async def run_server(
+    *,
+    name: str,
+    host: str,
+    port: int,
+    certs_dir: Path,
+    add_services: Callable[[grpc.aio.Server], None],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    on_started: Callable[[], Awaitable[None]] | None = None,
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
+    watch_stdin: bool = False,
+) -> None:
+    server = grpc.aio.server(interceptors=list(interceptors), options=list(SERVER_OPTIONS))
+    add_services(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"{host}:{port}"
+    try:
+        bound = server.add_secure_port(address, tls.server_credentials(certs_dir, name))
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        jsonlog.emit("start_failed", level="error", msg=f"cannot listen on {address}: port in use or not allowed")
+        print(f"{name}: cannot listen on {address}: the port is in use or not allowed", file=sys.stderr)
+        raise PortTaken(2)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:
+        _watch_stdin(loop, stop)
+    try:
+        if on_started is not None:
+            await on_started()
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        jsonlog.emit("serving", address=address)
+        await stop.wait()
+    finally:
+        jsonlog.emit("stopping", address=address)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace=1.0)
+        if on_stopping is not None:
+            await on_stopping()

@@ -1,0 +1,211 @@
+"""Two-phase commit across banks, with a durable decision log.
+
+Order of events for one payment (each arrow waits for the previous step):
+  claim key + log PREPARING (on disk) -> Prepare at every participant bank, in
+  parallel, under one deadline -> log COMMIT or ABORT (on disk) -> send the
+  decision; unacknowledged decisions are re-sent in the background until each
+  bank acknowledges. A bank that asks about a transaction gets the logged
+  decision, or ABORT logged on the spot (presumed abort).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import grpc
+
+from backend.api import strife_pb2 as pb
+from backend.common import faults, jsonlog
+from backend.common.db import Database
+from backend.gateway import store
+from backend.gateway.banks import Banks
+
+DECISION_SEND_TIMEOUT_S = 2.0
+RESEND_INTERVAL_S = 0.5
+RESEND_BATCH = 500
+
+
+class PaymentRefused(Exception):
+    """The payment did not happen and the client may try again: `code` is its status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Result:
+    row: object  # sqlite3.Row of the payment as recorded
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class _Vote:
+    bank: str
+    yes: bool
+    reason: str
+    kind: str  # "vote" (the bank answered), "unavailable", "timeout", "error"
+
+
+class Coordinator:
+    def __init__(self, db: Database, banks: Banks, timeout_s: float) -> None:
+        self.db = db
+        self.banks = banks
+        self.timeout_s = timeout_s
+        self._wake = asyncio.Event()
+
+    # -------------------------------------------------------------- pay --
+    async def pay(self, fields: store.PaymentFields) -> Result:
+        txn_id = uuid.uuid4().hex
+        claim = await self.db.write(lambda c: store.claim(c, fields, txn_id))
+        if claim.kind == "conflict":
+            raise PaymentRefused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"idempotency_key {fields.idem_key!r} was already used for a different payment "
+                f"(payment {claim.row['txn_id']}); use a new key for a new payment",
+            )
+        if claim.kind == "in_flight":
+            raise PaymentRefused(
+                grpc.StatusCode.ABORTED,
+                f"a payment with idempotency_key {fields.idem_key!r} is still in progress; retry shortly",
+            )
+        if claim.kind == "replay":
+            jsonlog.emit("idempotent_replay", user=fields.username, txn=claim.row["txn_id"])
+            return Result(claim.row, replayed=True)
+
+        jsonlog.emit(
+            "2pc", phase="begin", txn=txn_id, user=fields.username, amount_cents=fields.amount_cents,
+            from_bank=fields.from_bank, from_account=fields.from_account,
+            to_bank=fields.to_bank, to_account=fields.to_account,
+        )
+        votes = await self._prepare_all(txn_id, _legs(fields))
+        decision, outcome, reason = _decide(votes)
+        row = await self.db.write(lambda c: store.decide(c, txn_id, decision, outcome, reason))
+        decision = row["state"]
+        jsonlog.emit("2pc", phase="decision", txn=txn_id, decision=decision, reason=row["reason"] or None)
+        if decision == "COMMIT":
+            faults.crash("gateway.crash_after_commit_record")
+        await self._send_decision(txn_id, decision, sorted({fields.from_bank, fields.to_bank}))
+        if row["outcome"] == "RETRYABLE":
+            raise PaymentRefused(*_refusal(votes, row["reason"]))
+        return Result(row, replayed=False)
+
+    async def _prepare_all(self, txn_id: str, legs: dict[str, list[tuple[str, int]]]) -> list[_Vote]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        return list(await asyncio.gather(*(self._prepare(txn_id, b, l, deadline) for b, l in legs.items())))
+
+    async def _prepare(self, txn_id: str, bank: str, legs: list[tuple[str, int]], deadline: float) -> _Vote:
+        request = pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=a, delta_cents=d) for a, d in legs])
+        jsonlog.emit("2pc", phase="prepare_sent", txn=txn_id, bank=bank)
+        remaining = max(0.001, deadline - asyncio.get_running_loop().time())
+        try:
+            answer = await asyncio.wait_for(self.banks.stub(bank).Prepare(request, timeout=remaining), remaining + 0.5)
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError) as exc:
+            code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.DEADLINE_EXCEEDED
+            kind = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "timeout"}.get(
+                code, "error"
+            )
+            reason = {"unavailable": f"{bank} offline", "timeout": f"{bank} timed out"}.get(kind, f"{bank} error {code.name}")
+            jsonlog.emit("2pc", phase="vote", level="warning", txn=txn_id, bank=bank, vote="NONE", code=code.name, reason=reason)
+            return _Vote(bank, False, reason, kind)
+        yes = answer.vote == pb.YES
+        jsonlog.emit("2pc", phase="vote", txn=txn_id, bank=bank, vote="YES" if yes else "NO", reason=answer.reason or None)
+        return _Vote(bank, yes, answer.reason, "vote")
+
+    # -------------------------------------------------------- decisions --
+    async def _send_decision(self, txn_id: str, decision: str, banks: list[str]) -> None:
+        results = await asyncio.gather(*(self._send_one(txn_id, decision, b) for b in banks))
+        acked = [b for b, ok in zip(banks, results) if ok]
+        if acked:
+            await self.db.write(lambda c: store.ack(c, txn_id, acked))
+        if len(acked) < len(banks):
+            self._wake.set()
+
+    async def _send_one(self, txn_id: str, decision: str, bank: str) -> bool:
+        stub = self.banks.stub(bank)
+        call = stub.Commit if decision == "COMMIT" else stub.Abort
+        try:
+            await call(pb.DecisionRequest(txn_id=txn_id), timeout=DECISION_SEND_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            jsonlog.emit("2pc", phase="decision_unacked", level="warning", txn=txn_id, bank=bank,
+                         decision=decision, code=exc.code().name)
+            return False
+        jsonlog.emit("2pc", phase="acked", txn=txn_id, bank=bank, decision=decision)
+        if decision == "COMMIT":
+            faults.crash("gateway.crash_after_first_commit")
+        return True
+
+    async def resend_forever(self) -> None:
+        """Re-send logged decisions until every bank has acknowledged them."""
+        while True:
+            try:
+                await self.resend_once()
+            except Exception as exc:  # noqa: BLE001 - keep going, say why
+                jsonlog.emit("resend_error", level="warning", msg=f"{type(exc).__name__}: {exc}")
+            try:
+                await asyncio.wait_for(self._wake.wait(), RESEND_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def resend_once(self) -> int:
+        pending = await self.db.read(lambda c: store.unacked(c, RESEND_BATCH))
+        down: set[str] = set()
+        sent = 0
+        for txn_id, bank, decision in pending:
+            if bank in down or bank not in self.banks:
+                continue
+            if await self._send_one(txn_id, decision, bank):
+                await self.db.write(lambda c: store.ack(c, txn_id, [bank]))
+                sent += 1
+            else:
+                down.add(bank)
+        return sent
+
+    # ---------------------------------------------------------- recovery --
+    async def recover(self) -> int:
+        """At start: abort every transaction logged PREPARING by a previous run."""
+        txn_ids = await self.db.read(store.preparing)
+        for txn_id in txn_ids:
+            await self.db.write(lambda c: store.decide(c, txn_id, "ABORT", "RETRYABLE", "gateway restarted during 2PC"))
+            jsonlog.emit("2pc", phase="decision", txn=txn_id, decision="ABORT", reason="gateway restarted during 2PC")
+        if txn_ids:
+            self._wake.set()
+        return len(txn_ids)
+
+    async def resolve(self, txn_id: str) -> str:
+        decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))
+        jsonlog.emit("2pc", phase="resolved", txn=txn_id, decision=decision)
+        return decision
+
+
+def _legs(fields: store.PaymentFields) -> dict[str, list[tuple[str, int]]]:
+    legs: dict[str, list[tuple[str, int]]] = {}
+    legs.setdefault(fields.from_bank, []).append((fields.from_account, -fields.amount_cents))
+    legs.setdefault(fields.to_bank, []).append((fields.to_account, fields.amount_cents))
+    return legs
+
+
+def _decide(votes: list[_Vote]) -> tuple[str, str, str]:
+    """(decision, outcome, reason) from the votes."""
+    if all(v.yes for v in votes):
+        return "COMMIT", "SUCCEEDED", ""
+    business = [v for v in votes if v.kind == "vote" and not v.yes]
+    for v in business:
+        if v.reason == "insufficient funds":
+            return "ABORT", "DECLINED", "insufficient funds"
+    failed = business or [v for v in votes if not v.yes]
+    return "ABORT", "RETRYABLE", "; ".join(v.reason for v in failed)
+
+
+def _refusal(votes: list[_Vote], reason: str) -> tuple[grpc.StatusCode, str]:
+    """The status code a client sees for a payment aborted without a final outcome."""
+    kinds = {v.kind for v in votes if not v.yes}
+    if any(v.kind == "vote" and v.reason.startswith("unknown account") for v in votes):
+        return grpc.StatusCode.NOT_FOUND, f"payment not made: {reason}"
+    if kinds <= {"timeout"} and kinds:
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"payment not made: {reason}; retry with the same idempotency key"
+    return grpc.StatusCode.UNAVAILABLE, f"payment not made: {reason}; retry with the same idempotency key"

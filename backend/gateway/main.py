@@ -1,0 +1,94 @@
+"""`strife gateway`: run the payment gateway and 2PC coordinator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.common import fixtures, jsonlog
+from backend.common.db import Database
+from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
+from backend.common.serve import run_server
+from backend.gateway import passwords, store
+from backend.gateway.auth import AuthenticationInterceptor, AuthorizationInterceptor
+from backend.gateway.banks import Banks, parse_bank_flag
+from backend.gateway.coordinator import Coordinator
+from backend.gateway.service import ROLE_RULES, CoordinatorService, GatewayService
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="where the gateway's database lives (default .strife/)")
+    p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
+    p.add_argument("--bank", action="append", default=[], metavar="NAME=HOST:PORT", required=True,
+                   help="a bank the gateway coordinates; repeat for each bank")
+    p.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="deadline for all banks to vote on a payment (default 2)")
+    p.add_argument("--token-ttl", type=float, default=3600.0, metavar="SECONDS",
+                   help="how long a login token lives (default 3600)")
+    p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS,
+                   help="demo users fixture, read on first start")
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by supervisors)")
+
+
+async def _seed_users(db: Database, path: Path) -> None:
+    if await db.read(store.is_seeded):
+        return
+    users = fixtures.users(path)
+    hashed = [(u, await asyncio.to_thread(passwords.hash_password, u["password"])) for u in users]
+
+    def seed(conn) -> None:
+        for user, digest in hashed:
+            store.add_user(conn, user["username"], digest, [tuple(a) for a in user["accounts"]])
+        store.mark_seeded(conn)
+
+    await db.write(seed)
+    jsonlog.emit("seeded", msg=f"{len(users)} demo users from {path}")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    jsonlog.configure("gateway")
+    try:
+        addresses = dict(parse_bank_flag(v) for v in args.bank)
+    except ValueError as exc:
+        raise SystemExit(f"gateway: {exc}")
+    db = Database(Path(args.data_dir) / "gateway.sqlite", store.SCHEMA)
+    await _seed_users(db, args.users)
+    banks = Banks(addresses, args.certs)
+    banks.open()
+    coordinator = Coordinator(db, banks, args.twopc_timeout)
+    aborted = await coordinator.recover()
+    if aborted:
+        jsonlog.emit("recovered", msg=f"aborted {aborted} transactions left PREPARING by the previous run")
+    tasks: list[asyncio.Task] = []
+
+    def add(server) -> None:
+        pb_grpc.add_GatewayServicer_to_server(GatewayService(db, banks, coordinator, args.token_ttl), server)
+        pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
+
+    async def started() -> None:
+        tasks.append(asyncio.create_task(coordinator.resend_forever()))
+
+    async def stopping() -> None:
+        for t in tasks:
+            t.cancel()
+        await banks.close()
+        db.close()
+
+    await run_server(
+        name="gateway", host=args.host, port=args.port, certs_dir=args.certs, add_services=add,
+        interceptors=[
+            LoggingInterceptor(),
+            RoleInterceptor(ROLE_RULES),
+            AuthenticationInterceptor(db),
+            AuthorizationInterceptor(db),
+        ],
+        on_started=started, on_stopping=stopping, watch_stdin=args.watch_stdin,
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    asyncio.run(serve(args))

@@ -1,0 +1,218 @@
+"""The Gateway and Coordinator gRPC services."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import grpc
+
+from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.common import jsonlog, limits
+from backend.common.db import Database
+from backend.common.interceptors import note
+from backend.gateway import passwords, store
+from backend.gateway.auth import current_token, current_user
+from backend.gateway.banks import Banks
+from backend.gateway.coordinator import Coordinator, PaymentRefused
+from backend.gateway.login_limiter import LoginLimiter
+
+BANK_READ_TIMEOUT_S = 2.0
+_GATEWAY = "/strife.v1.Gateway/"
+ROLE_RULES = {
+    **{_GATEWAY + m: frozenset({"client", "operator"}) for m in (
+        "Register", "Login", "Logout", "LinkAccount", "Balance", "Pay", "GetPayment", "ListPayments")},
+    "/strife.v1.Coordinator/ResolveTransaction": frozenset({"bank"}),
+}
+_STATUS = {"SUCCEEDED": pb.SUCCEEDED, "DECLINED": pb.DECLINED, None: pb.PENDING}
+
+
+def payment_message(row) -> pb.Payment:
+    return pb.Payment(
+        payment_id=row["txn_id"],
+        idempotency_key=row["idem_key"],
+        username=row["username"],
+        amount_cents=row["amount_cents"],
+        status=_STATUS.get(row["outcome"], pb.PAYMENT_STATUS_UNSPECIFIED),
+        reason=row["reason"],
+        created_at_ms=int(row["created_at"] * 1000),
+        **{"from": pb.AccountRef(bank=row["from_bank"], account_id=row["from_account"])},
+        to=pb.AccountRef(bank=row["to_bank"], account_id=row["to_account"]),
+    )
+
+
+async def _valid(context, check, value):
+    try:
+        return check(value)
+    except limits.InvalidInput as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+async def _store_write(db: Database, context, fn):
+    try:
+        return await db.write(fn)
+    except store.StoreError as exc:
+        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+
+
+class GatewayService(pb_grpc.GatewayServicer):
+    def __init__(self, db: Database, banks: Banks, coordinator: Coordinator, token_ttl_s: float) -> None:
+        self.db = db
+        self.banks = banks
+        self.coordinator = coordinator
+        self.token_ttl_s = token_ttl_s
+        self.limiter = LoginLimiter()
+
+    async def _own_account(self, context, ref: pb.AccountRef, username: str) -> tuple[str, str]:
+        """Check that `ref` exists at a known bank and that the bank says `username` owns it."""
+        bank = await _valid(context, limits.bank, ref.bank)
+        account_id = await _valid(context, limits.account, ref.account_id)
+        if bank not in self.banks:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown bank {bank}")
+        try:
+            answer = await self.banks.stub(bank).ValidateAccount(
+                pb.ValidateAccountRequest(account_id=account_id), timeout=BANK_READ_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} did not answer ({exc.code().name}); try again")
+        if not answer.exists:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {account_id} at {bank}")
+        if answer.owner != username:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"account {account_id} at {bank} is not held by {username}"
+            )
+        return bank, account_id
+
+    async def Register(self, request, context) -> pb.RegisterResponse:
+        username = await _valid(context, limits.username, request.username)
+        await _valid(context, limits.password, request.password)
+        note(user=username)
+        link = await self._own_account(context, request.account, username)
+        digest = await asyncio.to_thread(passwords.hash_password, request.password)
+        await _store_write(self.db, context, lambda c: store.add_user(c, username, digest, [link]))
+        jsonlog.emit("registered", user=username, bank=link[0])
+        return pb.RegisterResponse(username=username)
+
+    async def Login(self, request, context) -> pb.LoginResponse:
+        username = await _valid(context, limits.username, request.username)
+        await _valid(context, limits.password, request.password)
+        note(user=username)
+        peer = context.peer() or ""
+        wait_s = self.limiter.blocked_for(username, peer)
+        if wait_s > 0:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many failed logins for {username}; try again in {int(wait_s) + 1} s",
+            )
+        stored = await self.db.read(lambda c: store.password_hash(c, username))
+        ok = await asyncio.to_thread(passwords.verify_password, request.password, stored or passwords.DUMMY_HASH)
+        if not ok or stored is None:
+            self.limiter.failed(username, peer)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong username or password")
+        self.limiter.succeeded(username, peer)
+        token = secrets.token_urlsafe(32)
+        expires_at = time.time() + self.token_ttl_s
+        await self.db.write(lambda c: store.add_session(c, token, username, expires_at))
+        return pb.LoginResponse(token=token, expires_at_ms=int(expires_at * 1000), username=username)
+
+    async def Logout(self, request, context) -> pb.LogoutResponse:
+        token = current_token()
+        await self.db.write(lambda c: store.revoke_session(c, token))
+        return pb.LogoutResponse()
+
+    async def LinkAccount(self, request, context) -> pb.LinkAccountResponse:
+        user = current_user()
+        bank, account_id = await self._own_account(context, request.account, user)
+        links = await _store_write(self.db, context, lambda c: store.add_link(c, user, bank, account_id))
+        return pb.LinkAccountResponse(accounts=[pb.AccountRef(bank=b, account_id=a) for b, a in links])
+
+    async def Balance(self, request, context) -> pb.BalanceResponse:
+        user = current_user()
+        links = await self.db.read(lambda c: store.links_of(c, user))
+        answers = await asyncio.gather(*(self._bank_balance(b, a) for b, a in links))
+        return pb.BalanceResponse(
+            accounts=answers, total_cents=sum(a.balance_cents for a in answers if a.reachable)
+        )
+
+    async def _bank_balance(self, bank: str, account_id: str) -> pb.AccountBalance:
+        ref = pb.AccountRef(bank=bank, account_id=account_id)
+        if bank not in self.banks:
+            return pb.AccountBalance(account=ref, reachable=False)
+        try:
+            answer = await self.banks.stub(bank).Balance(
+                pb.BankBalanceRequest(account_id=account_id), timeout=BANK_READ_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError:
+            return pb.AccountBalance(account=ref, reachable=False)
+        return pb.AccountBalance(
+            account=ref, balance_cents=answer.balance_cents, available_cents=answer.available_cents, reachable=True
+        )
+
+    async def Pay(self, request, context) -> pb.Payment:
+        user = current_user()
+        key = await _valid(context, limits.idempotency_key, request.idempotency_key)
+        amount = await _valid(context, limits.amount_cents, request.amount_cents)
+        source = getattr(request, "from")
+        if source.bank or source.account_id:
+            from_bank = await _valid(context, limits.bank, source.bank)
+            from_account = await _valid(context, limits.account, source.account_id)
+        else:
+            links = await self.db.read(lambda c: store.links_of(c, user))
+            if len(links) != 1:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"you hold {len(links)} accounts: say which one to pay from",
+                )
+            from_bank, from_account = links[0]
+        to_bank = await _valid(context, limits.bank, request.to.bank)
+        to_account = await _valid(context, limits.account, request.to.account_id)
+        for bank in (from_bank, to_bank):
+            if bank not in self.banks:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown bank {bank}")
+        if (from_bank, from_account) == (to_bank, to_account):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payer and payee are the same account")
+        fields = store.PaymentFields(user, key, from_bank, from_account, to_bank, to_account, amount)
+        note(amount_cents=amount)
+        try:
+            result = await self.coordinator.pay(fields)
+        except PaymentRefused as exc:
+            await context.abort(exc.code, str(exc))
+        note(txn=result.row["txn_id"])
+        if result.replayed:
+            context.set_trailing_metadata((("idempotent-replayed", "true"),))
+        return payment_message(result.row)
+
+    async def GetPayment(self, request, context) -> pb.Payment:
+        user = current_user()
+        txn_id = await _valid(context, limits.txn_id, request.payment_id)
+        row = await self.db.read(lambda c: store.visible_payment(c, txn_id, user))
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no payment {txn_id} of yours")
+        return payment_message(row)
+
+    async def ListPayments(self, request, context) -> pb.ListPaymentsResponse:
+        user = current_user()
+        size = await _valid(context, limits.page_size, request.page_size)
+        before = 2**62
+        if request.page_token:
+            if not request.page_token.isdigit() or len(request.page_token) > 19:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad page_token: pass the one a previous page gave")
+            before = int(request.page_token)
+        rows = await self.db.read(lambda c: store.history(c, user, before, size))
+        return pb.ListPaymentsResponse(
+            payments=[payment_message(r) for r in rows],
+            next_page_token=str(rows[-1]["seq"]) if len(rows) == size else "",
+        )
+
+
+class CoordinatorService(pb_grpc.CoordinatorServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    async def ResolveTransaction(self, request, context) -> pb.ResolveResponse:
+        txn_id = await _valid(context, limits.txn_id, request.txn_id)
+        note(txn=txn_id)
+        decision = await self.coordinator.resolve(txn_id)
+        return pb.ResolveResponse(decision=pb.COMMIT if decision == "COMMIT" else pb.ABORT)

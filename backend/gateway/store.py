@@ -1,0 +1,295 @@
+"""The gateway's SQLite state: users, sessions, linked accounts, idempotency keys,
+and the 2PC coordinator log (payments and their participants).
+
+Functions taking a connection run inside one group-committed write (or a read)
+of backend.common.db.Database.
+
+Coordinator log invariants:
+  a payment's state moves PREPARING -> COMMIT or PREPARING -> ABORT, once;
+  a key (username, idempotency key) points at one payment; it is released only
+  when that payment aborted before anything happened that the client must see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS links (
+    bank TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    username TEXT NOT NULL REFERENCES users (username),
+    PRIMARY KEY (bank, account_id)
+);
+CREATE INDEX IF NOT EXISTS links_user ON links (username);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users (username),
+    expires_at REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS payments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    txn_id TEXT NOT NULL UNIQUE,
+    username TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    from_bank TEXT NOT NULL, from_account TEXT NOT NULL,
+    to_bank TEXT NOT NULL, to_account TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL CHECK (amount_cents > 0),
+    state TEXT NOT NULL CHECK (state IN ('PREPARING', 'COMMIT', 'ABORT')),
+    outcome TEXT CHECK (outcome IN ('SUCCEEDED', 'DECLINED', 'RETRYABLE')),
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    decided_at REAL
+);
+CREATE INDEX IF NOT EXISTS payments_preparing ON payments (txn_id) WHERE state = 'PREPARING';
+CREATE INDEX IF NOT EXISTS payments_user ON payments (username, seq);
+CREATE INDEX IF NOT EXISTS payments_payee ON payments (to_bank, to_account, seq);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    username TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (username, idem_key)
+);
+CREATE TABLE IF NOT EXISTS participants (
+    txn_id TEXT NOT NULL,
+    bank TEXT NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (txn_id, bank)
+);
+CREATE INDEX IF NOT EXISTS participants_unacked ON participants (txn_id) WHERE acked = 0;
+"""
+
+
+class StoreError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ users --
+
+def add_user(conn: sqlite3.Connection, username: str, password_hash: str, links: list[tuple[str, str]]) -> None:
+    if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+        raise StoreError("ALREADY_EXISTS", f"username {username!r} is taken: pick another or log in")
+    conn.execute(
+        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
+        (username, password_hash, time.time()),
+    )
+    for bank, account_id in links:
+        add_link(conn, username, bank, account_id)
+
+
+def add_link(conn: sqlite3.Connection, username: str, bank: str, account_id: str) -> list[tuple[str, str]]:
+    row = conn.execute(
+        "SELECT username FROM links WHERE bank = ? AND account_id = ?", (bank, account_id)
+    ).fetchone()
+    if row is not None and row[0] != username:
+        raise StoreError("ALREADY_EXISTS", f"account {account_id} at {bank} is already linked to another user")
+    if row is None:
+        conn.execute("INSERT INTO links (bank, account_id, username) VALUES (?, ?, ?)", (bank, account_id, username))
+    return links_of(conn, username)
+
+
+def password_hash(conn: sqlite3.Connection, username: str) -> str | None:
+    row = conn.execute("SELECT password_hash FROM users WHERE username = ?", (username,)).fetchone()
+    return row[0] if row else None
+
+
+def links_of(conn: sqlite3.Connection, username: str) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT bank, account_id FROM links WHERE username = ? ORDER BY bank, account_id", (username,)
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def is_seeded(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is not None
+
+
+def mark_seeded(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
+
+
+# --------------------------------------------------------------- sessions --
+
+def add_session(conn: sqlite3.Connection, token: str, username: str, expires_at: float) -> None:
+    conn.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time() - 86400,))
+    conn.execute(
+        "INSERT INTO sessions (token_sha256, username, expires_at) VALUES (?, ?, ?)",
+        (token_digest(token), username, expires_at),
+    )
+
+
+def session_user(conn: sqlite3.Connection, token: str) -> tuple[str, float] | None:
+    """(username, expires_at) of a live session, or None if unknown or revoked."""
+    row = conn.execute(
+        "SELECT username, expires_at FROM sessions WHERE token_sha256 = ? AND revoked = 0", (token_digest(token),)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def revoke_session(conn: sqlite3.Connection, token: str) -> None:
+    conn.execute("UPDATE sessions SET revoked = 1 WHERE token_sha256 = ?", (token_digest(token),))
+
+
+# --------------------------------------------------------------- payments --
+
+@dataclass(frozen=True)
+class PaymentFields:
+    username: str
+    idem_key: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount_cents: int
+
+    def fingerprint(self) -> str:
+        parts = (self.from_bank, self.from_account, self.to_bank, self.to_account, str(self.amount_cents))
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claiming a key found: `new` (go ahead), `conflict`, `in_flight` or `replay` (row)."""
+
+    kind: str
+    row: sqlite3.Row | None = None
+
+
+PAYMENT_COLUMNS = (
+    "txn_id, username, idem_key, from_bank, from_account, to_bank, to_account, amount_cents, "
+    "state, outcome, reason, created_at, seq"
+)
+
+
+def claim(conn: sqlite3.Connection, fields: PaymentFields, txn_id: str) -> Claim:
+    """Claim the idempotency key for a new payment, or say what it already means."""
+    fingerprint = fields.fingerprint()
+    row = conn.execute(
+        f"SELECT p.fingerprint, {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))} "
+        "FROM idempotency_keys k JOIN payments p ON p.txn_id = k.txn_id "
+        "WHERE k.username = ? AND k.idem_key = ?",
+        (fields.username, fields.idem_key),
+    ).fetchone()
+    if row is not None:
+        if row["fingerprint"] != fingerprint:
+            return Claim("conflict", row)
+        if row["state"] == "PREPARING":
+            return Claim("in_flight", row)
+        return Claim("replay", row)
+    now = time.time()
+    conn.execute(
+        "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
+        "to_account, amount_cents, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?)",
+        (txn_id, fields.username, fields.idem_key, fingerprint, fields.from_bank, fields.from_account,
+         fields.to_bank, fields.to_account, fields.amount_cents, now),
+    )
+    conn.execute(
+        "INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) VALUES (?, ?, ?, ?)",
+        (fields.username, fields.idem_key, txn_id, now),
+    )
+    for bank in sorted({fields.from_bank, fields.to_bank}):
+        conn.execute("INSERT INTO participants (txn_id, bank) VALUES (?, ?)", (txn_id, bank))
+    return Claim("new")
+
+
+def decide(conn: sqlite3.Connection, txn_id: str, decision: str, outcome: str, reason: str) -> sqlite3.Row:
+    """Record the decision unless one is already recorded; return the payment as recorded.
+
+    A RETRYABLE abort releases the idempotency key, so the client may send it again.
+    """
+    assert decision in ("COMMIT", "ABORT") and outcome in ("SUCCEEDED", "DECLINED", "RETRYABLE")
+    assert (decision == "COMMIT") == (outcome == "SUCCEEDED")
+    updated = conn.execute(
+        "UPDATE payments SET state = ?, outcome = ?, reason = ?, decided_at = ? "
+        "WHERE txn_id = ? AND state = 'PREPARING'",
+        (decision, outcome, reason, time.time(), txn_id),
+    ).rowcount
+    if updated and outcome == "RETRYABLE":
+        conn.execute("DELETE FROM idempotency_keys WHERE txn_id = ?", (txn_id,))
+    row = payment(conn, txn_id)
+    assert row is not None and row["state"] != "PREPARING", txn_id
+    return row
+
+
+def presume_abort(conn: sqlite3.Connection, txn_id: str, reason: str) -> str:
+    """The decision for a bank that asks: the recorded one, or ABORT recorded now."""
+    row = conn.execute("SELECT state FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
+    if row is None:
+        return "ABORT"  # never logged here, so never committed: presumed abort
+    if row["state"] != "PREPARING":
+        return row["state"]
+    return decide(conn, txn_id, "ABORT", "RETRYABLE", reason)["state"]
+
+
+def preparing(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT txn_id FROM payments WHERE state = 'PREPARING'").fetchall()]
+
+
+def ack(conn: sqlite3.Connection, txn_id: str, banks: list[str]) -> None:
+    conn.executemany(
+        "UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", [(txn_id, b) for b in banks]
+    )
+
+
+def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, str]]:
+    """(txn_id, bank, decision) for decisions a bank has not acknowledged yet."""
+    rows = conn.execute(
+        "SELECT pa.txn_id, pa.bank, p.state FROM participants pa JOIN payments p ON p.txn_id = pa.txn_id "
+        "WHERE pa.acked = 0 AND p.state != 'PREPARING' LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def participants_of(conn: sqlite3.Connection, txn_id: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT bank FROM participants WHERE txn_id = ?", (txn_id,)).fetchall()]
+
+
+def payment(conn: sqlite3.Connection, txn_id: str) -> sqlite3.Row | None:
+    return conn.execute(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
+
+
+def visible_payment(conn: sqlite3.Connection, txn_id: str, username: str) -> sqlite3.Row | None:
+    """A payment the user sent, or one that credited an account of theirs."""
+    return conn.execute(
+        f"SELECT {PAYMENT_COLUMNS} FROM payments p WHERE txn_id = ? AND outcome IS NOT 'RETRYABLE' AND "
+        "(username = ? OR (outcome = 'SUCCEEDED' AND EXISTS (SELECT 1 FROM links l WHERE l.username = ? "
+        "AND l.bank = p.to_bank AND l.account_id = p.to_account)))",
+        (txn_id, username, username),
+    ).fetchone()
+
+
+def history(conn: sqlite3.Connection, username: str, before_seq: int, limit: int) -> list[sqlite3.Row]:
+    """Newest first: payments sent by the user (not the retryable aborts) and successful ones received."""
+    sent = conn.execute(
+        f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE username = ? AND seq < ? "
+        "AND outcome IS NOT 'RETRYABLE' ORDER BY seq DESC LIMIT ?",
+        (username, before_seq, limit),
+    ).fetchall()
+    received: list[sqlite3.Row] = []
+    for bank, account_id in links_of(conn, username):
+        received += conn.execute(
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE to_bank = ? AND to_account = ? AND seq < ? "
+            "AND outcome = 'SUCCEEDED' AND username != ? ORDER BY seq DESC LIMIT ?",
+            (bank, account_id, before_seq, username, limit),
+        ).fetchall()
+    merged = sorted(sent + received, key=lambda r: r["seq"], reverse=True)
+    return merged[:limit]
