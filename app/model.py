@@ -1,0 +1,121 @@
+"""Plain data the control room shows. Sources fill these; widgets only read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    name: str            # "gateway", "BankA", ...
+    kind: str            # "gateway" | "bank"
+    state: str           # "starting" | "serving" | "frozen" | "offline" | "crashed" | "stopped"
+    port: int
+    pid: int | None = None
+    started_at: float | None = None   # time.time() of the last start, None when not running
+    restarts: int = 0
+    health: str = "UNKNOWN"           # gRPC health: "SERVING" | "NOT_SERVING" | "UNKNOWN"
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    bank: str
+    account_id: str
+    owner: str
+    balance_cents: int
+    available_cents: int
+
+
+@dataclass(frozen=True)
+class BankBalances:
+    bank: str
+    reachable: bool
+    accounts: tuple[AccountRow, ...] = ()
+    total_cents: int = 0
+    held_cents: int = 0
+
+
+@dataclass(frozen=True)
+class Balances:
+    banks: tuple[BankBalances, ...]
+    expected_total_cents: int   # what the total over all banks must be (money is conserved)
+
+    @property
+    def total_cents(self) -> int:
+        return sum(b.total_cents for b in self.banks)
+
+    @property
+    def complete(self) -> bool:
+        return all(b.reachable for b in self.banks)
+
+    @property
+    def conserved(self) -> bool:
+        return not self.complete or self.total_cents == self.expected_total_cents
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One parsed JSON line of a child process (see backend/common/jsonlog.py)."""
+
+    time: float
+    process: str
+    level: str
+    event: str
+    fields: dict = field(default_factory=dict)   # everything else: method, user, code, ms, txn, ...
+
+
+@dataclass(frozen=True)
+class Participant:
+    bank: str
+    phase: str   # "prepare sent" | "voted yes" | "voted no" | "no answer" | "committed" | "aborted" | "in doubt"
+
+
+@dataclass(frozen=True)
+class TxnRow:
+    """One payment as it moves through two-phase commit."""
+
+    txn_id: str
+    payer: str            # "BankA/A-1001"
+    payee: str            # "BankB/B-2001"
+    amount_cents: int
+    participants: tuple[Participant, ...]
+    decision: str = ""    # "" while voting | "COMMIT" | "ABORT"
+    reason: str = ""      # "declined: insufficient funds", "BankB offline", "timeout", ...
+    started_at: float = 0.0
+    latency_ms: float | None = None   # from begin to the last acknowledgement
+    user: str = ""
+
+    @property
+    def in_doubt(self) -> bool:
+        return any(p.phase == "in doubt" for p in self.participants)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    idempotency_key: str
+    username: str
+    payee: str            # "BankB/B-2001"
+    amount_cents: int
+    attempts: int
+    next_retry_at: float | None
+    last_error: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    payment_id: str
+    direction: str        # "sent" | "received"
+    counterparty: str     # "BankB/B-2001"
+    amount_cents: int
+    status: str           # "SUCCEEDED" | "DECLINED" | "PENDING"
+    reason: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ClientState:
+    username: str | None            # None when logged out
+    accounts: tuple[AccountRow, ...] = ()
+    history: tuple[PaymentView, ...] = ()

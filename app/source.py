@@ -1,0 +1,73 @@
+"""What the control room talks to: a ControlSource.
+
+The app never knows whether the source launches real processes (app/live_source.py)
+or replays fixed data (tests/snapshot_source.py). A source reports by calling the
+`post` callback it gets in `start` with the messages of app/messages.py; actions
+return when done and raise ClientError for an error to show the user.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+from textual.message import Message
+
+
+class ClientError(Exception):
+    """An error the user should see: `code` is the gRPC status name (e.g. INVALID_ARGUMENT)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ControlSource(ABC):
+    @abstractmethod
+    async def start(self, post: Callable[[Message], None]) -> None:
+        """Start (launch processes, open channels) and begin posting messages."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop everything started; after this no child process is left."""
+
+    # -- fault toggles (process name: "gateway", "BankA", ...) -------------
+    @abstractmethod
+    async def kill(self, name: str) -> None:
+        """Take a process offline with SIGKILL."""
+
+    @abstractmethod
+    async def freeze(self, name: str) -> None:
+        """SIGSTOP: the process stays up but answers nothing."""
+
+    @abstractmethod
+    async def thaw(self, name: str) -> None:
+        """SIGCONT a frozen process."""
+
+    @abstractmethod
+    async def restart(self, name: str) -> None:
+        """Start a process that is offline or crashed (or stop and start a running one)."""
+
+    # -- the embedded client --------------------------------------------
+    @abstractmethod
+    async def register(self, username: str, password: str, bank: str, account_id: str) -> None: ...
+
+    @abstractmethod
+    async def login(self, username: str, password: str) -> None: ...
+
+    @abstractmethod
+    async def logout(self) -> None: ...
+
+    @abstractmethod
+    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None) -> str:
+        """Pay; `amount_text` as typed ("12.50"). Returns a one-line outcome to show
+        ("paid 12.50 to BankB/B-2001", "declined: insufficient funds", "queued: gateway offline").
+        Raises ClientError with INVALID_ARGUMENT for a bad amount before anything is sent."""
+
+    @abstractmethod
+    async def refresh_client(self) -> None:
+        """Fetch balance and history again; the result arrives as a ClientChanged message."""
+
+    @abstractmethod
+    async def sync_outbox(self) -> None:
+        """Try the queued payments now."""
