@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_main.add_arguments(p)
     p.set_defaults(run=gateway_main.main)
 
+    from app import up
+    p = sub.add_parser("up", help="run the gateway and the banks headless until Ctrl-C")
+    up.add_arguments(p)
+    p.set_defaults(run=up.main)
+
     return parser
 
 

@@ -7,6 +7,7 @@ supervisor sets it), when its stdin closes, so it dies with its parent.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ class PortTaken(SystemExit):
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     def run() -> None:
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):  # the raw fd: a buffered reader would block interpreter exit
                 pass
         except (OSError, ValueError):
             pass

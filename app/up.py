@@ -1,0 +1,88 @@
+"""`strife up`: the whole stack, headless, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from backend.common import certs, datadir, fixtures
+from backend.supervisor import StackConfig, Supervisor, stack_specs
+
+
+def add_stack_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `strife up` and the control room."""
+    p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="runtime state: ledgers, gateway log (default .strife/)")
+    p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory, made if missing (default certs/)")
+    p.add_argument("--port", type=int, default=50060, help="gateway port; banks take the next ports (default 50060)")
+    p.add_argument("--banks", type=int, default=0, metavar="N", help="run only the first N banks of the fixture file (default all)")
+    p.add_argument("--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file (default fixtures/banks.json)")
+    p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture (default fixtures/users.json)")
+    p.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS", help="2PC vote deadline (default 2)")
+
+
+def stack_config(args: argparse.Namespace) -> StackConfig:
+    names = fixtures.bank_names(args.fixtures)
+    if args.banks:
+        if not 1 <= args.banks <= len(names):
+            raise SystemExit(f"--banks must be 1 to {len(names)} (banks in {args.fixtures})")
+        names = names[: args.banks]
+    certs.ensure_certs(args.certs, ["gateway", *names])
+    return StackConfig(
+        data_dir=args.data_dir.resolve(),
+        certs_dir=args.certs.resolve(),
+        gateway_port=args.port,
+        bank_ports={name: args.port + 1 + i for i, name in enumerate(names)},
+        twopc_timeout_s=args.twopc_timeout,
+        bank_fixtures=args.fixtures.resolve(),
+        user_fixtures=args.users.resolve(),
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_stack_arguments(p)
+    p.add_argument("--verbose", "-v", action="store_true", help="print every JSON log line of every process")
+
+
+async def _up(args: argparse.Namespace) -> int:
+    cfg = stack_config(args)
+    lock = datadir.lock(cfg.data_dir)
+    announced: set[str] = set()
+
+    def on_record(record: dict) -> None:
+        if args.verbose:
+            print(json.dumps(record), flush=True)
+        elif record.get("level") == "error":
+            print(f"{record.get('process')}: {record.get('msg') or record.get('event')}", file=sys.stderr, flush=True)
+
+    def on_change(p) -> None:
+        if p.state == "serving" and p.spec.name not in announced:
+            announced.add(p.spec.name)
+            print(f"{p.spec.name:<8} serving on {cfg.host}:{p.spec.port} (pid {p.pid})", flush=True)
+        elif p.state == "crashed":
+            print(f"{p.spec.name:<8} exited with code {p.exit_code}", file=sys.stderr, flush=True)
+
+    sup = Supervisor(stack_specs(cfg), on_record, on_change)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await sup.start_all()
+        print(f"stack up; data in {cfg.data_dir}; Ctrl-C stops it", flush=True)
+        await stop.wait()
+        print("stopping…", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"strife up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await sup.close()
+        lock.close()
+
+
+def main(args: argparse.Namespace) -> None:
+    sys.exit(asyncio.run(_up(args)))

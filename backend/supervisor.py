@@ -1,0 +1,266 @@
+"""Launch and supervise the gateway and bank processes of one stack.
+
+Used by `strife up`, the control room, `strife chaos`, `strife bench` and the tests.
+Each child runs `python -u -m app.cli ... --watch-stdin` in its own session, with
+stdin and stdout piped: it exits when our end of its stdin closes, so children die
+with the supervisor even when it is killed. Its stdout JSON lines reach
+`on_record`; every state change reaches `on_change`.
+
+States: starting -> serving; frozen (SIGSTOP) <-> serving; offline (we killed it);
+stopped (we stopped it); crashed (it exited on its own). A crashed process is not
+restarted by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from backend.common import fixtures
+
+MAX_LINE_BYTES = 64 * 1024
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    certs_dir: Path
+    gateway_port: int
+    bank_ports: dict[str, int]
+    host: str = "127.0.0.1"
+    twopc_timeout_s: float = 2.0
+    in_doubt_after_s: float = 5.0
+    bank_fixtures: Path = fixtures.DEFAULT_BANKS
+    user_fixtures: Path = fixtures.DEFAULT_USERS
+    token_ttl_s: float = 3600.0
+    env: dict[str, str] = field(default_factory=dict)   # extra environment (fault points in tests)
+
+    @property
+    def gateway_address(self) -> str:
+        return f"{self.host}:{self.gateway_port}"
+
+    def bank_address(self, name: str) -> str:
+        return f"{self.host}:{self.bank_ports[name]}"
+
+
+@dataclass
+class ProcSpec:
+    name: str
+    kind: str  # "gateway" | "bank"
+    port: int
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free on 127.0.0.1 now (for tests and throwaway stacks)."""
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
+    common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
+    gateway = ProcSpec(
+        "gateway", "gateway", cfg.gateway_port,
+        ["gateway", "--port", str(cfg.gateway_port), *common,
+         "--twopc-timeout", str(cfg.twopc_timeout_s), "--token-ttl", str(cfg.token_ttl_s),
+         "--users", str(cfg.user_fixtures),
+         *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")]],
+        env=dict(cfg.env),
+    )
+    banks = [
+        ProcSpec(
+            name, "bank", port,
+            ["bank", "--name", name, "--port", str(port), *common, "--fixtures", str(cfg.bank_fixtures),
+             "--gateway", cfg.gateway_address, "--in-doubt-after", str(cfg.in_doubt_after_s)],
+            env=dict(cfg.env),
+        )
+        for name, port in cfg.bank_ports.items()
+    ]
+    return [gateway, *banks]
+
+
+@dataclass
+class ProcState:
+    spec: ProcSpec
+    state: str = "stopped"
+    pid: int | None = None
+    started_at: float | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    proc: asyncio.subprocess.Process | None = None
+    reader: asyncio.Task | None = None
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
+    intent: str = ""  # what we asked for: "kill" -> offline, "stop" -> stopped
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[ProcSpec],
+        on_record: Callable[[dict], None] | None = None,
+        on_change: Callable[[ProcState], None] | None = None,
+    ) -> None:
+        self.procs = {s.name: ProcState(s) for s in specs}
+        self.on_record = on_record or (lambda record: None)
+        self.on_change = on_change or (lambda state: None)
+
+    def _set(self, p: ProcState, state: str) -> None:
+        p.state = state
+        self.on_change(p)
+
+    # -------------------------------------------------------------- start --
+    async def start(self, name: str) -> None:
+        p = self.procs[name]
+        if p.proc is not None and p.proc.returncode is None:
+            return
+        if p.started_at is not None:
+            p.restarts += 1
+        env = {**os.environ, **p.spec.env, "PYTHONUNBUFFERED": "1"}
+        p.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-u", "-m", "app.cli", *p.spec.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            limit=MAX_LINE_BYTES,
+        )
+        p.pid, p.started_at, p.exit_code, p.intent = p.proc.pid, time.time(), None, ""
+        p.serving = asyncio.Event()
+        self._set(p, "starting")
+        p.reader = asyncio.create_task(self._read(p, p.proc))
+
+    async def start_all(self, timeout_s: float = 30.0) -> None:
+        """Start banks first, then the gateway, and wait until all are serving."""
+        order = sorted(self.procs, key=lambda n: self.procs[n].spec.kind == "gateway")
+        for name in order:
+            await self.start(name)
+        for name in order:
+            await self.wait_serving(name, timeout_s)
+
+    async def wait_serving(self, name: str, timeout_s: float = 30.0) -> None:
+        p = self.procs[name]
+        try:
+            await asyncio.wait_for(p.serving.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"{name} did not start serving within {timeout_s:.0f} s (state {p.state})") from None
+        if p.state not in ("serving", "frozen"):
+            raise RuntimeError(f"{name} exited while starting (exit code {p.exit_code})")
+
+    async def _read(self, p: ProcState, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line over MAX_LINE_BYTES: skip what is buffered
+                continue
+            if not line:
+                break
+            record = _parse(line, p.spec.name)
+            if record.get("event") == "serving" and p.proc is proc:
+                self._set(p, "serving")
+                p.serving.set()
+            self.on_record(record)
+        code = await proc.wait()
+        if p.proc is not proc:
+            return
+        p.exit_code, p.pid = code, None
+        self._set(p, {"kill": "offline", "stop": "stopped"}.get(p.intent, "crashed"))
+        p.serving.set()  # wake waiters; they check the state
+
+    # ------------------------------------------------------------- faults --
+    def _signal(self, p: ProcState, sig: int) -> bool:
+        if p.proc is None or p.proc.returncode is not None:
+            return False
+        try:
+            os.killpg(p.proc.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL: the process is offline until restarted."""
+        p = self.procs[name]
+        p.intent = "kill"
+        if self._signal(p, signal.SIGKILL):
+            await self._reaped(p)
+
+    async def stop(self, name: str) -> None:
+        """SIGTERM, then SIGKILL after a grace period."""
+        p = self.procs[name]
+        p.intent = "stop"
+        if p.state == "frozen":
+            self._signal(p, signal.SIGCONT)
+        if self._signal(p, signal.SIGTERM):
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reaped(p)), STOP_GRACE_S)
+            except asyncio.TimeoutError:
+                self._signal(p, signal.SIGKILL)
+                await self._reaped(p)
+
+    async def freeze(self, name: str) -> None:
+        p = self.procs[name]
+        if p.state == "serving" and self._signal(p, signal.SIGSTOP):
+            self._set(p, "frozen")
+
+    async def thaw(self, name: str) -> None:
+        p = self.procs[name]
+        if p.state == "frozen" and self._signal(p, signal.SIGCONT):
+            self._set(p, "serving")
+
+    async def restart(self, name: str, wait: bool = True) -> None:
+        p = self.procs[name]
+        if p.proc is not None and p.proc.returncode is None:
+            await self.stop(name)
+        await self.start(name)
+        if wait:
+            await self.wait_serving(name)
+
+    async def _reaped(self, p: ProcState) -> None:
+        if p.reader is not None:
+            await p.reader
+
+    # ------------------------------------------------------------ closing --
+    async def close(self) -> None:
+        """Stop every child: SIGTERM, then SIGKILL for any still running."""
+        await asyncio.gather(*(self.stop(n) for n in self.procs), return_exceptions=True)
+        self.kill_all_now()
+
+    def kill_all_now(self) -> None:
+        """Synchronous last resort (atexit, error paths): SIGKILL every process group."""
+        for p in self.procs.values():
+            if p.proc is not None and p.proc.returncode is None:
+                try:
+                    os.killpg(p.proc.pid, signal.SIGCONT)
+                    os.killpg(p.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _parse(line: bytes, process: str) -> dict:
+    text = line.decode("utf-8", "replace").rstrip("\n")
+    try:
+        record = json.loads(text)
+        if isinstance(record, dict) and "event" in record:
+            record.setdefault("process", process)
+            return record
+    except json.JSONDecodeError:
+        pass
+    return {"time": time.time(), "process": process, "level": "error", "event": "output", "msg": text[:2000]}
