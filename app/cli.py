@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="strife", description="Strife payment gateway. With no command, opens the control room."
     )
+    from app import up
+    up.add_stack_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("certs", help="make the CA and the certificates every process needs (keeps existing ones)")
@@ -38,7 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_main.add_arguments(p)
     p.set_defaults(run=gateway_main.main)
 
-    from app import up
     p = sub.add_parser("up", help="run the gateway and the banks headless until Ctrl-C")
     up.add_arguments(p)
     p.set_defaults(run=up.main)
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        from app import control_room
+        control_room.main(args)
         return
     args.run(args)
 

@@ -1,0 +1,27 @@
+"""`strife` with no command: the control room over a real, supervised stack."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import sys
+
+from app.live_source import LiveSource
+from app.up import stack_config
+from backend.common.datadir import DataDirBusy
+
+
+def main(args: argparse.Namespace) -> None:
+    from app.app import StrifeApp
+
+    cfg = stack_config(args)
+    source = LiveSource(cfg)
+    # Whatever happens to the app, no child outlives it: the children also watch
+    # their stdin, and this kills them when the interpreter exits.
+    atexit.register(source.kill_now)
+    try:
+        StrifeApp(source).run()
+    except DataDirBusy as exc:
+        sys.exit(str(exc))
+    finally:
+        source.kill_now()
