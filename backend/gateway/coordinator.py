@@ -58,6 +58,11 @@ class Coordinator:
 
     # -------------------------------------------------------------- pay --
     async def pay(self, fields: store.PaymentFields) -> Result:
+        """Run one payment to its end. Shielded: a caller that hangs up (deadline,
+        cancel) must not leave a claimed key or a PREPARING transaction behind."""
+        return await asyncio.shield(asyncio.ensure_future(self._pay(fields)))
+
+    async def _pay(self, fields: store.PaymentFields) -> Result:
         txn_id = uuid.uuid4().hex
         claim = await self.db.write(lambda c: store.claim(c, fields, txn_id))
         if claim.kind == "conflict":
