@@ -60,7 +60,9 @@ class Coordinator:
     async def pay(self, fields: store.PaymentFields) -> Result:
         """Run one payment to its end. Shielded: a caller that hangs up (deadline,
         cancel) must not leave a claimed key or a PREPARING transaction behind."""
-        return await asyncio.shield(asyncio.ensure_future(self._pay(fields)))
+        task = asyncio.ensure_future(self._pay(fields))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
 
     async def _pay(self, fields: store.PaymentFields) -> Result:
         txn_id = uuid.uuid4().hex
@@ -185,6 +187,12 @@ class Coordinator:
         decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))
         jsonlog.emit("2pc", phase="resolved", txn=txn_id, decision=decision)
         return decision
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark the outcome of a payment whose caller left as seen (it is logged anyway)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _legs(fields: store.PaymentFields) -> dict[str, list[tuple[str, int]]]:
