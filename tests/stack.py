@@ -4,6 +4,7 @@ real certificates, real SQLite files in a temporary directory."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class Stack:
     sup: Supervisor
     records: list[dict] = field(default_factory=list)
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
+    _bank_stubs: dict[tuple[str, str], pb_grpc.BankStub] = field(default_factory=dict)
 
     def channel(self, target: str, role: str) -> grpc.aio.Channel:
         ch = tls.secure_channel(target, self.cfg.certs_dir, role)
@@ -33,7 +35,10 @@ class Stack:
         return pb_grpc.GatewayStub(self.channel(self.cfg.gateway_address, role))
 
     def bank(self, name: str, role: str = "operator") -> pb_grpc.BankStub:
-        return pb_grpc.BankStub(self.channel(self.cfg.bank_address(name), role))
+        """A stub on one cached channel per (bank, role), so polling opens no new connections."""
+        if (name, role) not in self._bank_stubs:
+            self._bank_stubs[name, role] = pb_grpc.BankStub(self.channel(self.cfg.bank_address(name), role))
+        return self._bank_stubs[name, role]
 
     async def login(self, username: str, password: str | None = None) -> tuple[pb_grpc.GatewayStub, tuple]:
         """A gateway stub and the metadata that authenticates `username`."""
@@ -43,10 +48,11 @@ class Stack:
         )
         return gw, (("authorization", f"Bearer {answer.token}"),)
 
-    async def ledgers(self) -> dict[str, pb.ListAccountsResponse]:
+    async def ledgers(self, *names: str) -> dict[str, pb.ListAccountsResponse]:
+        """Every bank's accounts (or only those of the banks named)."""
         return {
             name: await self.bank(name).ListAccounts(pb.ListAccountsRequest(), timeout=5)
-            for name in self.cfg.bank_ports
+            for name in (names or self.cfg.bank_ports)
         }
 
     async def total_cents(self) -> int:
@@ -66,17 +72,86 @@ class Stack:
     def log_lines(self, process: str | None = None) -> list[dict]:
         return [r for r in self.records if process is None or r.get("process") == process]
 
+    def set_env(self, name: str, env: dict[str, str]) -> None:
+        """Replace the extra environment of process `name` for its next (re)start,
+        e.g. to bring it back without the fault point that made it exit."""
+        self.sup.procs[name].spec.env = dict(env)
+
+    async def txn_states(self) -> dict[str, dict[str, str]]:
+        """{txn_id: {bank: state name}} over every bank's ledger."""
+        states: dict[str, dict[str, str]] = {}
+        for bank in self.cfg.bank_ports:
+            for t in await self.transactions(bank):
+                states.setdefault(t.txn_id, {})[bank] = pb.TxnState.Name(t.state)
+        return states
+
+    def begun(self) -> dict[str, dict]:
+        """The gateway's `2pc begin` records by transaction id (banks, accounts, amount)."""
+        return {
+            r["txn"]: r for r in self.log_lines("gateway")
+            if r.get("event") == "2pc" and r.get("phase") == "begin"
+        }
+
+    async def settled(self) -> bool:
+        """True once no bank holds money or has a transaction in PREPARED."""
+        ledgers = await self.ledgers()
+        if any(l.held_cents for l in ledgers.values()):
+            return False
+        return all("PREPARED" not in s.values() for s in (await self.txn_states()).values())
+
+    async def assert_atomic(self) -> dict[str, dict[str, str]]:
+        """Every transaction the gateway began is COMMITTED at both of its banks or at
+        neither; nothing is PREPARED and nothing is held. Returns txn_states()."""
+        states = await self.txn_states()
+        for txn, rec in self.begun().items():
+            banks = {rec["from_bank"], rec["to_bank"]}
+            seen = {b: states.get(txn, {}).get(b, "ABSENT") for b in banks}
+            committed = {b for b, s in seen.items() if s == "COMMITTED"}
+            assert committed in (set(), banks), f"txn {txn} split across banks: {seen}"
+            assert "PREPARED" not in seen.values(), f"txn {txn} still in doubt: {seen}"
+        for txn, per_bank in states.items():
+            assert "PREPARED" not in per_bank.values(), f"txn {txn} still in doubt: {per_bank}"
+        ledgers = await self.ledgers()
+        assert {b: l.held_cents for b, l in ledgers.items()} == {b: 0 for b in ledgers}
+        return states
+
+    async def balances(self) -> dict[tuple[str, str], int]:
+        """{(bank, account): balance_cents} of every account at every bank."""
+        return {
+            (bank, a.account_id): a.balance_cents
+            for bank, l in (await self.ledgers()).items() for a in l.accounts
+        }
+
     async def close(self) -> None:
         for ch in self._channels:
             await ch.close()
         await self.sup.close()
 
 
+def fault_env(*points: str) -> dict[str, str]:
+    """Environment that switches on the named test-only fault points (backend/common/faults.py)."""
+    return {"STRIFE_TEST_MODE": "1", "STRIFE_FAULTS": ",".join(points)}
+
+
+def pay_request(to_bank: str, to_account: str, amount_cents: int, key: str | None = None,
+                from_bank: str = "", from_account: str = "") -> pb.PayRequest:
+    return pb.PayRequest(
+        idempotency_key=key or str(uuid.uuid4()),
+        to=pb.AccountRef(bank=to_bank, account_id=to_account),
+        amount_cents=amount_cents,
+        **{"from": pb.AccountRef(bank=from_bank, account_id=from_account)},
+    )
+
+
 def make_certs(root: Path) -> Path:
     return certs.ensure_certs(root / "certs", ["gateway", *fixtures.bank_names()])
 
 
-async def start_stack(tmp: Path, certs_dir: Path, **overrides) -> Stack:
+async def start_stack(tmp: Path, certs_dir: Path, proc_env: dict[str, dict[str, str]] | None = None,
+                      **overrides) -> Stack:
+    """Start gateway + banks. `overrides` set StackConfig fields (env applies to every
+    process); `proc_env` adds environment to single processes, e.g.
+    {"BankB": {"STRIFE_TEST_MODE": "1", "STRIFE_FAULTS": "bank.crash_after_yes"}}."""
     ports = free_ports(1 + len(fixtures.bank_names()))
     cfg = StackConfig(
         data_dir=tmp / "data",
@@ -89,7 +164,10 @@ async def start_stack(tmp: Path, certs_dir: Path, **overrides) -> Stack:
     for key, value in overrides.items():
         setattr(cfg, key, value)
     records: list[dict] = []
-    sup = Supervisor(stack_specs(cfg), on_record=records.append)
+    specs = stack_specs(cfg)
+    for spec in specs:
+        spec.env.update((proc_env or {}).get(spec.name, {}))
+    sup = Supervisor(specs, on_record=records.append)
     stack = Stack(cfg, sup, records)
     try:
         await sup.start_all()
