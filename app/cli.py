@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_arguments(p)
     p.set_defaults(run=up.main)
 
+    from app import client_cli
+    p = sub.add_parser("client", help="the command-line client: login, balance, pay, offline queue")
+    client_cli.add_arguments(p)
+    p.set_defaults(run=client_cli.main)
+
     return parser
 
 

@@ -1,0 +1,477 @@
+"""GatewayClient: the asyncio client of the Strife gateway, with the outbox.
+
+Every payment goes through the outbox: written with a fresh idempotency key
+before it is sent, sent again under the same key after a retryable failure,
+removed only with a final answer. A queued payment is sent only with the
+session of the user who made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+
+from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.client.errors import ClientError
+from backend.client.outbox import Outbox, OutboxEntry, SentEntry
+from backend.client.profile import Profile, Session
+from backend.common import limits, money, tls
+
+DEFAULT_GATEWAY = "127.0.0.1:50060"
+CALL_TIMEOUT_S = 5.0         # deadline of every call but Pay and Register
+SLOW_CALL_TIMEOUT_S = 15.0   # Register and Login hash a password (scrypt)
+PAY_TIMEOUT_S = 15.0         # Pay: 2PC prepare under the gateway's timeout, then commit
+LEASE_S = PAY_TIMEOUT_S + 5.0  # a claimed entry is not due again while its send may be in flight
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+# The gateway keeps idempotency keys at least 24 h. Past that a resend could be
+# charged a second time, so an older entry is not sent again: it ends EXPIRED
+# and the user checks `history` before paying again.
+MAX_ENTRY_AGE_S = 23 * 3600.0
+_STATUS_NAMES = {pb.SUCCEEDED: "SUCCEEDED", pb.DECLINED: "DECLINED", pb.PENDING: "PENDING"}
+
+
+def backoff_s(attempts: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S, rng=random.random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**(attempts-1))]."""
+    exponent = min(max(attempts - 1, 0), 30)
+    return rng() * min(cap_s, base_s * (2**exponent))
+
+
+# ---------------------------------------------------------------- results --
+@dataclass(frozen=True)
+class AccountBalance:
+    bank: str
+    account_id: str
+    balance_cents: int
+    available_cents: int
+    reachable: bool
+
+
+@dataclass(frozen=True)
+class Balance:
+    username: str
+    accounts: tuple[AccountBalance, ...]
+    total_cents: int  # over reachable accounts
+
+    @property
+    def unreachable_banks(self) -> tuple[str, ...]:
+        return tuple(sorted({a.bank for a in self.accounts if not a.reachable}))
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "unreachable_banks": list(self.unreachable_banks)}
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    payment_id: str
+    idempotency_key: str
+    direction: str        # "sent" | "received"
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount_cents: int
+    status: str           # SUCCEEDED | DECLINED | PENDING
+    reason: str
+    created_at: float
+
+    @property
+    def counterparty(self) -> str:
+        if self.direction == "sent":
+            return f"{self.to_bank}/{self.to_account}"
+        return f"{self.from_bank}/{self.from_account}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class History:
+    payments: tuple[PaymentView, ...]
+    next_page_token: str
+
+    def to_json(self) -> dict:
+        return {"payments": [p.to_json() for p in self.payments], "next_page_token": self.next_page_token}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one send of an outbox entry came to.
+
+    status: SUCCEEDED / DECLINED (final answers from the gateway), REJECTED (a final
+    error, in `error`), EXPIRED (too old to resend safely), QUEUED (a retryable
+    failure, in `error`: it stays in the outbox until `next_retry_at`)."""
+
+    status: str
+    idempotency_key: str
+    username: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount_cents: int
+    attempts: int
+    payment_id: str = ""
+    reason: str = ""
+    replayed: bool = False
+    next_retry_at: float | None = None
+    error: ClientError | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status != "QUEUED"
+
+    @property
+    def payee(self) -> str:
+        return f"{self.to_bank}/{self.to_account}"
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "error"}
+        out["error"] = self.error.to_json() if self.error else None
+        return out
+
+
+@dataclass
+class SyncReport:
+    """What one `sync` did for the logged-in user."""
+
+    username: str
+    deliveries: list[Delivery] = field(default_factory=list)
+    remaining: list[OutboxEntry] = field(default_factory=list)   # still queued for this user
+    other_users: int = 0            # entries of other users, untouched
+    stopped_by: ClientError | None = None  # why the round stopped early (gateway down, log in again)
+
+    def to_json(self) -> dict:
+        return {
+            "username": self.username,
+            "delivered": [d.to_json() for d in self.deliveries if d.final],
+            "retried": [d.to_json() for d in self.deliveries if not d.final],
+            "remaining": [e.to_json() for e in self.remaining],
+            "other_users": self.other_users,
+            "stopped_by": self.stopped_by.to_json() if self.stopped_by else None,
+        }
+
+
+def _invalid(check, value):
+    try:
+        return check(value)
+    except limits.InvalidInput as exc:
+        raise ClientError("INVALID_ARGUMENT", str(exc)) from None
+
+
+def _ends_round(err: ClientError) -> bool:
+    """After this failure the other entries would fail the same way: stop the round."""
+    return err.code in ("UNAUTHENTICATED", "DEADLINE_EXCEEDED", "CANCELLED") or (
+        err.code == "UNAVAILABLE" and err.message == "gateway unreachable"
+    )
+
+
+# ----------------------------------------------------------------- client --
+class GatewayClient:
+    """One user's view of the gateway through a profile directory.
+
+    Use inside a running event loop: `async with GatewayClient(...) as client:`.
+    Every method raises ClientError (code = gRPC status name) on failure."""
+
+    def __init__(self, gateway: str, certs_dir: Path | str, profile: Profile | Path | str | None = None,
+                 role: str = "client", *, rng=random.random) -> None:
+        self.gateway = gateway
+        self.certs_dir = Path(certs_dir)
+        self.profile = profile if isinstance(profile, Profile) else Profile(profile)
+        self.outbox = Outbox(self.profile.outbox_path)
+        self.role = role
+        self._rng = rng
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.GatewayStub | None = None
+        self._sending: set[str] = set()   # keys being sent by this process
+        self._sync_lock = asyncio.Lock()
+        self.on_outbox_change = None       # optional callable(): the outbox changed
+
+    async def __aenter__(self) -> "GatewayClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    @property
+    def stub(self) -> pb_grpc.GatewayStub:
+        if self._stub is None:
+            try:
+                creds = tls.channel_credentials(self.certs_dir, self.role)
+            except OSError as exc:
+                raise ClientError(
+                    "FAILED_PRECONDITION",
+                    f"cannot read the {self.role!r} certificate in {self.certs_dir}/ ({exc.strerror}): run `strife certs`",
+                ) from None
+            self._channel = grpc.aio.secure_channel(self.gateway, creds, options=tls.CHANNEL_OPTIONS)
+            self._stub = pb_grpc.GatewayStub(self._channel)
+        return self._stub
+
+    async def _call(self, method: str, request, timeout_s: float, session: Session | None = None):
+        try:
+            return await getattr(self.stub, method)(
+                request, timeout=timeout_s, metadata=session.metadata if session else None)
+        except grpc.aio.AioRpcError as exc:
+            raise ClientError.from_rpc(exc) from None
+
+    def _changed(self) -> None:
+        if self.on_outbox_change is not None:
+            self.on_outbox_change()
+
+    # ------------------------------------------------------------ session --
+    @property
+    def session(self) -> Session | None:
+        """The saved session (read from the profile each time), or None."""
+        return self.profile.load_session()
+
+    def require_session(self) -> Session:
+        session = self.session
+        if session is None:
+            raise ClientError("UNAUTHENTICATED", "not logged in: run `strife client login USER`")
+        return session
+
+    async def register(self, username: str, password: str, bank: str, account_id: str) -> str:
+        _invalid(limits.username, username)
+        _invalid(limits.password, password)
+        ref = pb.AccountRef(bank=_invalid(limits.bank, bank), account_id=_invalid(limits.account, account_id))
+        answer = await self._call(
+            "Register", pb.RegisterRequest(username=username, password=password, account=ref), SLOW_CALL_TIMEOUT_S)
+        return answer.username
+
+    async def login(self, username: str, password: str) -> Session:
+        """Log in and save the session (replacing any other user's). Queued payments
+        of `username` become sendable again; other users' stay queued."""
+        _invalid(limits.username, username)
+        _invalid(limits.password, password)
+        answer = await self._call("Login", pb.LoginRequest(username=username, password=password), SLOW_CALL_TIMEOUT_S)
+        session = Session(answer.username or username, answer.token, answer.expires_at_ms / 1000.0)
+        self.profile.save_session(session)
+        try:  # learn the user's accounts, so `pay --from BANK` works offline later
+            await self.balance()
+        except ClientError:
+            pass
+        # The user is back: send their queued payments at the next chance.
+        await asyncio.to_thread(self.outbox.make_due, session.username, time.time())
+        self._changed()
+        return self.require_session()
+
+    async def logout(self) -> bool:
+        """Forget the session locally; True if the gateway also revoked the token.
+        The user's queued payments stay queued until they log in again."""
+        session = self.session
+        if session is None:
+            return False
+        revoked = True
+        try:
+            await self._call("Logout", pb.LogoutRequest(), CALL_TIMEOUT_S, session)
+        except ClientError:
+            revoked = False
+        self.profile.clear_session()
+        return revoked
+
+    # -------------------------------------------------------------- reads --
+    async def link(self, bank: str, account_id: str) -> list[tuple[str, str]]:
+        session = self.require_session()
+        ref = pb.AccountRef(bank=_invalid(limits.bank, bank), account_id=_invalid(limits.account, account_id))
+        answer = await self._call("LinkAccount", pb.LinkAccountRequest(account=ref), CALL_TIMEOUT_S, session)
+        accounts = [(a.bank, a.account_id) for a in answer.accounts]
+        self._remember_accounts(session, accounts)
+        return accounts
+
+    async def balance(self) -> Balance:
+        session = self.require_session()
+        answer = await self._call("Balance", pb.BalanceRequest(), CALL_TIMEOUT_S, session)
+        accounts = tuple(
+            AccountBalance(a.account.bank, a.account.account_id, a.balance_cents, a.available_cents, a.reachable)
+            for a in answer.accounts
+        )
+        self._remember_accounts(session, [(a.bank, a.account_id) for a in accounts])
+        return Balance(session.username, accounts, answer.total_cents)
+
+    def _remember_accounts(self, session: Session, accounts: list[tuple[str, str]]) -> None:
+        current = self.session
+        if current is not None and current.token == session.token and current.accounts != tuple(accounts):
+            self.profile.save_session(current.with_accounts(accounts))
+
+    async def history(self, page_size: int = 20, page_token: str = "") -> History:
+        session = self.require_session()
+        size = _invalid(lambda v: limits.page_size(v), page_size)
+        answer = await self._call(
+            "ListPayments", pb.ListPaymentsRequest(page_size=size, page_token=page_token), CALL_TIMEOUT_S, session)
+        return History(tuple(self._view(p, session.username) for p in answer.payments), answer.next_page_token)
+
+    async def get_payment(self, payment_id: str) -> PaymentView:
+        session = self.require_session()
+        _invalid(limits.txn_id, payment_id)
+        p = await self._call("GetPayment", pb.GetPaymentRequest(payment_id=payment_id), CALL_TIMEOUT_S, session)
+        return self._view(p, session.username)
+
+    @staticmethod
+    def _view(p: pb.Payment, username: str) -> PaymentView:
+        source = getattr(p, "from")
+        return PaymentView(
+            payment_id=p.payment_id, idempotency_key=p.idempotency_key if p.username == username else "",
+            direction="sent" if p.username == username else "received",
+            from_bank=source.bank, from_account=source.account_id, to_bank=p.to.bank, to_account=p.to.account_id,
+            amount_cents=p.amount_cents, status=_STATUS_NAMES.get(p.status, "UNSPECIFIED"), reason=p.reason,
+            created_at=p.created_at_ms / 1000.0,
+        )
+
+    # ---------------------------------------------------------------- pay --
+    def queued(self, all_users: bool = False) -> list[OutboxEntry]:
+        """The outbox, oldest first: the logged-in user's entries (everyone's with all_users)."""
+        session = self.session
+        if all_users or session is None:
+            return self.outbox.entries()
+        return self.outbox.entries(session.username)
+
+    async def pay(self, to_bank: str, to_account: str, amount: str | int, from_bank: str | None = None,
+                  from_account: str | None = None) -> Delivery:
+        """Pay `amount` ("12.50" as typed, or int cents) to an account.
+
+        Validates first (ClientError INVALID_ARGUMENT, nothing queued), writes the
+        payment to the outbox, then sends it once. Returns the Delivery: SUCCEEDED,
+        DECLINED (with reason) or QUEUED (retryable failure; the outbox keeps it).
+        A final error (NOT_FOUND, PERMISSION_DENIED, ...) raises ClientError; the
+        entry then leaves the outbox as REJECTED."""
+        if isinstance(amount, str):
+            amount_cents = _invalid(money.parse_cents, amount)
+        else:
+            amount_cents = _invalid(limits.amount_cents, int(amount))
+        to_bank = _invalid(limits.bank, to_bank)
+        to_account = _invalid(limits.account, to_account)
+        session = self.require_session()
+        src_bank, src_account = await self._resolve_source(session, from_bank, from_account)
+        if (src_bank, src_account) == (to_bank, to_account):
+            raise ClientError("INVALID_ARGUMENT", "payer and payee are the same account")
+        entry = await asyncio.to_thread(
+            self.outbox.add, session.username, to_bank, to_account, amount_cents, src_bank, src_account)
+        self._changed()
+        [claimed] = await asyncio.to_thread(
+            self.outbox.claim, session.username, time.time(), LEASE_S, False, [entry.idempotency_key])
+        delivery = await self._send(session, claimed)
+        if delivery.status == "REJECTED":
+            raise delivery.error
+        return delivery
+
+    async def _resolve_source(self, session: Session, from_bank: str | None,
+                              from_account: str | None) -> tuple[str, str]:
+        """The payer account to put in the outbox entry. Fixed at queue time, so every
+        resend is the same request (the gateway fingerprints the resolved account)."""
+        if from_bank and from_account:
+            return _invalid(limits.bank, from_bank), _invalid(limits.account, from_account)
+        if from_bank:
+            _invalid(limits.bank, from_bank)
+        accounts = list(session.accounts)
+        if not accounts:
+            try:
+                accounts = [(a.bank, a.account_id) for a in (await self.balance()).accounts]
+            except ClientError as exc:
+                if not exc.retryable:
+                    raise
+                if from_bank:
+                    raise ClientError(
+                        exc.code, f"cannot find your account at {from_bank} ({exc.message}); try again later") from None
+                return "", ""  # the gateway picks the only account, or says to choose
+        mine = [a for a in accounts if from_bank is None or a[0] == from_bank]
+        if len(mine) == 1:
+            return mine[0]
+        held = ", ".join(f"{b}/{a}" for b, a in accounts) or "none"
+        if not mine:
+            raise ClientError("NOT_FOUND", f"you hold no account at {from_bank} (your accounts: {held})")
+        raise ClientError(
+            "INVALID_ARGUMENT",
+            f"you hold {len(mine)} accounts{' at ' + from_bank if from_bank else ''} ({held}): say which one to pay from",
+        )
+
+    async def _send(self, session: Session, entry: OutboxEntry) -> Delivery:
+        """Send one claimed entry under its key and record what came of it."""
+        assert entry.username == session.username, "a payment is sent only with its own user's session"
+        base = dict(idempotency_key=entry.idempotency_key, username=entry.username, from_bank=entry.from_bank,
+                    from_account=entry.from_account, to_bank=entry.to_bank, to_account=entry.to_account,
+                    amount_cents=entry.amount_cents, attempts=entry.attempts)
+        if time.time() - entry.created_at > MAX_ENTRY_AGE_S:
+            message = "not sent: queued for more than 23 h, past the gateway's idempotency window; check history"
+            await asyncio.to_thread(self.outbox.finish, entry.idempotency_key, "EXPIRED", "DEADLINE_EXCEEDED", message)
+            self._changed()
+            return Delivery("EXPIRED", **base, error=ClientError("DEADLINE_EXCEEDED", message))
+        request = pb.PayRequest(
+            idempotency_key=entry.idempotency_key,
+            to=pb.AccountRef(bank=entry.to_bank, account_id=entry.to_account),
+            amount_cents=entry.amount_cents,
+            **{"from": pb.AccountRef(bank=entry.from_bank, account_id=entry.from_account)},
+        )
+        self._sending.add(entry.idempotency_key)
+        try:
+            call = self.stub.Pay(request, timeout=PAY_TIMEOUT_S, metadata=session.metadata)
+            payment = await call
+            trailers = await call.trailing_metadata() or ()
+        except grpc.aio.AioRpcError as exc:
+            return await self._failed(entry, base, ClientError.from_rpc(exc))
+        finally:
+            self._sending.discard(entry.idempotency_key)
+        status = _STATUS_NAMES.get(payment.status, "UNSPECIFIED")
+        if status not in ("SUCCEEDED", "DECLINED"):
+            return await self._failed(entry, base, ClientError("ABORTED", f"payment {payment.payment_id} is {status}"))
+        replayed = any(k == "idempotent-replayed" for k, _ in trailers)
+        await asyncio.to_thread(
+            self.outbox.finish, entry.idempotency_key, status, "OK", payment.reason, payment.payment_id)
+        self._changed()
+        return Delivery(status, **base, payment_id=payment.payment_id, reason=payment.reason, replayed=replayed)
+
+    async def _failed(self, entry: OutboxEntry, base: dict, err: ClientError) -> Delivery:
+        if err.retryable:
+            if err.code == "UNAUTHENTICATED":
+                err = ClientError(err.code, f"{err.message} (queued: log in as {entry.username} to send it)")
+            next_at = time.time() + backoff_s(entry.attempts, rng=self._rng)
+            await asyncio.to_thread(self.outbox.retry_later, entry.idempotency_key, err.code, err.message, next_at)
+            self._changed()
+            return Delivery("QUEUED", **base, next_retry_at=next_at, error=err)
+        await asyncio.to_thread(self.outbox.finish, entry.idempotency_key, "REJECTED", err.code, err.message)
+        self._changed()
+        return Delivery("REJECTED", **base, error=err)
+
+    async def resend(self, key: str) -> Delivery:
+        """Send one queued entry of the logged-in user now, whatever its next_retry_at."""
+        session = self.require_session()
+        claimed = await asyncio.to_thread(self.outbox.claim, session.username, time.time(), LEASE_S, False, [key])
+        if not claimed:
+            raise ClientError("NOT_FOUND", f"no queued payment {key} of {session.username}")
+        return await self._send(session, claimed[0])
+
+    async def sync(self, due_only: bool = False) -> SyncReport:
+        """Send the logged-in user's queued payments now, oldest first (only those whose
+        retry time has come with due_only). Entries of other users are never touched.
+        Stops the round early when the gateway is unreachable or the session is refused."""
+        session = self.require_session()
+        async with self._sync_lock:
+            report = SyncReport(session.username)
+            now = time.time()
+            queued = await asyncio.to_thread(self.outbox.entries, session.username)
+            keys = [e.idempotency_key for e in queued
+                    if e.idempotency_key not in self._sending and (not due_only or e.next_retry_at <= now)]
+            for key in keys:
+                claimed = await asyncio.to_thread(self.outbox.claim, session.username, time.time(), LEASE_S,
+                                                  due_only, [key])
+                if not claimed:
+                    continue  # finished or taken by another sender meanwhile
+                delivery = await self._send(session, claimed[0])
+                report.deliveries.append(delivery)
+                if delivery.error is not None and not delivery.final and _ends_round(delivery.error):
+                    report.stopped_by = delivery.error
+                    await asyncio.to_thread(self.outbox.defer, session.username, delivery.next_retry_at)
+                    break
+            report.remaining = await asyncio.to_thread(self.outbox.entries, session.username)
+            report.other_users = await asyncio.to_thread(self.outbox.count) - len(report.remaining)
+            return report
