@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_arguments(p)
     p.set_defaults(run=up.main)
 
+    from app import bench
+    p = sub.add_parser("bench", help="measure committed payments/s, latency and the mTLS echo ceiling on a throwaway stack")
+    bench.add_arguments(p)
+    p.set_defaults(run=bench.main)
+
     from app import client_cli
     p = sub.add_parser("client", help="the command-line client: login, balance, pay, offline queue")
     client_cli.add_arguments(p)

@@ -1,0 +1,307 @@
+"""`strife bench`: how many durable two-phase-commit payments a second, at what latency.
+
+One run: start a throwaway stack (or use a running one with --gateway), start the
+driver processes and log every client in, then measure, with the same clients over
+the same mTLS channels:
+  1. the echo ceiling: bare unary health checks for --echo-duration seconds;
+  2. payments between accounts at different banks for --duration seconds or
+     --payments N in all.
+Then check that money was conserved, read the peak RSS of every server process,
+and print a Rich table (or --json). --sweep repeats the run over a grid of
+clients x banks, each cell on a fresh stack.
+
+A benchmark, not a test: the exit code says only whether the run was clean (no
+errors, money conserved), never whether it was fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from app import bench_report
+from app.bench_driver import DriverHandle
+from app.bench_stack import MAX_BANKS, MAX_USERS, OwnStack, RunningStack, cpu_seconds, filesystem_of, peak_rss_kib
+
+QUIESCE_TIMEOUT_S = 15.0
+MAX_CLIENTS = MAX_USERS
+MAX_DRIVERS = 32
+START_DELAY_S = 0.3  # drivers get the "go" for a phase this long before it starts, so all start together
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _login(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError(f"--user takes NAME:PASSWORD, got {text!r}")
+    return name, password
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    load = p.add_argument_group("load")
+    load.add_argument("--clients", type=int, default=16, metavar="K", help="concurrent clients (default 16)")
+    load.add_argument("--banks", type=int, default=3, metavar="M", help="banks in the throwaway stack, 2 or more (default 3)")
+    load.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="how long to send payments (default 10; 5 per cell with --sweep)")
+    load.add_argument("--payments", type=int, default=0, metavar="N", help="send N payments in all instead of a duration")
+    load.add_argument("--drivers", type=int, default=2, metavar="D", help="load-driver processes sharing the clients (default 2)")
+    load.add_argument("--echo-duration", type=float, default=None, metavar="SECONDS",
+                      help="how long to measure the echo ceiling; 0 skips it (default 3, at most --duration)")
+    load.add_argument("--amount-max-cents", type=int, default=100, metavar="CENTS",
+                      help="payments are 1..CENTS cents, far below every balance (default 100)")
+    load.add_argument("--decline-percent", type=float, default=0.0, metavar="P",
+                      help="this percentage of payments overdraws on purpose and must be declined (default 0)")
+    load.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS", help="the stack's 2PC vote deadline (default 2)")
+    load.add_argument("--rpc-timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="a client's deadline for one call; hitting it counts as an error (default 10)")
+    load.add_argument("--seed", type=int, default=1, help="random seed of the drivers (default 1)")
+    sweep = p.add_argument_group("sweep")
+    sweep.add_argument("--sweep", action="store_true", help="run the grid --sweep-clients x --sweep-banks, each cell on a fresh stack")
+    sweep.add_argument("--sweep-clients", type=_csv_ints, default=[1, 16, 64, 128], metavar="LIST", help="default 1,16,64,128")
+    sweep.add_argument("--sweep-banks", type=_csv_ints, default=[3, 12], metavar="LIST", help="default 3,12")
+    target = p.add_argument_group("a running stack instead of a throwaway one")
+    target.add_argument("--gateway", default="", metavar="HOST:PORT", help="bench this gateway; needs --certs and --user")
+    target.add_argument("--certs", type=Path, default=None, metavar="DIR", help="certificate directory of that stack (role-client)")
+    target.add_argument("--user", type=_login, action="append", default=[], metavar="NAME:PASSWORD",
+                        help="a login the clients use, round-robin; repeat (accounts at two banks or more in all)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    out.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                     help="where throwaway stacks live (default: a new temporary directory, removed at the end)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    def bad(msg: str) -> None:
+        raise SystemExit(f"strife bench: {msg}")
+
+    if args.duration is None:
+        args.duration = 5.0 if args.sweep else 10.0
+    if args.echo_duration is None:
+        args.echo_duration = min(3.0, args.duration)
+    if not 1 <= args.clients <= MAX_CLIENTS:
+        bad(f"--clients must be 1 to {MAX_CLIENTS}")
+    if not 1 <= args.drivers <= MAX_DRIVERS:
+        bad(f"--drivers must be 1 to {MAX_DRIVERS}")
+    if args.duration <= 0 or args.payments < 0 or args.echo_duration < 0:
+        bad("--duration must be positive; --payments and --echo-duration not negative")
+    if not 1 <= args.amount_max_cents <= 1_000_000:
+        bad("--amount-max-cents must be 1 to 1000000")
+    if not 0 <= args.decline_percent <= 100:
+        bad("--decline-percent must be 0 to 100")
+    for banks in [args.banks, *(args.sweep_banks if args.sweep else [])]:
+        if not 2 <= banks <= MAX_BANKS:
+            bad(f"banks must be 2 to {MAX_BANKS}: payments go between banks")
+    for clients in args.sweep_clients if args.sweep else []:
+        if not 1 <= clients <= MAX_CLIENTS:
+            bad(f"--sweep-clients values must be 1 to {MAX_CLIENTS}")
+    if args.gateway:
+        if args.sweep:
+            bad("--sweep starts its own stacks; it does not take --gateway")
+        if args.certs is None or not args.user:
+            bad("--gateway needs --certs DIR and at least one --user NAME:PASSWORD")
+
+
+def _split(total: int, parts: list[int]) -> list[int]:
+    """Share `total` payments among drivers in proportion to their clients."""
+    weight = sum(parts)
+    shares = [total * p // weight for p in parts]
+    for i in range(total - sum(shares)):
+        shares[i % len(shares)] += 1
+    return shares
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _phase(drivers: list[DriverHandle], kind: str, duration_s: float | None, count: int,
+                 per_driver_clients: list[int], rpc_timeout_s: float) -> dict:
+    start_at = time.monotonic() + START_DELAY_S
+    if count:
+        shares = _split(count, per_driver_clients)
+        timeout_s = 120 + min(86_400, count * rpc_timeout_s / max(1, min(per_driver_clients)))
+        cmds = [{"kind": kind, "start_at": start_at, "count": n} for n in shares]
+    else:
+        timeout_s = START_DELAY_S + duration_s + rpc_timeout_s + 120
+        cmds = [{"kind": kind, "start_at": start_at, "duration_s": duration_s} for _ in drivers]
+    answers = await asyncio.gather(*(d.run(c, timeout_s) for d, c in zip(drivers, cmds)))
+    return bench_report.merge_phase(answers)
+
+
+async def _quiet_money(stack) -> dict:
+    """Money once no hold is left (every decided payment delivered), or after a bounded wait."""
+    deadline = time.monotonic() + QUIESCE_TIMEOUT_S
+    while True:
+        money = await stack.money()
+        if money["held_cents"] == 0 or time.monotonic() > deadline:
+            return money
+        await asyncio.sleep(0.2)
+
+
+async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Path, certs_dir: Path,
+                   say) -> dict:
+    if args.gateway:
+        stack = RunningStack(args.gateway, args.certs, args.user)
+        certs_dir = args.certs
+    else:
+        say(f"starting a stack: gateway + {banks} banks, {max(clients, banks)} users, in {root}")
+        stack = OwnStack(root, certs_dir, banks, max(clients, banks), args.twopc_timeout)
+    n_drivers = min(args.drivers, clients)
+    drivers = [DriverHandle(i) for i in range(n_drivers)]
+    try:
+        await stack.start()
+        money_before = await stack.money()
+        specs, payees = stack.clients(clients), stack.payees()
+        groups = [specs[i::n_drivers] for i in range(n_drivers)]
+        setup = {"cmd": "setup", "gateway": stack.gateway, "certs": str(certs_dir), "payees": payees,
+                 "rpc_timeout_s": args.rpc_timeout, "amount_max_cents": args.amount_max_cents,
+                 "decline_percent": args.decline_percent, "overdraw_cents": _overdraw_cents(args)}
+        await asyncio.gather(*(d.start({**setup, "clients": g, "seed": args.seed * 1000 + d.index})
+                               for d, g in zip(drivers, groups)))
+        say(f"{n_drivers} drivers logging in {clients} clients")
+        await asyncio.gather(*(d.ready() for d in drivers))
+        sizes = [len(g) for g in groups]
+        echo = None
+        if args.echo_duration > 0:
+            say(f"echo ceiling for {args.echo_duration:g} s")
+            echo = await _phase(drivers, "echo", args.echo_duration, 0, sizes, args.rpc_timeout)
+            echo["method"] = "grpc.health.v1.Health/Check"
+            echo["per_s"] = round(echo["counts"].get("ok", 0) / echo["elapsed_s"], 1) if echo["elapsed_s"] else None
+        say(f"payments: {args.payments or f'{args.duration:g} s'}")
+        pids = stack.pids()
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        own0, wall0 = _own_cpu_s(), time.monotonic()
+        pay = await _phase(drivers, "pay", None if args.payments else args.duration, args.payments, sizes, args.rpc_timeout)
+        wall = time.monotonic() - wall0
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_pct = {name: round(100 * (cpu[name] - cpu0[name]) / wall, 1)
+                   for name in pids if cpu[name] is not None and cpu0[name] is not None}
+        if pids:
+            cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
+            cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
+        pay["committed_per_s"] = round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
+        pay["attempted"] = sum(pay["counts"].values())
+        money_after = await _quiet_money(stack)
+        rss = {name: peak_rss_kib(pid) for name, pid in pids.items()}
+    finally:
+        await asyncio.gather(*(d.close() for d in drivers), return_exceptions=True)
+        await stack.close()
+    errors = pay["counts"].get("error", 0) + (echo["counts"].get("error", 0) if echo else 0)
+    conserved = money_before["total_cents"] == money_after["total_cents"] and money_after["held_cents"] == 0
+    ratio = None
+    if echo and echo["per_s"] and pay["committed_per_s"] is not None:
+        ratio = round(pay["committed_per_s"] / echo["per_s"], 3)
+    return {
+        "mode": stack.kind,
+        "config": {"clients": clients, "banks": banks if not args.gateway else None, "drivers": n_drivers,
+                   "duration_s": None if args.payments else args.duration, "payments": args.payments or None,
+                   "echo_duration_s": args.echo_duration, "amount_max_cents": args.amount_max_cents,
+                   "decline_percent": args.decline_percent, "twopc_timeout_s": args.twopc_timeout,
+                   "rpc_timeout_s": args.rpc_timeout, "gateway": stack.gateway},
+        "payments": pay,
+        "echo": echo,
+        "ratio_payments_to_echo": ratio,
+        "money": {"scope": money_after["scope"], "before_cents": money_before["total_cents"],
+                  "after_cents": money_after["total_cents"], "held_after_cents": money_after["held_cents"],
+                  "conserved": conserved},
+        "peak_rss_kib": rss,
+        "cpu_pct_of_core": cpu_pct,
+        "stack_log": {"lines": stack.log.lines, "errors": stack.log.errors, "first_errors": stack.log.first_errors},
+        "ok": errors == 0 and conserved,
+    }
+
+
+def _overdraw_cents(args: argparse.Namespace) -> int:
+    from app.bench_stack import BENCH_BALANCE_CENTS
+
+    return BENCH_BALANCE_CENTS + 1  # more than any bench account holds, within the per-payment limit
+
+
+async def _bench(args: argparse.Namespace, console: Console) -> int:
+    def say(msg: str) -> None:
+        console.log(msg) if not args.json else print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    base = args.work_dir
+    made = base is None
+    if made:
+        base = Path(tempfile.mkdtemp(prefix="strife-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    certs_dir = base / "certs"
+    doc = {
+        "command": shlex.join(["strife", *sys.argv[1:]]),
+        "versions": bench_report.versions(),
+        "host": {"cpus": os.cpu_count(), "data_fs": filesystem_of(base)},
+    }
+    try:
+        if args.sweep:
+            cells = []
+            for banks in args.sweep_banks:
+                for clients in args.sweep_clients:
+                    root = base / f"cell-b{banks}-c{clients}"
+                    try:
+                        cells.append(await run_once(args, clients, banks, root, certs_dir, say))
+                    except RuntimeError as exc:
+                        cells.append({"config": {"banks": banks, "clients": clients}, "failed": str(exc), "ok": False})
+                    finally:
+                        shutil.rmtree(root, ignore_errors=True)
+                    say(f"cell banks={banks} clients={clients}: "
+                        f"{cells[-1].get('payments', {}).get('committed_per_s', 'failed')} payments/s")
+            doc["sweep"] = {"duration_s": None if args.payments else args.duration, "payments": args.payments or None,
+                            "cells": cells}
+            doc["ok"] = all(c["ok"] for c in cells)
+        else:
+            doc.update(await run_once(args, args.clients, args.banks, base / "run", certs_dir, say))
+    finally:
+        if made:
+            shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        console.print(bench_report.sweep_table(doc["sweep"]["cells"]) if args.sweep else bench_report.run_table(doc))
+        bench_report.print_footer(console, doc)
+        if not doc["ok"]:
+            console.print("[bold red]not clean: errors, or money not conserved (see above)[/]")
+    return 0 if doc["ok"] else 1
+
+
+async def _main(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await _bench(args, Console())
+    except RuntimeError as exc:
+        print(f"strife bench: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(args: argparse.Namespace) -> None:
+    _check(args)
+    try:
+        sys.exit(asyncio.run(_main(args)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("strife bench: interrupted; every process it started is stopped", file=sys.stderr)
+        sys.exit(130)

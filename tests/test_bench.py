@@ -1,0 +1,65 @@
+"""`strife bench` works end to end. Behaviour only: nothing here depends on speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from app.bench import _split
+from app.bench_report import latency_summary, percentile
+from app.bench_stack import write_fixtures
+from backend.common import fixtures
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 50) is None
+    assert latency_summary([3.0, 1.0, 2.0])["max"] == 3.0
+
+
+def test_payments_are_shared_among_drivers_without_loss():
+    assert _split(50, [2, 2]) == [25, 25]
+    assert sum(_split(7, [3, 2, 2])) == 7
+
+
+def test_generated_fixtures_give_every_bank_an_account(tmp_path):
+    banks_path, users_path, users = write_fixtures(tmp_path, banks=3, users=4, balance_cents=1000)
+    assert fixtures.bank_names(banks_path) == ["Bank01", "Bank02", "Bank03"]
+    assert {u.bank for u in users} == {"Bank01", "Bank02", "Bank03"}
+    seeded = fixtures.users(users_path)
+    assert [u["accounts"] for u in seeded][0] == [["Bank01", "Bank01-000000"]]
+
+
+def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
+    command = [sys.executable, "-m", "app.cli", "bench", "--payments", "50", "--clients", "4", "--banks", "3",
+               "--echo-duration", "0.5", "--decline-percent", "10", "--json", "--work-dir", str(tmp_path / "bench")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+
+    pay = doc["payments"]
+    assert pay["attempted"] == 50
+    assert pay["counts"].get("error", 0) == 0, pay["first_errors"]
+    assert pay["counts"].get("aborted", 0) == 0
+    assert pay["counts"].get("committed", 0) + pay["counts"].get("declined", 0) == 50
+    assert pay["counts"].get("committed", 0) > 0
+    for key in ("p50", "p95", "p99", "max"):
+        assert pay["latency_ms"][key] > 0
+    assert pay["committed_per_s"] > 0
+
+    assert doc["echo"]["method"] == "grpc.health.v1.Health/Check"
+    assert doc["echo"]["counts"].get("error", 0) == 0 and doc["echo"]["per_s"] > 0
+    assert doc["ratio_payments_to_echo"] > 0
+
+    assert doc["money"]["conserved"] and doc["money"]["before_cents"] == doc["money"]["after_cents"]
+    assert doc["money"]["held_after_cents"] == 0
+    assert set(doc["peak_rss_kib"]) == {"gateway", "Bank01", "Bank02", "Bank03"}
+    assert all(kib > 0 for kib in doc["peak_rss_kib"].values())
+    assert doc["command"].startswith("strife bench --payments 50")
+    assert {"python", "grpcio", "protobuf", "sqlite"} <= set(doc["versions"])
+    assert doc["config"] == {**doc["config"], "clients": 4, "banks": 3, "drivers": 2, "payments": 50}
+    assert doc["ok"] is True
