@@ -105,7 +105,7 @@ class Timeline:
         elif phase == "vote":
             _vote(txn, bank, f)
         elif phase in ("decision", "resolved"):
-            _decide(txn, f.get("decision", ""), f.get("reason", ""))
+            _decide(txn, f.get("decision", ""), f.get("reason") or "")
         elif phase == "acked":
             txn.acked.add(bank)
             _advance(txn, bank, _DONE_PHASE.get(f.get("decision", ""), ""))

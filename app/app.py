@@ -1,0 +1,227 @@
+"""The control room: one screen of panels over a ControlSource.
+
+The source posts messages (app/messages.py); this app routes each one to the
+widgets that show it. Widgets post requests (kill a process, pay, ...); the app
+runs them against the source in workers and reports the result. Widgets never
+talk to each other or to the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from functools import partial
+from typing import Callable, Iterable
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from app import messages as msg
+from app.model import ProcessInfo
+from app.source import ClientError, ControlSource
+from app.widgets.balances_panel import BalancesPanel
+from app.widgets.client_summary import ClientSummary
+from app.widgets.log_view import LogView
+from app.widgets.login_form import LoginForm
+from app.widgets.outbox_panel import OutboxPanel
+from app.widgets.pay_form import PayForm
+from app.widgets.process_panel import ProcessPanel
+from app.widgets.status_bar import StatusBar
+from app.widgets.txn_panel import TxnPanel
+
+TICK_S = 1.0
+ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
+
+
+class StrifeApp(App):
+    CSS_PATH = "strife.tcss"
+    TITLE = "Strife control room"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("d", "show_tab('dashboard')", "Dashboard", show=False),
+        Binding("c", "show_tab('client')", "Client", show=False),
+        Binding("l", "show_tab('logs')", "Logs", show=False),
+    ]
+
+    def __init__(self, source: ControlSource, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.theme = "textual-dark"
+        self._processes: tuple[ProcessInfo, ...] = ()
+        self._source_stopped = False
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with TabbedContent(initial="dashboard"):
+            with TabPane("Dashboard (d)", id="dashboard"):
+                with VerticalScroll(id="dashboard-scroll"):
+                    with Horizontal(id="top"):
+                        yield ProcessPanel(id="processes")
+                        yield BalancesPanel(id="balances")
+                    yield TxnPanel(id="txns")
+                    yield OutboxPanel(id="outbox")
+            with TabPane("Client (c)", id="client"):
+                with Horizontal(id="client-pane"):
+                    with VerticalScroll(id="client-forms"):
+                        yield LoginForm(id="login")
+                        yield PayForm(id="pay")
+                    yield ClientSummary(id="client-summary")
+            with TabPane("Logs (l)", id="logs"):
+                yield LogView(id="log-view")
+        yield Footer()
+
+    # ------------------------------------------------------------ lifecycle --
+    def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.exit)
+        self._tick()
+        self.set_interval(TICK_S, self._tick)
+        self.query_one("#processes DataTable").focus()
+        self._start_source()
+
+    async def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await self._stop_source()
+
+    async def action_quit(self) -> None:
+        await self._stop_source()
+        self.exit()
+
+    async def _stop_source(self) -> None:
+        if not self._source_stopped:
+            self._source_stopped = True
+            await self.source.stop()
+
+    @work(group="source", exit_on_error=False)
+    async def _start_source(self) -> None:
+        try:
+            await self.source.start(self.post_message)
+        except Exception as exc:  # noqa: BLE001 - shown to the user as the reason we quit
+            await self._stop_source()
+            self.exit(return_code=1, message=f"strife could not start: {exc}")
+
+    def _tick(self) -> None:
+        now = self.clock()
+        for widget in (self.query_one(ProcessPanel), self.query_one(OutboxPanel), self.query_one(ClientSummary)):
+            widget.now = now
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    # ------------------------------------------------- from the source --
+    def on_processes_changed(self, message: msg.ProcessesChanged) -> None:
+        self._processes = message.processes
+        self.query_one(ProcessPanel).processes = message.processes
+        self.query_one(LogView).processes = tuple(p.name for p in message.processes)
+
+    def on_log_received(self, message: msg.LogReceived) -> None:
+        self.query_one(LogView).append(message.record)
+
+    def on_txn_changed(self, message: msg.TxnChanged) -> None:
+        self.query_one(TxnPanel).upsert(message.row)
+
+    def on_balances_changed(self, message: msg.BalancesChanged) -> None:
+        self.query_one(BalancesPanel).balances = message.balances
+        banks = tuple(b.bank for b in message.balances.banks)
+        self.query_one(PayForm).banks = banks
+        self.query_one(LoginForm).banks = banks
+
+    def on_outbox_changed(self, message: msg.OutboxChanged) -> None:
+        self.query_one(OutboxPanel).entries = message.entries
+
+    def on_client_changed(self, message: msg.ClientChanged) -> None:
+        state = message.state
+        self.query_one(ClientSummary).state = state
+        self.query_one(LoginForm).username = state.username
+        self.query_one(PayForm).from_accounts = tuple(f"{a.bank}/{a.account_id}" for a in state.accounts)
+
+    def on_stats_changed(self, message: msg.StatsChanged) -> None:
+        self.query_one(StatusBar).stats = message
+
+    # ------------------------------------------------ from the widgets --
+    def on_process_panel_action_requested(self, message: ProcessPanel.ActionRequested) -> None:
+        self.run_process_action(message.action, message.process)
+
+    def on_outbox_panel_sync_requested(self) -> None:
+        self.sync_outbox()
+
+    def on_login_form_login_requested(self, message: LoginForm.LoginRequested) -> None:
+        self.client_call(f"Logged in as {message.username}", self.source.login, message.username, message.password)
+
+    def on_login_form_register_requested(self, message: LoginForm.RegisterRequested) -> None:
+        self.client_call(f"Registered {message.username}: now log in", self.source.register,
+                         message.username, message.password, message.bank, message.account_id)
+
+    def on_login_form_logout_requested(self) -> None:
+        self.client_call("Logged out", self.source.logout)
+
+    def on_pay_form_pay_requested(self, message: PayForm.PayRequested) -> None:
+        self.pay(message)
+
+    # -------------------------------------------------------- workers --
+    @work(group="process-actions")
+    async def run_process_action(self, action: str, name: str) -> None:
+        try:
+            await getattr(self.source, action)(name)
+        except ClientError as exc:
+            self.notify(str(exc), title=f"{action} {name} failed ({exc.code})", severity="error")
+            return
+        self.notify(f"{name} {ACTION_DONE[action]}")
+
+    @work(group="client", exclusive=True)
+    async def client_call(self, done: str, call: Callable, *args: str) -> None:
+        form = self.query_one(LoginForm)
+        try:
+            await call(*args)
+        except ClientError as exc:
+            form.error = f"{exc.code}: {exc}"
+            self.notify(str(exc), title=exc.code, severity="error")
+            return
+        form.error = ""
+        self.notify(done)
+
+    @work(group="pay")
+    async def pay(self, request: PayForm.PayRequested) -> None:
+        form = self.query_one(PayForm)
+        form.busy = True
+        try:
+            outcome = await self.source.pay(request.to_bank, request.to_account, request.amount_text, request.from_bank)
+        except ClientError as exc:
+            form.error = f"✗ {exc.code}: {exc}"
+            self.notify(str(exc), title=f"Payment not made ({exc.code})", severity="error")
+            return
+        finally:
+            form.busy = False
+        form.outcome = f"✓ {outcome}"
+        self.notify(outcome, title="Payment")
+
+    @work(group="sync")
+    async def sync_outbox(self) -> None:
+        try:
+            await self.source.sync_outbox()
+        except ClientError as exc:
+            self.notify(str(exc), title=f"Retry failed ({exc.code})", severity="error")
+
+    # -------------------------------------------------- command palette --
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for p in self._processes:
+            run = partial(self.run_process_action, name=p.name)
+            yield SystemCommand(f"Kill {p.name}", f"Take {p.name} offline with SIGKILL", partial(run, "kill"))
+            if p.state == "frozen":
+                yield SystemCommand(f"Thaw {p.name}", f"SIGCONT {p.name}", partial(run, "thaw"))
+            else:
+                yield SystemCommand(f"Freeze {p.name}", f"SIGSTOP {p.name}: up but answering nothing",
+                                    partial(run, "freeze"))
+            yield SystemCommand(f"Restart {p.name}", f"Start {p.name} again", partial(run, "restart"))
+        yield SystemCommand("Retry offline queue", "Send the queued payments now", self.sync_outbox)

@@ -1,0 +1,98 @@
+"""Who the embedded client is: log in, register (link an account you own), log out."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Button, Input, Label, Select, Static
+
+
+class LoginForm(Vertical):
+    username: reactive[str | None] = reactive(None, init=False)
+    banks: reactive[tuple[str, ...]] = reactive(tuple, init=False)
+    error: reactive[str] = reactive("", init=False)
+
+    class LoginRequested(Message):
+        def __init__(self, username: str, password: str) -> None:
+            super().__init__()
+            self.username = username
+            self.password = password
+
+    class RegisterRequested(Message):
+        def __init__(self, username: str, password: str, bank: str, account_id: str) -> None:
+            super().__init__()
+            self.username = username
+            self.password = password
+            self.bank = bank
+            self.account_id = account_id
+
+    class LogoutRequested(Message):
+        pass
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.border_title = "You"
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="logged-out"):
+            yield Input(placeholder="username", id="login-username", max_length=64)
+            yield Input(placeholder="password", password=True, id="login-password", max_length=128)
+            yield Button("Log in", variant="primary", id="login")
+            yield Static("New user? Register with an account you own:", classes="hint")
+            with Horizontal(classes="row"):
+                yield Select([], prompt="bank", id="register-bank")
+                yield Input(placeholder="account id", id="register-account", max_length=64)
+            yield Button("Register", id="register")
+        with Horizontal(id="logged-in"):
+            yield Label("", id="whoami")
+            yield Button("Log out", id="logout")
+        yield Static("", id="login-error", classes="error", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#logged-in").display = False
+        self.query_one("#login-error").display = False
+
+    def watch_username(self, username: str | None) -> None:
+        self.query_one("#logged-out").display = username is None
+        self.query_one("#logged-in").display = username is not None
+        self.query_one("#whoami", Label).update(Text.assemble("Logged in as ", (username or "", "bold")))
+        self.query_one("#login-password", Input).value = ""
+        self.error = ""
+
+    def watch_banks(self, banks: tuple[str, ...]) -> None:
+        self.query_one("#register-bank", Select).set_options((b, b) for b in banks)
+
+    def watch_error(self, error: str) -> None:
+        line = self.query_one("#login-error", Static)
+        line.update(error)
+        line.display = bool(error)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id in ("login-username", "login-password"):
+            self._login()
+        elif event.input.id == "register-account":
+            self._register()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "login":
+            self._login()
+        elif event.button.id == "register":
+            self._register()
+        elif event.button.id == "logout":
+            self.post_message(self.LogoutRequested())
+
+    def _credentials(self) -> tuple[str, str]:
+        return self.query_one("#login-username", Input).value.strip(), self.query_one("#login-password", Input).value
+
+    def _login(self) -> None:
+        self.post_message(self.LoginRequested(*self._credentials()))
+
+    def _register(self) -> None:
+        bank = self.query_one("#register-bank", Select).value
+        account = self.query_one("#register-account", Input).value.strip()
+        self.post_message(self.RegisterRequested(*self._credentials(), "" if bank is Select.BLANK else str(bank), account))

@@ -1,0 +1,105 @@
+"""Processes: each server the control room supervises, with its fault toggles."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Static
+
+from app.format import duration
+from app.model import ProcessInfo
+
+STATE_STYLE = {
+    "serving": "bold green",
+    "starting": "yellow",
+    "frozen": "bold cyan",
+    "offline": "bold red",
+    "crashed": "bold white on red",
+    "stopped": "dim",
+}
+HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "UNKNOWN": "dim"}
+LEGEND = (
+    "Select a process with ↑↓, then press\n"
+    "  [b]k[/b]  kill (SIGKILL): it goes offline\n"
+    "  [b]f[/b]  freeze (SIGSTOP): up, but answers nothing;\n"
+    "     f again thaws it\n"
+    "  [b]r[/b]  restart it\n"
+    "A crashed process stays down until you restart it."
+)
+
+
+class ProcessPanel(Vertical):
+    BINDINGS = [
+        Binding("k", "act('kill')", "Kill"),
+        Binding("f", "freeze_or_thaw", "Freeze/thaw"),
+        Binding("r", "act('restart')", "Restart"),
+    ]
+
+    processes: reactive[tuple[ProcessInfo, ...]] = reactive(tuple, init=False)
+    now: reactive[float] = reactive(0.0, init=False)
+
+    class ActionRequested(Message):
+        """The user asked to kill/freeze/thaw/restart `process`."""
+
+        def __init__(self, action: str, process: str) -> None:
+            super().__init__()
+            self.action = action
+            self.process = process
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.border_title = "Processes"
+        self.border_subtitle = "health: gRPC health service"
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(cursor_type="row")
+        yield Static(LEGEND, classes="legend")
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
+
+    def watch_processes(self) -> None:
+        self._render_rows()
+
+    def watch_now(self) -> None:
+        self._render_rows()
+
+    def _render_rows(self) -> None:
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        table.clear()
+        for p in self.processes:
+            table.add_row(*_cells(p, self.now), key=p.name)
+        if self.processes:
+            table.move_cursor(row=min(row, len(self.processes) - 1), animate=False)
+
+    def _selected(self) -> ProcessInfo | None:
+        if not self.processes:
+            return None
+        return self.processes[min(self.query_one(DataTable).cursor_row, len(self.processes) - 1)]
+
+    def action_act(self, action: str) -> None:
+        if (p := self._selected()) is not None:
+            self.post_message(self.ActionRequested(action, p.name))
+
+    def action_freeze_or_thaw(self) -> None:
+        if (p := self._selected()) is not None:
+            self.post_message(self.ActionRequested("thaw" if p.state == "frozen" else "freeze", p.name))
+
+
+def _cells(p: ProcessInfo, now: float) -> tuple:
+    state = f"crashed (exit {p.exit_code})" if p.state == "crashed" and p.exit_code is not None else p.state
+    running = p.started_at is not None and p.state in ("starting", "serving", "frozen")
+    return (
+        Text(p.name, style="bold"),
+        Text(state, style=STATE_STYLE.get(p.state, "")),
+        "-" if p.pid is None else str(p.pid),
+        str(p.port),
+        duration(now - p.started_at) if running else "-",
+        Text(str(p.restarts), justify="right"),
+        Text(p.health.lower().replace("_", " "), style=HEALTH_STYLE.get(p.health, "")),
+    )

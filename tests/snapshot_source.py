@@ -1,0 +1,252 @@
+"""A fixed, fake ControlSource for snapshot tests and for looking at the UI by hand.
+
+No processes, no network, no real clock: every scenario posts the same messages.
+The 2PC rows come from app.timeline folding fixed log lines, as in the live source.
+
+    python -m tests.snapshot_source [idle|mid_2pc|bank_offline|gateway_offline]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Callable
+
+from textual.message import Message
+
+from app import messages as msg
+from app.model import (
+    AccountRow, Balances, BankBalances, ClientState, LogRecord, OutboxEntry, PaymentView, ProcessInfo,
+)
+from app.source import ClientError, ControlSource
+from app.timeline import Timeline
+from backend.common.limits import InvalidInput
+from backend.common.money import format_cents, parse_cents
+
+NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+SCENARIOS = ("idle", "mid_2pc", "bank_offline", "gateway_offline")
+EXPECTED_TOTAL_CENTS = 370_000
+PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
+
+ACCOUNTS = {  # after the payments of `_history`
+    "BankA": [("A-1001", "alice", 98_750), ("A-1002", "dave", 48_000), ("A-1003", "erin", 25_000)],
+    "BankB": [("B-2001", "bob", 68_750), ("B-2002", "frank", 42_000)],
+    "BankC": [("C-3001", "carol", 60_000), ("C-3002", "alice", 27_500)],
+}
+PORTS = {"gateway": 50050, "BankA": 50051, "BankB": 50052, "BankC": 50053}
+
+
+def fixed_clock() -> float:
+    return NOW
+
+
+def _log(t: float, process: str, event: str, level: str = "info", **fields) -> LogRecord:
+    """Like backend.common.jsonlog.emit: a field set to None is left out."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return LogRecord(time=NOW + t, process=process, level=level, event=event, fields=fields)
+
+
+def _2pc(t: float, process: str, phase: str, level: str = "info", **fields) -> LogRecord:
+    return _log(t, process, "2pc", level, phase=phase, **fields)
+
+
+def _payment(t: float, txn: str, user: str, payer: str, payee: str, cents: int, *, stop_after: str = "",
+             vote_b: str = "YES", no_reason: str = "", b_down_after_vote: bool = False) -> list[LogRecord]:
+    """The log lines of one payment: the payer bank votes yes unless `no_reason`; the
+    payee bank votes `vote_b`; `stop_after` cuts the story short (mid-2PC)."""
+    (bank_a, acct_a), (bank_b, acct_b) = payer.split("/"), payee.split("/")
+    lines = [
+        _2pc(t, "gateway", "begin", txn=txn, user=user, amount_cents=cents, from_bank=bank_a,
+             from_account=acct_a, to_bank=bank_b, to_account=acct_b),
+        _2pc(t + 0.001, "gateway", "prepare_sent", txn=txn, bank=bank_a),
+        _2pc(t + 0.001, "gateway", "prepare_sent", txn=txn, bank=bank_b),
+        _2pc(t + 0.004, bank_a, "vote", txn=txn, vote="NO" if no_reason else "YES", reason=no_reason or None),
+    ]
+    if stop_after == "payer_vote":
+        return lines
+    if vote_b == "NONE":
+        lines.append(_2pc(t + 0.006, "gateway", "vote", "warning", txn=txn, bank=bank_b, vote="NONE",
+                          code="UNAVAILABLE", reason=f"{bank_b} offline"))
+        decision, reason = "ABORT", f"{bank_b} offline"
+    else:
+        lines.append(_2pc(t + 0.005, bank_b, "vote", txn=txn, vote="YES"))
+        decision, reason = ("ABORT", no_reason) if no_reason else ("COMMIT", "")
+    lines.append(_2pc(t + 0.007, "gateway", "decision", txn=txn, decision=decision, reason=reason or None))
+    lines.append(_2pc(t + 0.011, "gateway", "acked", txn=txn, bank=bank_a, decision=decision))
+    if vote_b == "NONE" or b_down_after_vote:
+        lines.append(_2pc(t + 0.012, "gateway", "decision_unacked", "warning", txn=txn, bank=bank_b,
+                          decision=decision, code="UNAVAILABLE"))
+    else:
+        lines.append(_2pc(t + 0.013, "gateway", "acked", txn=txn, bank=bank_b, decision=decision))
+    code = {"COMMIT": "OK", "ABORT": "OK" if no_reason else "UNAVAILABLE"}[decision]
+    lines.append(_log(t + 0.014, "gateway", "rpc", "info" if code == "OK" else "warning",
+                      method="/strife.Gateway/Pay", user=user, code=code, ms=14.2, txn=txn))
+    return lines
+
+
+def _startup() -> list[LogRecord]:
+    lines = [_log(-754 + i * 0.2, name, "serving", address=f"127.0.0.1:{port}")
+             for i, (name, port) in enumerate(PORTS.items())]
+    lines.append(_log(-700, "gateway", "rpc", method="/strife.Gateway/Login", user="alice", code="OK", ms=3.1))
+    return lines
+
+
+def _history() -> list[LogRecord]:
+    return [
+        *_payment(-600, "3f2a91c07d", "alice", "BankA/A-1001", "BankB/B-2001", 1_250),
+        *_payment(-420, "9b41e2d6aa", "erin", "BankA/A-1003", "BankC/C-3001", 40_000, no_reason="insufficient funds"),
+        *_payment(-300, "c70d55e1f2", "bob", "BankB/B-2001", "BankC/C-3002", 7_500),
+        *_payment(-120, "51be08c3d4", "dave", "BankA/A-1002", "BankB/B-2002", 2_000),
+    ]
+
+
+def _processes(down: str = "") -> tuple[ProcessInfo, ...]:
+    return tuple(
+        ProcessInfo(name, "gateway" if name == "gateway" else "bank", "offline", port, restarts=0)
+        if name == down else
+        ProcessInfo(name, "gateway" if name == "gateway" else "bank", "serving", port, pid=4101 + i,
+                    started_at=NOW - 754, health="SERVING", restarts=1 if name == "BankC" else 0)
+        for i, (name, port) in enumerate(PORTS.items())
+    )
+
+
+def _balances(unreachable: str = "", held: dict[str, int] | None = None, moved: dict[str, int] | None = None) -> Balances:
+    held, moved = held or {}, moved or {}
+    banks = []
+    for bank, rows in ACCOUNTS.items():
+        if bank == unreachable:
+            banks.append(BankBalances(bank, reachable=False))
+            continue
+        accounts = tuple(AccountRow(bank, acct, owner, cents + moved.get(acct, 0),
+                                    cents + moved.get(acct, 0) - held.get(acct, 0)) for acct, owner, cents in rows)
+        banks.append(BankBalances(bank, True, accounts, sum(a.balance_cents for a in accounts),
+                                  sum(held.get(a.account_id, 0) for a in accounts)))
+    return Balances(tuple(banks), EXPECTED_TOTAL_CENTS)
+
+
+def _rates(tail: tuple[int, ...] = ()) -> tuple[int, ...]:
+    base = (0, 1, 3, 2, 5, 8, 6, 4, 7, 9, 12, 10, 8, 11, 14, 9, 7, 6, 8, 10, 12, 9, 6, 4)
+    return (base + tail)[-30:]
+
+
+def _alice(history: tuple[PaymentView, ...] = ()) -> ClientState:
+    return ClientState("alice", (AccountRow("BankA", "A-1001", "alice", 98_750, 98_750),
+                                 AccountRow("BankC", "C-3002", "alice", 27_500, 27_500)), history)
+
+
+ALICE_HISTORY = (
+    PaymentView("3f2a91c07d", "sent", "BankB/B-2001", 1_250, "SUCCEEDED", "", NOW - 600),
+    PaymentView("c70d55e1f2", "received", "BankB/B-2001", 7_500, "SUCCEEDED", "", NOW - 300),
+)
+
+
+class SnapshotSource(ControlSource):
+    def __init__(self, scenario: str = "idle") -> None:
+        assert scenario in SCENARIOS, scenario
+        self.scenario = scenario
+        self._post: Callable[[Message], None] = lambda message: None
+        self._processes: tuple[ProcessInfo, ...] = ()
+        self._client = ClientState(None)
+        self.stopped = False
+
+    async def start(self, post: Callable[[Message], None]) -> None:
+        self._post = post
+        records, processes, balances, outbox, rates = self._scenario()
+        self._processes = processes
+        post(msg.ProcessesChanged(processes))
+        timeline = Timeline()
+        for record in records:
+            post(msg.LogReceived(record))
+            if (row := timeline.apply(record)) is not None:
+                post(msg.TxnChanged(row))
+        post(msg.BalancesChanged(balances))
+        post(msg.OutboxChanged(outbox))
+        post(msg.ClientChanged(self._client))
+        post(msg.StatsChanged(rates, 12.0, 41.0))
+
+    def _scenario(self):
+        records = _startup() + _history()
+        if self.scenario == "mid_2pc":
+            records += _payment(-0.5, "e81f0c9b27", "alice", "BankA/A-1001", "BankB/B-2001", 25_000,
+                                stop_after="payer_vote")
+            return records, _processes(), _balances(held={"A-1001": 25_000}), (), _rates((7, 9))
+        if self.scenario == "bank_offline":
+            records += _payment(-40, "d2c4a8e610", "dave", "BankA/A-1002", "BankB/B-2001", 500, b_down_after_vote=True)
+            records.append(_log(-39, "BankB", "stopped", "error", msg="killed by the control room (SIGKILL)"))
+            records += _payment(-5, "7aa3f9015c", "alice", "BankA/A-1001", "BankB/B-2002", 3_000, vote_b="NONE")
+            return (records, _processes(down="BankB"), _balances(unreachable="BankB", moved={"A-1002": -500}), (),
+                    _rates((6, 2, 0, 0)))
+        if self.scenario == "gateway_offline":
+            self._client = _alice(ALICE_HISTORY)
+            outbox = (
+                OutboxEntry("0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", "alice", "BankB/B-2001", 1_000, 3, NOW + 4,
+                            "UNAVAILABLE: gateway offline", NOW - 50),
+                OutboxEntry("5e6f7081-92a3-4b4c-9d5e-6f708192a3b4", "alice", "BankC/C-3001", 4_200, 1, NOW + 1,
+                            "UNAVAILABLE: gateway offline", NOW - 12),
+                OutboxEntry("a1b2c3d4-e5f6-4071-8293-a4b5c6d7e8f9", "alice", "BankB/B-2002", 725, 5, NOW + 16,
+                            "DEADLINE_EXCEEDED: no answer in 2s", NOW - 90),
+            )
+            records.append(_log(-95, "gateway", "stopped", "error", msg="killed by the control room (SIGKILL)"))
+            return records, _processes(down="gateway"), _balances(), outbox, _rates((3, 0, 0, 0, 0, 0))
+        return records, _processes(), _balances(), (), _rates()
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    # -- fault toggles: just change the state shown -------------------------
+    def _set_state(self, name: str, **changes) -> None:
+        if name not in PORTS:
+            raise ClientError("NOT_FOUND", f"no process named {name}")
+        self._processes = tuple(replace(p, **changes) if p.name == name else p for p in self._processes)
+        self._post(msg.ProcessesChanged(self._processes))
+
+    async def kill(self, name: str) -> None:
+        self._set_state(name, state="offline", pid=None, started_at=None, health="UNKNOWN")
+
+    async def freeze(self, name: str) -> None:
+        self._set_state(name, state="frozen", health="UNKNOWN")
+
+    async def thaw(self, name: str) -> None:
+        self._set_state(name, state="serving", health="SERVING")
+
+    async def restart(self, name: str) -> None:
+        restarts = next(p.restarts for p in self._processes if p.name == name)
+        self._set_state(name, state="serving", pid=5000 + restarts, started_at=NOW, health="SERVING",
+                        restarts=restarts + 1)
+
+    # -- the embedded client ---------------------------------------------
+    async def register(self, username: str, password: str, bank: str, account_id: str) -> None:
+        raise ClientError("ALREADY_EXISTS", f"username {username!r} is taken")
+
+    async def login(self, username: str, password: str) -> None:
+        if PASSWORDS.get(username) != password:
+            raise ClientError("UNAUTHENTICATED", "wrong username or password")
+        self._client = _alice(ALICE_HISTORY) if username == "alice" else ClientState(username)
+        self._post(msg.ClientChanged(self._client))
+
+    async def logout(self) -> None:
+        self._client = ClientState(None)
+        self._post(msg.ClientChanged(self._client))
+
+    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None) -> str:
+        if self._client.username is None:
+            raise ClientError("UNAUTHENTICATED", "log in first")
+        try:
+            cents = parse_cents(amount_text)
+        except InvalidInput as exc:
+            raise ClientError("INVALID_ARGUMENT", str(exc)) from None
+        if to_bank not in ACCOUNTS or to_account not in {a for a, _, _ in ACCOUNTS[to_bank]}:
+            raise ClientError("NOT_FOUND", f"no account {to_bank}/{to_account}")
+        return f"paid {format_cents(cents)} to {to_bank}/{to_account}"
+
+    async def refresh_client(self) -> None:
+        self._post(msg.ClientChanged(self._client))
+
+    async def sync_outbox(self) -> None:
+        """Nothing to send: the fake gateway never comes back."""
+
+
+if __name__ == "__main__":
+    from app.app import StrifeApp
+
+    StrifeApp(SnapshotSource(sys.argv[1] if len(sys.argv) > 1 else "idle"), clock=fixed_clock).run()

@@ -1,0 +1,84 @@
+"""Snapshots of the control room over the fixed SnapshotSource: no processes, no real clock.
+
+Update with `pytest tests/test_snapshots.py --snapshot-update`, then look at every SVG
+(/work/shared/tools/svg2png) before committing it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from app.app import StrifeApp
+from tests.snapshot_source import SnapshotSource, fixed_clock
+
+WIDE = (120, 40)
+SMALL = (80, 24)
+
+
+@pytest.fixture(autouse=True)
+def fixed_environment(monkeypatch):
+    """Times are shown in local time: make that UTC. Nothing from the host's terminal."""
+    for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def make_app(scenario: str) -> StrifeApp:
+    app = StrifeApp(SnapshotSource(scenario), clock=fixed_clock)
+    app.theme = "textual-dark"
+    app.animation_level = "none"
+    return app
+
+
+async def settle(pilot: Pilot) -> None:
+    """Wait for the source's messages to be shown; stop cursors blinking."""
+    await pilot.app.workers.wait_for_complete()
+    for field in pilot.app.query(Input):
+        field.cursor_blink = False
+    await pilot.pause()
+
+
+def test_idle_dashboard(snap_compare):
+    assert snap_compare(make_app("idle"), terminal_size=WIDE, run_before=settle)
+
+
+def test_idle_dashboard_small_terminal(snap_compare):
+    assert snap_compare(make_app("idle"), terminal_size=SMALL, run_before=settle)
+
+
+def test_payment_in_the_middle_of_2pc(snap_compare):
+    assert snap_compare(make_app("mid_2pc"), terminal_size=WIDE, run_before=settle)
+
+
+def test_bank_offline_with_aborted_payment(snap_compare):
+    assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, run_before=settle)
+
+
+def test_gateway_offline_with_payments_queued(snap_compare):
+    assert snap_compare(make_app("gateway_offline"), terminal_size=WIDE, run_before=settle)
+
+
+def test_client_pane_with_validation_error(snap_compare):
+    async def pay_a_fraction_of_a_cent(pilot: Pilot) -> None:
+        await settle(pilot)
+        await pilot.press("c")
+        pilot.app.query_one("#pay-bank").value = "BankB"
+        pilot.app.query_one("#pay-account", Input).value = "B-2001"
+        pilot.app.query_one("#pay-amount", Input).focus()
+        await pilot.press(*"12.345", "enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(make_app("gateway_offline"), terminal_size=WIDE, run_before=pay_a_fraction_of_a_cent)
+
+
+def test_logs_tab(snap_compare):
+    assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, press=["l"], run_before=settle)
