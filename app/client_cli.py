@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from backend.client import DEFAULT_GATEWAY, DEFAULT_PROFILE, ClientError, GatewayClient
@@ -308,7 +309,10 @@ def main(args: argparse.Namespace) -> None:
                                          "history, queue or sync")
     try:
         result = asyncio.run(run(args))
-    except ClientError as exc:
+    except Exception as exc:  # noqa: BLE001 - still one JSON object, still a non-zero exit
+        if not isinstance(exc, ClientError):
+            traceback.print_exc()
+            exc = ClientError("INTERNAL", f"client bug: {type(exc).__name__}: {exc}")
         if args.json:
             print(json.dumps({"error": exc.to_json()}))
         else:

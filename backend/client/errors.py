@@ -27,6 +27,9 @@ class ClientError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self):
+        return (type(self), (self.code, self.message))
+
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE_CODES

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,7 @@ DEFAULT_GATEWAY = "127.0.0.1:50060"
 CALL_TIMEOUT_S = 5.0         # deadline of every call but Pay and Register
 SLOW_CALL_TIMEOUT_S = 15.0   # Register and Login hash a password (scrypt)
 PAY_TIMEOUT_S = 15.0         # Pay: 2PC prepare under the gateway's timeout, then commit
+CONNECT_WAIT_S = 2.0         # at most this long for a fresh connection attempt before a call
 LEASE_S = PAY_TIMEOUT_S + 5.0  # a claimed entry is not due again while its send may be in flight
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -132,7 +133,7 @@ class Delivery:
         return f"{self.to_bank}/{self.to_account}"
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "error"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "error"}
         out["error"] = self.error.to_json() if self.error else None
         return out
 
@@ -180,12 +181,15 @@ class GatewayClient:
     Every method raises ClientError (code = gRPC status name) on failure."""
 
     def __init__(self, gateway: str, certs_dir: Path | str, profile: Profile | Path | str | None = None,
-                 role: str = "client", *, rng=random.random) -> None:
+                 role: str = "client", *, backoff_base_s: float = BACKOFF_BASE_S,
+                 backoff_cap_s: float = BACKOFF_CAP_S, rng=random.random) -> None:
         self.gateway = gateway
         self.certs_dir = Path(certs_dir)
         self.profile = profile if isinstance(profile, Profile) else Profile(profile)
         self.outbox = Outbox(self.profile.outbox_path)
         self.role = role
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
         self._rng = rng
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GatewayStub | None = None
@@ -218,7 +222,35 @@ class GatewayClient:
             self._stub = pb_grpc.GatewayStub(self._channel)
         return self._stub
 
+    async def _connected(self) -> None:
+        """Give the channel one fresh connection attempt before a call, bounded by
+        CONNECT_WAIT_S. A channel that saw the gateway down sits in TRANSIENT_FAILURE
+        (failing calls at once) until its reconnect backoff ends; without this, the
+        first call after the gateway came back would fail although it is serving."""
+        stub = self.stub
+        assert stub is not None and self._channel is not None
+        channel = self._channel
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONNECT_WAIT_S
+        state = channel.get_state(try_to_connect=True)
+        tried = False
+        while state != grpc.ChannelConnectivity.READY:
+            if state == grpc.ChannelConnectivity.SHUTDOWN:
+                return
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and tried:
+                return  # a fresh attempt failed: the gateway is down, let the call say so
+            tried = tried or state == grpc.ChannelConnectivity.CONNECTING
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            except asyncio.TimeoutError:
+                return
+            state = channel.get_state(try_to_connect=True)
+
     async def _call(self, method: str, request, timeout_s: float, session: Session | None = None):
+        await self._connected()
         try:
             return await getattr(self.stub, method)(
                 request, timeout=timeout_s, metadata=session.metadata if session else None)
@@ -414,6 +446,7 @@ class GatewayClient:
         )
         self._sending.add(entry.idempotency_key)
         try:
+            await self._connected()
             call = self.stub.Pay(request, timeout=PAY_TIMEOUT_S, metadata=session.metadata)
             payment = await call
             trailers = await call.trailing_metadata() or ()
@@ -434,7 +467,7 @@ class GatewayClient:
         if err.retryable:
             if err.code == "UNAUTHENTICATED":
                 err = ClientError(err.code, f"{err.message} (queued: log in as {entry.username} to send it)")
-            next_at = time.time() + backoff_s(entry.attempts, rng=self._rng)
+            next_at = time.time() + backoff_s(entry.attempts, self.backoff_base_s, self.backoff_cap_s, self._rng)
             await asyncio.to_thread(self.outbox.retry_later, entry.idempotency_key, err.code, err.message, next_at)
             self._changed()
             return Delivery("QUEUED", **base, next_retry_at=next_at, error=err)
