@@ -33,7 +33,8 @@ from rich.console import Console
 
 from app import bench_report
 from app.bench_driver import DriverHandle
-from app.bench_stack import MAX_BANKS, MAX_USERS, OwnStack, RunningStack, cpu_seconds, filesystem_of, peak_rss_kib
+from app.bench_stack import (MAX_BANKS, MAX_USERS, OwnStack, RunningStack, cpu_seconds, filesystem_of,
+                             host_busy_cpu_seconds, peak_rss_kib)
 
 QUIESCE_TIMEOUT_S = 15.0
 MAX_CLIENTS = MAX_USERS
@@ -192,15 +193,17 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         say(f"payments: {args.payments or f'{args.duration:g} s'}")
         pids = stack.pids()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        own0, wall0 = _own_cpu_s(), time.monotonic()
+        own0, host0, wall0 = _own_cpu_s(), host_busy_cpu_seconds(), time.monotonic()
         pay = await _phase(drivers, "pay", None if args.payments else args.duration, args.payments, sizes, args.rpc_timeout)
         wall = time.monotonic() - wall0
-        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
         cpu_pct = {name: round(100 * (cpu[name] - cpu0[name]) / wall, 1)
                    for name in pids if cpu[name] is not None and cpu0[name] is not None}
         if pids:
             cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
             cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
+            if host is not None and host0 is not None:  # other work on the machine skews the figures: show it
+                cpu_pct["other processes on the host"] = round(100 * (host - host0) / wall - sum(cpu_pct.values()), 1)
         pay["committed_per_s"] = round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
         pay["attempted"] = sum(pay["counts"].values())
         money_after = await _quiet_money(stack)

@@ -118,12 +118,12 @@ def run_table(result: dict) -> Table:
 def sweep_table(cells: list[dict]) -> Table:
     table = Table(title="strife bench --sweep (each cell a fresh stack)")
     for name in ("banks", "clients", "payments/s", "echo/s", "ratio", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                 "declined", "aborted", "errors", "conserved", "gateway RSS"):
+                 "declined", "aborted", "errors", "conserved", "gateway RSS", "gw CPU %", "other CPU %"):
         table.add_column(name, justify="right")
     for cell in cells:
         if "failed" in cell:
             table.add_row(str(cell["config"]["banks"]), str(cell["config"]["clients"]), f"failed: {cell['failed']}",
-                          *[""] * 11)
+                          *[""] * 13)
             continue
         pay, lat = cell["payments"], cell["payments"]["latency_ms"]
         table.add_row(
@@ -132,6 +132,7 @@ def sweep_table(cells: list[dict]) -> Table:
             *(_f(lat[k]) for k in ("p50", "p95", "p99", "max")),
             *(_f(pay["counts"].get(k, 0)) for k in ("declined", "aborted", "error")),
             "yes" if cell["money"]["conserved"] else "NO", _mib(cell["peak_rss_kib"].get("gateway")),
+            _f(cell["cpu_pct_of_core"].get("gateway"), 0), _f(cell["cpu_pct_of_core"].get("other processes on the host"), 0),
         )
     return table
 

@@ -217,6 +217,16 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
+def host_busy_cpu_seconds() -> float | None:
+    """CPU seconds every process of the machine has used (all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def filesystem_of(path: Path) -> str:
     """The type of the filesystem holding `path` (fsync on tmpfs costs nothing: say so)."""
     path = Path(path).resolve()
