@@ -77,10 +77,10 @@ class Stack:
         e.g. to bring it back without the fault point that made it exit."""
         self.sup.procs[name].spec.env = dict(env)
 
-    async def txn_states(self) -> dict[str, dict[str, str]]:
-        """{txn_id: {bank: state name}} over every bank's ledger."""
+    async def txn_states(self, *banks: str) -> dict[str, dict[str, str]]:
+        """{txn_id: {bank: state name}} over every bank's ledger (or those named)."""
         states: dict[str, dict[str, str]] = {}
-        for bank in self.cfg.bank_ports:
+        for bank in banks or self.cfg.bank_ports:
             for t in await self.transactions(bank):
                 states.setdefault(t.txn_id, {})[bank] = pb.TxnState.Name(t.state)
         return states
