@@ -34,11 +34,13 @@ from rich.console import Console
 from app import bench_report
 from app.bench_driver import DriverHandle
 from app.bench_stack import (MAX_BANKS, MAX_USERS, OwnStack, RunningStack, cpu_seconds, filesystem_of,
-                             host_busy_cpu_seconds, peak_rss_kib)
+                             host_busy_cpu_seconds, peak_rss_kib, rss_kib)
 
 QUIESCE_TIMEOUT_S = 15.0
 MAX_CLIENTS = MAX_USERS
 MAX_DRIVERS = 32
+RSS_SAMPLE_INTERVAL_S = 1.0
+MAX_RSS_SAMPLES = 100_000
 START_DELAY_S = 0.3  # drivers get the "go" for a phase this long before it starts, so all start together
 
 
@@ -151,6 +153,26 @@ async def _phase(drivers: list[DriverHandle], kind: str, duration_s: float | Non
     return bench_report.merge_phase(answers)
 
 
+async def _sample_rss(pids: dict[str, int | None], out: list) -> None:
+    """VmRSS of every server process once a second, from the start of the payment phase."""
+    started = time.monotonic()
+    while len(out) < MAX_RSS_SAMPLES:
+        out.append((time.monotonic() - started, {name: rss_kib(pid) for name, pid in pids.items()}))
+        await asyncio.sleep(RSS_SAMPLE_INTERVAL_S)
+
+
+def _rss_growth(samples: list[tuple[float, dict]]) -> dict:
+    """RSS once a tenth of the payment phase is over, at its end, and the growth between (memory flat?)."""
+    if len(samples) < 3:
+        return {}
+    span = samples[-1][0]
+    early = next(s for t, s in samples if t >= span / 10)
+    late = samples[-1][1]
+    return {name: {"after_first_tenth_kib": early[name], "end_kib": late[name],
+                   "growth_pct": round(100 * (late[name] - early[name]) / early[name], 1) if early[name] and late[name] else None}
+            for name in late}
+
+
 async def _quiet_money(stack) -> dict:
     """Money once no hold is left (every decided payment delivered), or after a bounded wait."""
     deadline = time.monotonic() + QUIESCE_TIMEOUT_S
@@ -194,7 +216,13 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         pids = stack.pids()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         own0, host0, wall0 = _own_cpu_s(), host_busy_cpu_seconds(), time.monotonic()
-        pay = await _phase(drivers, "pay", None if args.payments else args.duration, args.payments, sizes, args.rpc_timeout)
+        rss_samples: list[tuple[float, dict]] = []
+        sampler = asyncio.create_task(_sample_rss(pids, rss_samples))
+        try:
+            pay = await _phase(drivers, "pay", None if args.payments else args.duration, args.payments, sizes,
+                               args.rpc_timeout)
+        finally:
+            sampler.cancel()
         wall = time.monotonic() - wall0
         cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
         cpu_pct = {name: round(100 * (cpu[name] - cpu0[name]) / wall, 1)
@@ -230,6 +258,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
                   "after_cents": money_after["total_cents"], "held_after_cents": money_after["held_cents"],
                   "conserved": conserved},
         "peak_rss_kib": rss,
+        "rss_growth": _rss_growth(rss_samples),
         "cpu_pct_of_core": cpu_pct,
         "stack_log": {"lines": stack.log.lines, "errors": stack.log.errors, "first_errors": stack.log.first_errors},
         "ok": errors == 0 and conserved,

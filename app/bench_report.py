@@ -106,8 +106,11 @@ def run_table(result: dict) -> Table:
     money = result["money"]
     table.add_row("money conserved", f"{'yes' if money['conserved'] else 'NO'} "
                   f"({_f(money['before_cents'])} → {_f(money['after_cents'])} cents, held after {_f(money['held_after_cents'])})")
+    growth = result.get("rss_growth") or {}
     for name, kib in result["peak_rss_kib"].items():
-        table.add_row(f"peak RSS {name}", _mib(kib))
+        g = growth.get(name)
+        trend = f"; RSS {_mib(g['after_first_tenth_kib'])} → {_mib(g['end_kib'])} over the payments" if g else ""
+        table.add_row(f"peak RSS {name}", _mib(kib) + trend)
     cpu = result["cpu_pct_of_core"]
     if cpu:
         table.add_row("CPU during payments (% of one core)", ", ".join(f"{k} {_f(v, 0)}" for k, v in cpu.items()))

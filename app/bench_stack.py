@@ -192,17 +192,26 @@ class RunningStack:
 
 
 # ------------------------------------------------------------------ probes --
-def peak_rss_kib(pid: int | None) -> int | None:
-    """VmHWM (peak resident set) of a live process, in KiB; None if unknown."""
+def _status_kib(pid: int | None, field_name: str) -> int | None:
     if pid is None:
         return None
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def peak_rss_kib(pid: int | None) -> int | None:
+    """VmHWM (peak resident set) of a live process, in KiB; None if unknown."""
+    return _status_kib(pid, "VmHWM")
+
+
+def rss_kib(pid: int | None) -> int | None:
+    """VmRSS (resident set now) of a live process, in KiB; None if unknown."""
+    return _status_kib(pid, "VmRSS")
 
 
 def cpu_seconds(pid: int | None) -> float | None:

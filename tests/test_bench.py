@@ -59,6 +59,7 @@ def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
     assert doc["money"]["held_after_cents"] == 0
     assert set(doc["peak_rss_kib"]) == {"gateway", "Bank01", "Bank02", "Bank03"}
     assert all(kib > 0 for kib in doc["peak_rss_kib"].values())
+    assert set(doc["rss_growth"]) in ({"gateway", "Bank01", "Bank02", "Bank03"}, set())  # empty when too short to sample
     assert doc["command"].startswith("strife bench --payments 50")
     assert {"python", "grpcio", "protobuf", "sqlite"} <= set(doc["versions"])
     assert doc["config"] == {**doc["config"], "clients": 4, "banks": 3, "drivers": 2, "payments": 50}
