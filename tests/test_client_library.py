@@ -172,3 +172,15 @@ async def test_bad_amount_is_refused_before_the_outbox(tmp_path):
             await client.pay("BankB", "B-2001", "1.00")
         assert err.value.code == "INVALID_ARGUMENT"  # to itself
         assert client.outbox.entries() == [] and client.outbox.sent() == []
+
+
+async def test_entry_older_than_the_key_window_is_not_resent(tmp_path):
+    """Past the gateway's 24 h key retention a resend could charge twice: it ends EXPIRED, unsent."""
+    async with GatewayClient("127.0.0.1:1", tmp_path / "no-certs", tmp_path / "p") as client:
+        client.profile.save_session(Session("bob", "t", time.time() + 60, (("BankB", "B-2001"),)))
+        old = client.outbox.add("bob", "BankA", "A-1001", 100, "BankB", "B-2001", now=time.time() - 24 * 3600)
+        report = await client.sync()
+        [delivery] = report.deliveries
+        assert (delivery.status, delivery.error.code) == ("EXPIRED", "DEADLINE_EXCEEDED")
+        assert client.outbox.entries() == []
+        assert client.outbox.get_sent(old.idempotency_key).status == "EXPIRED"
