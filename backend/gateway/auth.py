@@ -12,6 +12,7 @@ import time
 
 import grpc
 
+from backend.common import limits
 from backend.common.db import Database
 from backend.common.interceptors import note, wrap_unary
 from backend.gateway import store
@@ -86,6 +87,11 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             async def behavior(request, context):
                 source = getattr(request, "from")
                 if source.bank or source.account_id:
+                    try:  # malformed first: never echo an unbounded string in the refusal
+                        limits.bank(source.bank)
+                        limits.account(source.account_id)
+                    except limits.InvalidInput as exc:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"from: {exc}")
                     user = current_user()
                     links = await self.db.read(lambda c: store.links_of(c, user))
                     if (source.bank, source.account_id) not in links:
