@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
 
 from app import messages as msg
 from app.model import ProcessInfo
@@ -47,6 +47,7 @@ class StrifeApp(App):
         Binding("d", "show_tab('dashboard')", "Dashboard", show=False),
         Binding("c", "show_tab('client')", "Client", show=False),
         Binding("l", "show_tab('logs')", "Logs", show=False),
+        Binding("escape", "leave_field", "Leave field"),
     ]
 
     def __init__(self, source: ControlSource, clock: Callable[[], float] = time.time) -> None:
@@ -61,7 +62,7 @@ class StrifeApp(App):
         yield StatusBar(id="status")
         with TabbedContent(initial="dashboard"):
             with TabPane("Dashboard (d)", id="dashboard"):
-                with VerticalScroll(id="dashboard-scroll"):
+                with VerticalScroll(id="dashboard-scroll", can_focus=False):
                     with Horizontal(id="top"):
                         yield ProcessPanel(id="processes")
                         yield BalancesPanel(id="balances")
@@ -69,7 +70,7 @@ class StrifeApp(App):
                     yield OutboxPanel(id="outbox")
             with TabPane("Client (c)", id="client"):
                 with Horizontal(id="client-pane"):
-                    with VerticalScroll(id="client-forms"):
+                    with VerticalScroll(id="client-forms", can_focus=False):
                         yield LoginForm(id="login")
                         yield PayForm(id="pay")
                     yield ClientSummary(id="client-summary")
@@ -118,6 +119,26 @@ class StrifeApp(App):
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
+    def action_leave_field(self) -> None:
+        """From a text field to the tab bar, where the one-letter keys work again."""
+        self.query_one(Tabs).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave_field":
+            return isinstance(self.focused, Input)
+        return True
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Keys go to the tab just opened: focus its first field or table."""
+        pane = event.pane
+
+        def focus_first() -> None:
+            target = next((w for w in self.screen.focus_chain if pane in w.ancestors), None)
+            if target is not None:
+                target.focus()
+
+        self.call_after_refresh(focus_first)
+
     # ------------------------------------------------- from the source --
     def on_processes_changed(self, message: msg.ProcessesChanged) -> None:
         self._processes = message.processes
@@ -156,14 +177,15 @@ class StrifeApp(App):
         self.sync_outbox()
 
     def on_login_form_login_requested(self, message: LoginForm.LoginRequested) -> None:
-        self.client_call(f"Logged in as {message.username}", self.source.login, message.username, message.password)
+        self.client_call(f"Logged in as {message.username}", "#pay-bank", self.source.login,
+                         message.username, message.password)
 
     def on_login_form_register_requested(self, message: LoginForm.RegisterRequested) -> None:
-        self.client_call(f"Registered {message.username}: now log in", self.source.register,
+        self.client_call(f"Registered {message.username}: now log in", "#login-password", self.source.register,
                          message.username, message.password, message.bank, message.account_id)
 
     def on_login_form_logout_requested(self) -> None:
-        self.client_call("Logged out", self.source.logout)
+        self.client_call("Logged out", "#login-username", self.source.logout)
 
     def on_pay_form_pay_requested(self, message: PayForm.PayRequested) -> None:
         self.pay(message)
@@ -179,7 +201,8 @@ class StrifeApp(App):
         self.notify(f"{name} {ACTION_DONE[action]}")
 
     @work(group="client", exclusive=True)
-    async def client_call(self, done: str, call: Callable, *args: str) -> None:
+    async def client_call(self, done: str, focus_next: str, call: Callable, *args: str) -> None:
+        """Log in, register or log out; on success say `done` and focus `focus_next`."""
         form = self.query_one(LoginForm)
         try:
             await call(*args)
@@ -189,6 +212,7 @@ class StrifeApp(App):
             return
         form.error = ""
         self.notify(done)
+        self.call_after_refresh(self.query_one(focus_next).focus)
 
     @work(group="pay")
     async def pay(self, request: PayForm.PayRequested) -> None:

@@ -15,8 +15,10 @@ from app.model import LogRecord
 
 MAX_RECORDS = 2000
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+LEVEL_NAME = {"warning": "WARN", "critical": "CRIT"}
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red", "critical": "bold white on red"}
-# Shown in their own columns, or never (a process must not log secrets; if one does, we still hide it).
+# Shown first, in this order; fields named like a secret are never shown (a process must not
+# log one; if it does, we still hide it).
 _COLUMNS = {"method", "user", "code", "ms", "phase"}
 _SECRET_WORDS = ("password", "token", "secret", "private", "authorization", "cookie")
 _ALL = "all"
@@ -28,17 +30,17 @@ class LogView(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "Logs: every process's JSON lines"
-        self.border_subtitle = f"last {MAX_RECORDS} lines · tab to the filters"
+        self.border_subtitle = f"keeps the last {MAX_RECORDS} lines · tab to the filters below"
         self._records: deque[LogRecord] = deque(maxlen=MAX_RECORDS)
 
     def compose(self) -> ComposeResult:
+        yield RichLog(max_lines=MAX_RECORDS, wrap=False, auto_scroll=True)
         with Horizontal(id="log-filters"):
             yield Label("Process")
-            yield Select([("all processes", _ALL)], value=_ALL, allow_blank=False, id="log-process")
+            yield Select([("all processes", _ALL)], value=_ALL, allow_blank=False, id="log-process", compact=True)
             yield Label("Level")
             yield Select([("all levels", _ALL), ("warnings and errors", "warning"), ("errors only", "error")],
-                         value=_ALL, allow_blank=False, id="log-level")
-        yield RichLog(max_lines=MAX_RECORDS, wrap=False, auto_scroll=True)
+                         value=_ALL, allow_blank=False, id="log-level", compact=True)
 
     def watch_processes(self, names: tuple[str, ...]) -> None:
         select = self.query_one("#log-process", Select)
@@ -67,21 +69,23 @@ class LogView(Vertical):
 
 
 def format_record(r: LogRecord) -> Text:
+    """'14:03:27.512 gateway  WARN  rpc Pay alice UNAVAILABLE 14.2 ms txn=7aa3f9'."""
     f = r.fields
-    what = f"{r.event} {f['phase']}" if "phase" in f else r.event
     line = Text()
     line.append(clock_time(r.time), style="dim")
     line.append(f" {r.process:<8.8}", style="bold")
-    line.append(f" {r.level.upper():<5.5}", style=LEVEL_STYLE.get(r.level, ""))
-    line.append(f" {what:<20.20}")
-    line.append(f" {str(f.get('method', '')):<12.12}", style="cyan")
-    line.append(f" {str(f.get('user', '')):<8.8}")
-    code = str(f.get("code", ""))
-    line.append(f" {code:<11.11}", style="green" if code == "OK" else "yellow")
-    line.append(f" {f['ms']:>6.1f}ms" if isinstance(f.get("ms"), (int, float)) else " " * 9, style="dim")
+    line.append(f" {LEVEL_NAME.get(r.level, r.level.upper()):<5.5} ", style=LEVEL_STYLE.get(r.level, ""))
+    line.append(f"{r.event} {f['phase']}" if "phase" in f else r.event)
+    if "method" in f:
+        line.append(f" {str(f['method']).rsplit('/', 1)[-1]}", style="cyan")
+    if "user" in f:
+        line.append(f" {f['user']}", style="bold")
+    if "code" in f:
+        line.append(f" {f['code']}", style="green" if f["code"] == "OK" else "yellow")
+    if isinstance(f.get("ms"), (int, float)):
+        line.append(f" {f['ms']:.1f} ms", style="dim")
     for name, value in f.items():
         if name in _COLUMNS or any(word in name.lower() for word in _SECRET_WORDS):
             continue
-        shown = short_id(str(value)) if name == "txn" else str(value)
-        line.append(f"  {name}=", style="dim").append(shown)
+        line.append(f"  {name}=", style="dim").append(short_id(str(value)) if name == "txn" else str(value))
     return line

@@ -38,17 +38,27 @@ class LoginForm(Vertical):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="logged-out"):
-            yield Input(placeholder="username", id="login-username", max_length=64)
-            yield Input(placeholder="password", password=True, id="login-password", max_length=128)
-            yield Button("Log in", variant="primary", id="login")
+            with Horizontal(classes="row"):
+                yield Label("User", classes="field-label")
+                yield Input(placeholder="e.g. alice", id="login-username", max_length=64, compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Password", classes="field-label")
+                yield Input(placeholder="e.g. alice-demo-pw", password=True, id="login-password",
+                            max_length=128, compact=True)
+            with Horizontal(classes="row"):
+                yield Label("", classes="field-label")
+                yield Button("Log in", variant="primary", id="login", compact=True)
             yield Static("New user? Register with an account you own:", classes="hint")
             with Horizontal(classes="row"):
-                yield Select([], prompt="bank", id="register-bank")
-                yield Input(placeholder="account id", id="register-account", max_length=64)
-            yield Button("Register", id="register")
+                yield Label("Account", classes="field-label")
+                yield Select([], prompt="bank", id="register-bank", compact=True)
+                yield Input(placeholder="account id", id="register-account", max_length=64, compact=True)
+            with Horizontal(classes="row"):
+                yield Label("", classes="field-label")
+                yield Button("Register", id="register", compact=True)
         with Horizontal(id="logged-in"):
             yield Label("", id="whoami")
-            yield Button("Log out", id="logout")
+            yield Button("Log out", id="logout", compact=True)
         yield Static("", id="login-error", classes="error", markup=False)
 
     def on_mount(self) -> None:

@@ -38,7 +38,7 @@ class OutboxPanel(Vertical):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("Key", "User", "Pay to", Text("Amount", justify="right"), "Tries", "Next retry", "Last error")
-        table.display = False
+        self._render_rows()
 
     def watch_entries(self) -> None:
         self._render_rows()
@@ -62,6 +62,7 @@ class OutboxPanel(Vertical):
             )
         self.border_title = f"Offline queue ({len(self.entries)})" if self.entries else "Offline queue"
         table.display = bool(self.entries)
+        self.set_class(not self.entries, "-empty")
         self.query_one(".empty-hint").display = not self.entries
 
     def action_sync(self) -> None:

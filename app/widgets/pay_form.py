@@ -42,21 +42,23 @@ class PayForm(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "Pay"
-        self.border_subtitle = "amount like 12.50"
+        self.border_subtitle = "enter pays"
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("From", classes="field-label")
-            yield Select([], prompt="log in first", id="pay-from")
+            yield Select([], prompt="log in first", id="pay-from", compact=True)
         with Horizontal(classes="row"):
             yield Label("To", classes="field-label")
-            yield Select([], prompt="bank", id="pay-bank")
-            yield Input(placeholder="account, e.g. B-2001", id="pay-account", max_length=64)
+            yield Select([], prompt="bank", id="pay-bank", compact=True)
+            yield Input(placeholder="account, e.g. B-2001", id="pay-account", max_length=64, compact=True)
         with Horizontal(classes="row"):
             yield Label("Amount", classes="field-label")
-            yield Input(placeholder="12.50", id="pay-amount", max_length=20,
+            yield Input(placeholder="e.g. 12.50", id="pay-amount", max_length=20, compact=True,
                         validators=[AmountValidator()], validate_on=["changed"])
-            yield Button("Pay", variant="success", id="pay")
+        with Horizontal(classes="row"):
+            yield Label("", classes="field-label")
+            yield Button("Pay", variant="success", id="pay", compact=True)
         yield Static("", id="pay-error", classes="error", markup=False)
         yield Static("", id="pay-outcome", markup=False)
 
