@@ -19,10 +19,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from textual.message import Message
 
 from app import messages as msg
-from app.model import AccountRow, Balances, BankBalances, LogRecord, ProcessInfo
+from app.model import (
+    AccountRow, Balances, BankBalances, ClientState, LogRecord, OutboxEntry, PaymentView, ProcessInfo,
+)
 from app.source import ClientError, ControlSource
 from app.timeline import Timeline
 from backend.api import strife_pb2 as pb
+from backend.client.gateway_client import GatewayClient
+from backend.client.retrier import Retrier
+from backend.common.money import format_cents
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import datadir, fixtures, tls
 from backend.supervisor import StackConfig, Supervisor, stack_specs
@@ -55,6 +60,8 @@ class LiveSource(ControlSource):
         self._commits: deque[float] = deque(maxlen=10_000)
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._expected_total = expected_total_cents(cfg)
+        self.client: GatewayClient | None = None
+        self.retrier: Retrier | None = None
 
     # ------------------------------------------------------------ lifecycle --
     async def start(self, post: Callable[[Message], None]) -> None:
@@ -70,10 +77,21 @@ class LiveSource(ControlSource):
             asyncio.create_task(self._poll_balances()),
             asyncio.create_task(self._tick_stats()),
         ]
+        self.client = GatewayClient(self.cfg.gateway_address, self.cfg.certs_dir, self.cfg.data_dir / "control-room-client")
+        self.client.on_outbox_change = self._post_outbox
+        self.retrier = Retrier(self.client, on_round=lambda report: self._after_payments())
+        self.retrier.start()
+        self._post_outbox()
         await self.sup.start_all()
         self._balances_due.set()
+        if self.client.session is not None:
+            await self.refresh_client()
 
     async def stop(self) -> None:
+        if self.retrier is not None:
+            await self.retrier.stop()
+        if self.client is not None:
+            await self.client.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -105,6 +123,8 @@ class LiveSource(ControlSource):
         except RuntimeError as exc:
             raise ClientError("UNAVAILABLE", str(exc)) from None
         self._balances_due.set()
+        if name == "gateway" and self.retrier is not None:
+            self.retrier.wake()
 
     # ------------------------------------------------------ process events --
     def _on_change(self, state) -> None:
@@ -205,3 +225,87 @@ class LiveSource(ControlSource):
             p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else None
             self._post(msg.StatsChanged(tuple(buckets), p50, p99))
             await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------ embedded client --
+    def _client(self) -> GatewayClient:
+        if self.client is None:
+            raise ClientError("UNAVAILABLE", "the control room is still starting")
+        return self.client
+
+    def _post_outbox(self) -> None:
+        if self.client is None:
+            return
+        entries = self.client.outbox.entries()
+        self._post(msg.OutboxChanged(tuple(
+            OutboxEntry(
+                idempotency_key=e.idempotency_key, username=e.username, payee=e.payee,
+                amount_cents=e.amount_cents, attempts=e.attempts,
+                next_retry_at=e.next_retry_at, last_error=e.last_error, created_at=e.created_at,
+            )
+            for e in entries
+        )))
+
+    def _after_payments(self) -> None:
+        self._post_outbox()
+        asyncio.get_running_loop().create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh_client()
+        except ClientError:
+            pass  # the client pane shows stale data until the next refresh
+
+    async def register(self, username: str, password: str, bank: str, account_id: str) -> None:
+        await self._client().register(username, password, bank, account_id)
+
+    async def login(self, username: str, password: str) -> None:
+        await self._client().login(username, password)
+        self.retrier.wake()
+        self._post_outbox()
+        await self.refresh_client()
+
+    async def logout(self) -> None:
+        await self._client().logout()
+        self._post(msg.ClientChanged(ClientState(username=None)))
+
+    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None) -> str:
+        delivery = await self._client().pay(to_bank, to_account, amount_text, from_bank=from_bank or None)
+        amount = format_cents(delivery.amount_cents)
+        self._post_outbox()
+        if delivery.status == "SUCCEEDED":
+            outcome = f"paid {amount} to {delivery.payee}"
+        elif delivery.status == "DECLINED":
+            outcome = f"declined: {delivery.reason}"
+        else:
+            why = delivery.error.message if delivery.error else "no answer"
+            outcome = f"queued {amount} to {delivery.payee}: {why}; it will be retried"
+            self.retrier.wake()
+        await self._refresh_quietly()
+        return outcome
+
+    async def refresh_client(self) -> None:
+        client = self._client()
+        session = client.session
+        if session is None:
+            self._post(msg.ClientChanged(ClientState(username=None)))
+            return
+        balance = await client.balance()
+        history = await client.history(page_size=20)
+        self._post(msg.ClientChanged(ClientState(
+            username=session.username,
+            accounts=tuple(
+                AccountRow(a.bank, a.account_id, session.username, a.balance_cents, a.available_cents)
+                for a in balance.accounts
+            ),
+            history=tuple(
+                PaymentView(p.payment_id, p.direction, p.counterparty, p.amount_cents, p.status, p.reason, p.created_at)
+                for p in history.payments
+            ),
+        )))
+
+    async def sync_outbox(self) -> None:
+        client = self._client()
+        if client.session is None:
+            raise ClientError("UNAUTHENTICATED", "log in to send queued payments")
+        await client.sync()
+        self._after_payments()

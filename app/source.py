@@ -13,13 +13,7 @@ from typing import Callable
 
 from textual.message import Message
 
-
-class ClientError(Exception):
-    """An error the user should see: `code` is the gRPC status name (e.g. INVALID_ARGUMENT)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+from backend.client.errors import ClientError  # noqa: F401 - the one error type, re-exported
 
 
 class ControlSource(ABC):
