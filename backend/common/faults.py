@@ -44,4 +44,5 @@ def crash(name: str) -> None:
     """Exit at once, as SIGKILL would, if fault point `name` is on."""
     if active(name):
         jsonlog.emit("fault", level="warning", msg=name)
+        jsonlog.flush()
         os._exit(77)

@@ -3,17 +3,29 @@
 Fields (all optional but time/process/level/event): time, process, level, event,
 method, user, txn, bank, amount_cents, code, ms, phase, vote, decision, reason, msg.
 Never pass a password, token or key to `emit`.
+
+Inside an event loop, lines are buffered and written together at most FLUSH_S
+later (one write instead of one per line: logging was a tenth of the gateway's
+CPU under load); outside a loop, and for errors, they are written at once.
+`flush()` before any deliberate exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import sys
 import time
 from typing import Any
 
+FLUSH_S = 0.02
+MAX_BUFFERED = 512
+
 _process = "strife"
 _out = sys.stdout
+_buffer: list[str] = []
+_flush_scheduled = False
 
 
 def configure(process: str, out=None) -> None:
@@ -24,10 +36,36 @@ def configure(process: str, out=None) -> None:
 
 
 def emit(event: str, level: str = "info", **fields: Any) -> None:
+    global _flush_scheduled
     record = {"time": round(time.time(), 3), "process": _process, "level": level, "event": event}
     record.update({k: v for k, v in fields.items() if v is not None})
+    _buffer.append(json.dumps(record, separators=(",", ":"), default=str))
+    if level == "error" or len(_buffer) >= MAX_BUFFERED:
+        flush()
+        return
+    if _flush_scheduled:
+        return
     try:
-        _out.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        flush()
+        return
+    _flush_scheduled = True
+    loop.call_later(FLUSH_S, flush)
+
+
+def flush() -> None:
+    global _flush_scheduled
+    _flush_scheduled = False
+    if not _buffer:
+        return
+    text = "\n".join(_buffer) + "\n"
+    _buffer.clear()
+    try:
+        _out.write(text)
         _out.flush()
     except (BrokenPipeError, ValueError):
         pass  # our reader is gone; the process is about to be stopped
+
+
+atexit.register(flush)
