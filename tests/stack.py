@@ -12,7 +12,7 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.common import certs, fixtures, tls
+from backend.common import certs, fixtures, jsonlog, tls
 from backend.supervisor import StackConfig, Supervisor, free_ports, stack_specs
 
 DEMO_PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
@@ -71,6 +71,19 @@ class Stack:
 
     def log_lines(self, process: str | None = None) -> list[dict]:
         return [r for r in self.records if process is None or r.get("process") == process]
+
+    async def seen(self, match, timeout_s: float = 10.0) -> list[dict]:
+        """The log records for which match(record) is true, once there is at least one.
+        Processes buffer their log lines for a few ms, so poll rather than look once."""
+
+        async def found():
+            return [r for r in self.records if match(r)]
+
+        return await eventually(found, timeout_s=timeout_s, interval_s=0.02)
+
+    async def logs_caught_up(self) -> None:
+        """Give the processes' log buffers time to reach `records` (for absence checks)."""
+        await asyncio.sleep(getattr(jsonlog, "FLUSH_S", 0.0) * 5 + 0.02)
 
     def set_env(self, name: str, env: dict[str, str]) -> None:
         """Replace the extra environment of process `name` for its next (re)start,

@@ -40,11 +40,11 @@ async def pay_until_final(gw, md, request, deadline_s=30.0):
             await asyncio.sleep(0.1)
 
 
-def txn_of(stack) -> str:
+async def txn_of(stack) -> str:
     """The one transaction the gateway began (asserted)."""
-    begun = list(stack.begun())
+    begun = await stack.seen(lambda r: r.get("process") == "gateway" and r.get("phase") == "begin")
     assert len(begun) == 1, begun
-    return begun[0]
+    return begun[0]["txn"]
 
 
 async def test_bank_killed_while_payments_flow(tmp_path, certs_dir):
@@ -119,7 +119,7 @@ async def test_gateway_crash_after_recording_commit(tmp_path, certs_dir):
             await gw.Pay(request, metadata=md, timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert await exited(stack, "gateway") == 77
-        txn = txn_of(stack)
+        txn = await txn_of(stack)
 
         # both banks voted YES and now wait: they never decide alone
         states = await stack.txn_states()
@@ -161,7 +161,7 @@ async def test_gateway_crash_after_first_commit(tmp_path, certs_dir):
             await gw.Pay(request, metadata=md, timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert await exited(stack, "gateway") == 77
-        txn = txn_of(stack)
+        txn = await txn_of(stack)
         assert "COMMITTED" in (await stack.txn_states())[txn].values()  # one bank heard it
 
         stack.set_env("gateway", {})
@@ -190,7 +190,7 @@ async def test_bank_crash_after_voting_yes(tmp_path, certs_dir):
             await gw.Pay(request, metadata=md, timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert await exited(stack, "BankB") == 77
-        txn = txn_of(stack)
+        txn = await txn_of(stack)
         assert (await stack.txn_states("BankA", "BankC"))[txn] == {"BankA": "ABORTED"}
 
         stack.set_env("BankB", {})
@@ -222,8 +222,8 @@ async def test_frozen_bank_past_the_2pc_timeout(tmp_path, certs_dir):
             await gw.Pay(request, metadata=md, timeout=15)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "BankB timed out" in err.value.details()
-        txn = txn_of(stack)
-        decisions = [r for r in stack.log_lines("gateway") if r.get("phase") == "decision" and r.get("txn") == txn]
+        txn = await txn_of(stack)
+        decisions = await stack.seen(lambda r: r.get("phase") == "decision" and r.get("txn") == txn)
         assert [r["decision"] for r in decisions] == ["ABORT"]
         assert (await stack.ledgers("BankA"))["BankA"].held_cents == 0
 
@@ -256,7 +256,7 @@ async def test_presumed_abort_while_in_flight_is_final(tmp_path, certs_dir):
             return any(r.get("process") == "BankA" and r.get("phase") == "vote" for r in stack.records)
 
         await eventually(bank_a_voted, timeout_s=5, interval_s=0.02)
-        txn = txn_of(stack)
+        txn = await txn_of(stack)
         coordinator = pb_grpc.CoordinatorStub(stack.channel(stack.cfg.gateway_address, "bank"))
         answer = await coordinator.ResolveTransaction(pb.ResolveRequest(txn_id=txn), timeout=5)
         assert answer.decision == pb.ABORT
@@ -265,6 +265,8 @@ async def test_presumed_abort_while_in_flight_is_final(tmp_path, certs_dir):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await first
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        await stack.seen(lambda r: r.get("phase") == "decision" and r.get("txn") == txn)
+        await stack.logs_caught_up()
         decisions = [r["decision"] for r in stack.log_lines("gateway")
                      if r.get("phase") in ("decision", "resolved") and r.get("txn") == txn]
         assert set(decisions) == {"ABORT"}, decisions

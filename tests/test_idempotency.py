@@ -90,6 +90,7 @@ async def test_same_key_ten_times_in_parallel_charges_once(stack):
     assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] - 700
     assert after[("BankA", "A-1002")] == before[("BankA", "A-1002")] + 700
     assert await stack.total_cents() == sum(before.values())
+    await stack.logs_caught_up()
     assert len(stack.begun()) == 1, "the gateway began one transaction for one key"
     await stack.assert_atomic()
 

@@ -132,6 +132,7 @@ async def test_only_a_bank_certificate_may_resolve_transactions(stack):
         await stack.sup.thaw("BankB")
     paid = await paying
     assert paid.status == pb.SUCCEEDED and paid.payment_id == txn
+    await stack.logs_caught_up()
     assert not [r for r in stack.log_lines("gateway") if r.get("phase") == "resolved" and r.get("txn") == txn]
     after = await stack.balances()
     assert after[("BankA", "A-1001")] == before[("BankA", "A-1001")] - 321
