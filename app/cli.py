@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(run=bench.main)
 
+    from app import chaos
+    p = sub.add_parser("chaos", help="fault campaign: kill/freeze/restart banks, gateway and clients, then check the invariants")
+    chaos.add_arguments(p)
+    p.set_defaults(run=chaos.main)
+
     from app import client_cli
     p = sub.add_parser("client", help="the command-line client: login, balance, pay, offline queue")
     client_cli.add_arguments(p)

@@ -1,0 +1,180 @@
+"""The nemesis of `strife chaos`: a seeded schedule of faults, and its execution.
+
+`plan()` turns a seed into a list of faults (when, what, on whom, for how long)
+with random.Random(seed) alone, so `--seed` replays the same schedule. Faults on
+different targets overlap; faults on one target never do (a per-target lock).
+
+Kinds:
+  kill_bank     SIGKILL a bank, restart it after hold_s
+  freeze_bank   SIGSTOP a bank for hold_s (longer than the 2PC timeout), then SIGCONT
+  kill_gateway  SIGKILL the gateway, restart it after hold_s
+  kill_client   SIGKILL a client worker (its queued payments stay in its outbox), restart it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+KINDS = {  # kind: (weight, min hold s, max hold s)
+    "kill_bank": (3, 0.3, 3.0),
+    "freeze_bank": (3, 1.5, 4.0),
+    "kill_gateway": (2, 0.3, 2.5),
+    "kill_client": (2, 0.2, 2.0),
+}
+GAP_S = (0.5, 3.0)        # between the starts of two faults
+FIRST_AT_S = (1.0, 2.5)
+MAX_FAULTS = 10_000
+RESTART_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_s: float
+    kind: str
+    target: str
+    hold_s: float
+
+
+@dataclass
+class Done:
+    fault: Fault
+    applied: bool = False
+    note: str = ""
+    queued: int | None = None   # kill_client: payments waiting in its outbox when it was killed
+
+
+def plan(seed: int, duration_s: float, banks: list[str], clients: list[str]) -> list[Fault]:
+    """The fault schedule of a run: a function of its arguments only."""
+    rng = random.Random(seed)
+    kinds = list(KINDS)
+    weights = [KINDS[k][0] for k in kinds]
+    targets = {"kill_bank": banks, "freeze_bank": banks, "kill_gateway": ["gateway"], "kill_client": clients}
+    busy_until: dict[str, float] = {}
+    out: list[Fault] = []
+    t = rng.uniform(*FIRST_AT_S)
+    while t < duration_s - 1.0 and len(out) < MAX_FAULTS:
+        kind = rng.choices(kinds, weights)[0]
+        _, lo, hi = KINDS[kind]
+        hold = round(rng.uniform(lo, hi), 2)
+        target = rng.choice(targets[kind])
+        gap = rng.uniform(*GAP_S)
+        if busy_until.get(target, 0.0) <= t and targets[kind]:
+            hold = min(hold, max(0.1, duration_s - t))
+            out.append(Fault(round(t, 2), kind, target, hold))
+            busy_until[target] = t + hold + 1.0   # restarts take a moment
+        t += gap
+    return out
+
+
+class Nemesis:
+    """Runs a plan against a Supervisor (gateway + banks) and the client workers."""
+
+    def __init__(self, sup, workers: dict, faults: list[Fault], on_event: Callable[[str], None] | None = None) -> None:
+        self.sup = sup
+        self.workers = workers       # username -> WorkerHandle
+        self.faults = faults
+        self.done: list[Done] = []
+        self.errors: list[str] = []
+        self.on_event = on_event or (lambda msg: None)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def run(self, duration_s: float) -> None:
+        """Inject the planned faults for duration_s, each healed after its hold."""
+        started = time.monotonic()
+        tasks = [asyncio.create_task(self._one(f, started, duration_s)) for f in self.faults]
+        try:
+            await asyncio.sleep(max(0.0, duration_s - (time.monotonic() - started)))
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _one(self, fault: Fault, started: float, duration_s: float) -> None:
+        await asyncio.sleep(max(0.0, started + fault.at_s - time.monotonic()))
+        lock = self._locks.setdefault(fault.target, asyncio.Lock())
+        async with lock:
+            if time.monotonic() - started > duration_s:
+                return   # its target was busy until the end of the run
+            record = Done(fault)
+            self.done.append(record)
+            try:
+                await self._apply(record)
+                await asyncio.sleep(fault.hold_s)
+            finally:
+                await self._heal(fault)
+
+    async def _apply(self, record: Done) -> None:
+        f = record.fault
+        if f.kind in ("kill_bank", "kill_gateway"):
+            if self.sup.procs[f.target].state not in ("serving", "frozen", "starting"):
+                record.note = f"already {self.sup.procs[f.target].state}"
+                return
+            await self.sup.kill(f.target)
+        elif f.kind == "freeze_bank":
+            if self.sup.procs[f.target].state != "serving":
+                record.note = f"not serving ({self.sup.procs[f.target].state})"
+                return
+            await self.sup.freeze(f.target)
+        elif f.kind == "kill_client":
+            worker = self.workers[f.target]
+            record.queued = queued_in(worker.profile / "outbox.sqlite")
+            await worker.kill()
+        record.applied = True
+        self.on_event(f"{f.at_s:7.2f}s {f.kind} {f.target} for {f.hold_s:.2f}s"
+                      + (f" ({record.queued} queued)" if record.queued is not None else ""))
+
+    async def _heal(self, fault: Fault) -> None:
+        try:
+            if fault.kind == "kill_client":
+                await self.workers[fault.target].start()
+            else:
+                await self._heal_process(fault.target)
+        except Exception as exc:  # noqa: BLE001 - keep the campaign going; heal_all tries again
+            self.errors.append(f"heal {fault.kind} {fault.target}: {type(exc).__name__}: {exc}"[:300])
+
+    async def _heal_process(self, name: str) -> None:
+        p = self.sup.procs[name]
+        if p.state == "frozen":
+            await self.sup.thaw(name)
+        elif p.state not in ("serving", "starting"):
+            await self.sup.start(name)
+        await self.sup.wait_serving(name, RESTART_TIMEOUT_S)
+
+    async def heal_all(self) -> None:
+        """Thaw, restart and wait for every server process; restart every dead worker."""
+        for name in self.sup.procs:
+            try:
+                await self._heal_process(name)
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"heal {name}: {type(exc).__name__}: {exc}"[:300])
+        for worker in self.workers.values():
+            await worker.start()
+
+    def counts(self) -> dict[str, int]:
+        applied = Counter(d.fault.kind for d in self.done if d.applied)
+        out = {kind: applied.get(kind, 0) for kind in KINDS}
+        out["kill_client with payments queued"] = sum(1 for d in self.done if d.applied and d.queued)
+        out["planned but not applied"] = len(self.faults) - sum(1 for d in self.done if d.applied)
+        return out
+
+    def to_json(self) -> list[dict]:
+        return [{**asdict(d.fault), "applied": d.applied, "note": d.note, "queued": d.queued} for d in self.done]
+
+
+def queued_in(outbox_path) -> int | None:
+    try:
+        conn = sqlite3.connect(f"file:{outbox_path}?mode=ro", uri=True, timeout=2)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
