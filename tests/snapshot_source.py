@@ -3,7 +3,7 @@
 No processes, no network, no real clock: every scenario posts the same messages.
 The 2PC rows come from app.timeline folding fixed log lines, as in the live source.
 
-    python -m tests.snapshot_source [idle|mid_2pc|bank_offline|gateway_offline]
+    python -m tests.snapshot_source [idle|mid_2pc|bank_offline|gateway_offline|money_lost]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from backend.common.limits import InvalidInput
 from backend.common.money import format_cents, parse_cents
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
-SCENARIOS = ("idle", "mid_2pc", "bank_offline", "gateway_offline")
+SCENARIOS = ("idle", "mid_2pc", "bank_offline", "gateway_offline", "money_lost")
 EXPECTED_TOTAL_CENTS = 370_000
 PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
 
@@ -188,6 +188,8 @@ class SnapshotSource(ControlSource):
             )
             records.append(_log(-95, "gateway", "stopped", "error", msg="killed by the control room (SIGKILL)"))
             return records, _processes(down="gateway"), _balances(), outbox, _rates((3, 0, 0, 0, 0, 0))
+        if self.scenario == "money_lost":  # what the conservation line is there to catch
+            return records, _processes(), _balances(moved={"A-1001": -100}), (), _rates()
         return records, _processes(), _balances(), (), _rates()
 
     async def stop(self) -> None:

@@ -80,5 +80,9 @@ def test_client_pane_with_validation_error(snap_compare):
     assert snap_compare(make_app("gateway_offline"), terminal_size=WIDE, run_before=pay_a_fraction_of_a_cent)
 
 
+def test_conservation_line_turns_red(snap_compare):
+    assert snap_compare(make_app("money_lost"), terminal_size=WIDE, run_before=settle)
+
+
 def test_logs_tab(snap_compare):
     assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, press=["l"], run_before=settle)

@@ -37,6 +37,7 @@ class BalancesPanel(Vertical):
         line = self.query_one("#conservation", Static)
         line.update(_conservation(balances))
         line.set_class(not balances.conserved, "-broken")
+        self.set_class(not balances.conserved, "-broken")
         line.set_class(not balances.complete, "-incomplete")
 
 
@@ -65,6 +66,6 @@ def _conservation(b: Balances) -> str:
         missing = ", ".join(x.bank for x in b.banks if not x.reachable)
         return f"? {missing} unreachable: total {total} is incomplete"
     if b.conserved:
-        return f"✓ {total} in all banks = expected: money conserved"
+        return f"✓ all banks {total} = expected: money conserved"
     off = format_cents(b.total_cents - b.expected_total_cents)
-    return f"✗ {total} in all banks ≠ {expected} expected (off by {off}): NOT CONSERVED"
+    return f"✗ all banks {total} ≠ {expected} expected (off by {off}): MONEY NOT CONSERVED"

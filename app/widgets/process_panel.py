@@ -21,6 +21,7 @@ STATE_STYLE = {
     "crashed": "bold white on red",
     "stopped": "dim",
 }
+COLUMNS = ("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
 HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "UNKNOWN": "dim"}
 LEGEND = (
     "Select a process with ↑↓, then press\n"
@@ -59,9 +60,6 @@ class ProcessPanel(Vertical):
         yield DataTable(cursor_type="row")
         yield Static(LEGEND, classes="legend")
 
-    def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
-
     def watch_processes(self) -> None:
         self._render_rows()
 
@@ -71,7 +69,8 @@ class ProcessPanel(Vertical):
     def _render_rows(self) -> None:
         table = self.query_one(DataTable)
         row = table.cursor_row
-        table.clear()
+        table.clear(columns=True)  # fresh columns: their widths fit what is shown now
+        table.add_columns(*COLUMNS)
         for p in self.processes:
             table.add_row(*_cells(p, self.now), key=p.name)
         if self.processes:
@@ -92,12 +91,17 @@ class ProcessPanel(Vertical):
 
 
 def _cells(p: ProcessInfo, now: float) -> tuple:
-    state = f"crashed (exit {p.exit_code})" if p.state == "crashed" and p.exit_code is not None else p.state
     running = p.started_at is not None and p.state in ("starting", "serving", "frozen")
+    if p.pid is not None:
+        pid = Text(str(p.pid))
+    elif p.exit_code is not None:
+        pid = Text(f"exit {p.exit_code}", style="red")  # why it is down
+    else:
+        pid = Text("-")
     return (
         Text(p.name, style="bold"),
-        Text(state, style=STATE_STYLE.get(p.state, "")),
-        "-" if p.pid is None else str(p.pid),
+        Text(p.state, style=STATE_STYLE.get(p.state, "")),
+        pid,
         str(p.port),
         duration(now - p.started_at) if running else "-",
         Text(str(p.restarts), justify="right"),
