@@ -8,14 +8,13 @@ accounts (or PERMISSION_DENIED). Handlers read the caller with `current_user()`.
 from __future__ import annotations
 
 import contextvars
-import time
 
 import grpc
 
 from backend.common import limits
-from backend.common.db import Database
 from backend.common.interceptors import note, wrap_unary
-from backend.gateway import store
+from backend.gateway.links import LinkCache
+from backend.gateway.sessions import SessionCache
 
 _USER: contextvars.ContextVar[str] = contextvars.ContextVar("strife_user")
 _TOKEN: contextvars.ContextVar[str] = contextvars.ContextVar("strife_token")
@@ -41,8 +40,8 @@ def _bearer(context) -> str | None:
 
 
 class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, sessions: SessionCache) -> None:
+        self.sessions = sessions
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -54,15 +53,15 @@ class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
                 token = _bearer(context)
                 if not token:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing token: log in first")
-                session = None
+                username = None
                 if len(token) <= MAX_TOKEN_CHARS:
-                    session = await self.db.read(lambda c: store.session_user(c, token))
-                if session is None or session[1] < time.time():
+                    username = await self.sessions.user_for(token)
+                if username is None:
                     await context.abort(
                         grpc.StatusCode.UNAUTHENTICATED, "invalid, expired or revoked token: log in again"
                     )
-                note(user=session[0])
-                _USER.set(session[0])
+                note(user=username)
+                _USER.set(username)
                 _TOKEN.set(token)
                 return await inner(request, context)
 
@@ -75,8 +74,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
     """A client pays only from an account linked to it. Reads are scoped to the
     caller by the handlers themselves (they never take another user's name)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, links: LinkCache) -> None:
+        self.links = links
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -93,8 +92,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                     except limits.InvalidInput as exc:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"from: {exc}")
                     user = current_user()
-                    links = await self.db.read(lambda c: store.links_of(c, user))
-                    if (source.bank, source.account_id) not in links:
+                    if (source.bank, source.account_id) not in await self.links.of(user):
                         await context.abort(
                             grpc.StatusCode.PERMISSION_DENIED,
                             f"you can pay only from your own accounts; {source.account_id} at {source.bank} is not yours",

@@ -15,6 +15,8 @@ from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor, AuthorizationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
 from backend.gateway.coordinator import Coordinator
+from backend.gateway.links import LinkCache
+from backend.gateway.sessions import SessionCache
 from backend.gateway.service import ROLE_RULES, CoordinatorService, GatewayService
 
 
@@ -64,9 +66,12 @@ async def serve(args: argparse.Namespace) -> None:
     if aborted:
         jsonlog.emit("recovered", msg=f"aborted {aborted} transactions left PREPARING by the previous run")
     tasks: list[asyncio.Task] = []
+    sessions, links = SessionCache(db), LinkCache(db)
 
     def add(server) -> None:
-        pb_grpc.add_GatewayServicer_to_server(GatewayService(db, banks, coordinator, args.token_ttl), server)
+        pb_grpc.add_GatewayServicer_to_server(
+            GatewayService(db, banks, coordinator, args.token_ttl, sessions, links), server
+        )
         pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
 
     async def started() -> None:
@@ -83,8 +88,8 @@ async def serve(args: argparse.Namespace) -> None:
         interceptors=[
             LoggingInterceptor(),
             RoleInterceptor(ROLE_RULES),
-            AuthenticationInterceptor(db),
-            AuthorizationInterceptor(db),
+            AuthenticationInterceptor(sessions),
+            AuthorizationInterceptor(links),
         ],
         on_started=started, on_stopping=stopping, watch_stdin=args.watch_stdin,
     )

@@ -17,7 +17,9 @@ from backend.gateway import passwords, store
 from backend.gateway.auth import current_token, current_user
 from backend.gateway.banks import Banks
 from backend.gateway.coordinator import Coordinator, PaymentRefused
+from backend.gateway.links import LinkCache
 from backend.gateway.login_limiter import LoginLimiter
+from backend.gateway.sessions import SessionCache
 
 BANK_READ_TIMEOUT_S = 2.0
 _GATEWAY = "/strife.v1.Gateway/"
@@ -58,8 +60,11 @@ async def _store_write(db: Database, context, fn):
 
 
 class GatewayService(pb_grpc.GatewayServicer):
-    def __init__(self, db: Database, banks: Banks, coordinator: Coordinator, token_ttl_s: float) -> None:
+    def __init__(self, db: Database, banks: Banks, coordinator: Coordinator, token_ttl_s: float,
+                 sessions: SessionCache, links: LinkCache) -> None:
         self.db = db
+        self.sessions = sessions
+        self.links = links
         self.banks = banks
         self.coordinator = coordinator
         self.token_ttl_s = token_ttl_s
@@ -114,23 +119,26 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.limiter.succeeded(username, peer)
         token = secrets.token_urlsafe(32)
         expires_at = time.time() + self.token_ttl_s
-        await self.db.write(lambda c: store.add_session(c, token, username, expires_at))
+        await self.sessions.add(token, username, expires_at)
         return pb.LoginResponse(token=token, expires_at_ms=int(expires_at * 1000), username=username)
 
     async def Logout(self, request, context) -> pb.LogoutResponse:
         token = current_token()
-        await self.db.write(lambda c: store.revoke_session(c, token))
+        await self.sessions.revoke(token)
         return pb.LogoutResponse()
 
     async def LinkAccount(self, request, context) -> pb.LinkAccountResponse:
         user = current_user()
         bank, account_id = await self._own_account(context, request.account, user)
-        links = await _store_write(self.db, context, lambda c: store.add_link(c, user, bank, account_id))
+        try:
+            links = await self.links.link(user, bank, account_id)
+        except store.StoreError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
         return pb.LinkAccountResponse(accounts=[pb.AccountRef(bank=b, account_id=a) for b, a in links])
 
     async def Balance(self, request, context) -> pb.BalanceResponse:
         user = current_user()
-        links = await self.db.read(lambda c: store.links_of(c, user))
+        links = await self.links.of(user)
         answers = await asyncio.gather(*(self._bank_balance(b, a) for b, a in links))
         return pb.BalanceResponse(
             accounts=answers, total_cents=sum(a.balance_cents for a in answers if a.reachable)
@@ -159,7 +167,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             from_bank = await _valid(context, limits.bank, source.bank)
             from_account = await _valid(context, limits.account, source.account_id)
         else:
-            links = await self.db.read(lambda c: store.links_of(c, user))
+            links = await self.links.of(user)
             if len(links) != 1:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
