@@ -27,6 +27,7 @@ KINDS = {  # kind: (weight, min hold s, max hold s)
     "kill_gateway": (2, 0.3, 2.5),
     "kill_client": (2, 0.2, 2.0),
 }
+FOLLOW_UP = 0.6          # how often a gateway kill also kills a client while it is down
 GAP_S = (0.5, 3.0)        # between the starts of two faults
 FIRST_AT_S = (1.0, 2.5)
 MAX_FAULTS = 10_000
@@ -64,12 +65,20 @@ def plan(seed: int, duration_s: float, banks: list[str], clients: list[str]) -> 
         hold = round(rng.uniform(lo, hi), 2)
         target = rng.choice(targets[kind])
         gap = rng.uniform(*GAP_S)
+        follow = rng.random() < FOLLOW_UP and clients
+        victim = rng.choice(clients) if clients else ""
+        client_hold = round(rng.uniform(*KINDS["kill_client"][1:]), 2)
         if busy_until.get(target, 0.0) <= t and targets[kind]:
             hold = min(hold, max(0.1, duration_s - t))
             out.append(Fault(round(t, 2), kind, target, hold))
             busy_until[target] = t + hold + 1.0   # restarts take a moment
+            # While the gateway is down clients queue payments: kill one of them then, too.
+            at = t + hold + 0.2   # the gateway is still starting up then
+            if kind == "kill_gateway" and follow and busy_until.get(victim, 0.0) <= at < duration_s - 1.0:
+                out.append(Fault(round(at, 2), "kill_client", victim, client_hold))
+                busy_until[victim] = at + client_hold + 1.0
         t += gap
-    return out
+    return sorted(out, key=lambda f: f.at_s)
 
 
 class Nemesis:

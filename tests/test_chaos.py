@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_short_campaign_passes_every_invariant():
     """The CI version: real processes, real faults, every invariant PASS, exit 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "chaos", "--duration", "20", "--clients", "3", "--seed", "1", "--json"],
+        [sys.executable, "-m", "app.cli", "chaos", "--duration", "20", "--clients", "3", "--seed", "1", "--json",
+         "--keep"],
         cwd=ROOT, capture_output=True, text=True, timeout=140, env={**os.environ, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -38,6 +40,23 @@ def test_short_campaign_passes_every_invariant():
     assert did["same-key replays during the run"] > 0
     assert sum(faults[k] for k in chaos_nemesis.KINDS) >= 4, faults
     assert outcome["wall_s"] < 110
+    # Every process it started is gone: no command line names its directory.
+    root = outcome["data_dir"]
+    assert root and Path(root).is_dir()
+    leftovers = [pid for pid in _pids() if root in _cmdline(pid)]
+    shutil.rmtree(root, ignore_errors=True)
+    assert not leftovers, leftovers
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def test_the_seed_replays_the_schedule():
