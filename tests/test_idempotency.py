@@ -238,3 +238,40 @@ async def _try_pay(gw, md, request):
         if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return None
         raise
+
+
+async def test_client_giving_up_mid_payment_then_retrying_is_charged_once(tmp_path, certs_dir):
+    """The client's deadline expires while the payment is in 2PC (BankB frozen). The
+    gateway carries on or aborts; either way the retry under the same key ends with one
+    final answer and at most one charge."""
+    stack = await start_stack(tmp_path, certs_dir, twopc_timeout_s=3.0)
+    try:
+        gw, md = await stack.login("alice")
+        before = await stack.balances()
+        request = pay_request("BankB", "B-2001", 650, from_bank="BankA", from_account="A-1001")
+        await stack.sup.freeze("BankB")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.Pay(request, metadata=md, timeout=0.3)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await stack.sup.thaw("BankB")
+
+        async def final():
+            try:
+                return await gw.Pay(request, metadata=md, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED), exc
+                return None
+
+        paid = await eventually(final, timeout_s=15, interval_s=0.1)
+        assert paid.status == pb.SUCCEEDED
+        again, trailers = await pay_call(gw, md, request)
+        assert same_answer(again, paid) and REPLAYED in trailers
+        await eventually(stack.settled)
+        states = await stack.assert_atomic()
+        assert [t for t, s in states.items() if "COMMITTED" in s.values()] == [paid.payment_id]
+        after = await stack.balances()
+        assert after[("BankA", "A-1001")] == before[("BankA", "A-1001")] - 650
+        assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] + 650
+    finally:
+        await stack.close()
