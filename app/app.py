@@ -178,7 +178,7 @@ class StrifeApp(App):
 
     def on_login_form_login_requested(self, message: LoginForm.LoginRequested) -> None:
         self.client_call(f"Logged in as {message.username}", "#pay-bank", self.source.login,
-                         message.username, message.password)
+                         message.username, message.password, refresh=True)
 
     def on_login_form_register_requested(self, message: LoginForm.RegisterRequested) -> None:
         self.client_call(f"Registered {message.username}: now log in", "#login-password", self.source.register,
@@ -201,8 +201,9 @@ class StrifeApp(App):
         self.notify(f"{name} {ACTION_DONE[action]}")
 
     @work(group="client", exclusive=True)
-    async def client_call(self, done: str, focus_next: str, call: Callable, *args: str) -> None:
-        """Log in, register or log out; on success say `done` and focus `focus_next`."""
+    async def client_call(self, done: str, focus_next: str, call: Callable, *args: str, refresh: bool = False) -> None:
+        """Log in, register or log out; on success say `done`, focus `focus_next` and
+        (when `refresh`) fetch the balance and history."""
         form = self.query_one(LoginForm)
         try:
             await call(*args)
@@ -213,6 +214,8 @@ class StrifeApp(App):
         form.error = ""
         self.notify(done)
         self.call_after_refresh(self.query_one(focus_next).focus)
+        if refresh:
+            await self._refresh_client()
 
     @work(group="pay")
     async def pay(self, request: PayForm.PayRequested) -> None:
@@ -226,8 +229,15 @@ class StrifeApp(App):
             return
         finally:
             form.busy = False
-        form.outcome = f"✓ {outcome}"
+        form.outcome = outcome
         self.notify(outcome, title="Payment")
+        await self._refresh_client()
+
+    async def _refresh_client(self) -> None:
+        try:
+            await self.source.refresh_client()
+        except ClientError as exc:
+            self.notify(str(exc), title=f"Balance not refreshed ({exc.code})", severity="warning")
 
     @work(group="sync")
     async def sync_outbox(self) -> None:
