@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62\x61\x63kend/api/strife.proto\x12\tstrife.v1\".\n\nAccountRef\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"]\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12&\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x15.strife.v1.AccountRef\"$\n\x10RegisterResponse\x12\x10\n\x08username\x18\x01 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"G\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\x12\x10\n\x08username\x18\x03 \x01(\t\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"<\n\x12LinkAccountRequest\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.strife.v1.AccountRef\">\n\x13LinkAccountResponse\x12\'\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x15.strife.v1.AccountRef\"\x10\n\x0e\x42\x61lanceRequest\"{\n\x0e\x41\x63\x63ountBalance\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12\x15\n\rbalance_cents\x18\x02 \x01(\x03\x12\x17\n\x0f\x61vailable_cents\x18\x03 \x01(\x03\x12\x11\n\treachable\x18\x04 \x01(\x08\"S\n\x0f\x42\x61lanceResponse\x12+\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x19.strife.v1.AccountBalance\x12\x13\n\x0btotal_cents\x18\x02 \x01(\x03\"\x83\x01\n\nPayRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12#\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12!\n\x02to\x18\x03 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\"\xf7\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12#\n\x04\x66rom\x18\x03 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12!\n\x02to\x18\x04 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12\x14\n\x0c\x61mount_cents\x18\x05 \x01(\x03\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.strife.v1.PaymentStatus\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x10\n\x08username\x18\t \x01(\t\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x14ListPaymentsResponse\x12$\n\x08payments\x18\x01 \x03(\x0b\x32\x12.strife.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x0eResolveRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"8\n\x0fResolveResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.strife.v1.Decision\".\n\x03Leg\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65lta_cents\x18\x02 \x01(\x03\">\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x1c\n\x04legs\x18\x02 \x03(\x0b\x32\x0e.strife.v1.Leg\"@\n\x0fPrepareResponse\x12\x1d\n\x04vote\x18\x01 \x01(\x0e\x32\x0f.strife.v1.Vote\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0f\x44\x65\x63isionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"\x12\n\x10\x44\x65\x63isionResponse\"(\n\x12\x42\x61nkBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"h\n\x13\x42\x61nkBalanceResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rbalance_cents\x18\x02 \x01(\x03\x12\x17\n\x0f\x61vailable_cents\x18\x03 \x01(\x03\x12\r\n\x05owner\x18\x04 \x01(\t\",\n\x16ValidateAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"8\n\x17ValidateAccountResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\r\n\x05owner\x18\x02 \x01(\t\"\x15\n\x13ListAccountsRequest\"\x7f\n\x14ListAccountsResponse\x12\x30\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1e.strife.v1.BankBalanceResponse\x12\x13\n\x0btotal_cents\x18\x02 \x01(\x03\x12\x12\n\nheld_cents\x18\x03 \x01(\x03\x12\x0c\n\x04\x62\x61nk\x18\x04 \x01(\t\"o\n\x0bTransaction\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.strife.v1.TxnState\x12\x1c\n\x04legs\x18\x03 \x03(\x0b\x32\x0e.strife.v1.Leg\x12\x0e\n\x06reason\x18\x04 \x01(\t\"@\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.strife.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*Y\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSUCCEEDED\x10\x01\x12\x0c\n\x08\x44\x45\x43LINED\x10\x02\x12\x0b\n\x07PENDING\x10\x03*;\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OMMIT\x10\x01\x12\t\n\x05\x41\x42ORT\x10\x02*-\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x07\n\x03YES\x10\x01\x12\x06\n\x02NO\x10\x02*O\n\x08TxnState\x12\x19\n\x15TXN_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08PREPARED\x10\x01\x12\r\n\tCOMMITTED\x10\x02\x12\x0b\n\x07\x41\x42ORTED\x10\x03\x32\x9c\x04\n\x07Gateway\x12\x43\n\x08Register\x12\x1a.strife.v1.RegisterRequest\x1a\x1b.strife.v1.RegisterResponse\x12:\n\x05Login\x12\x17.strife.v1.LoginRequest\x1a\x18.strife.v1.LoginResponse\x12=\n\x06Logout\x12\x18.strife.v1.LogoutRequest\x1a\x19.strife.v1.LogoutResponse\x12L\n\x0bLinkAccount\x12\x1d.strife.v1.LinkAccountRequest\x1a\x1e.strife.v1.LinkAccountResponse\x12@\n\x07\x42\x61lance\x12\x19.strife.v1.BalanceRequest\x1a\x1a.strife.v1.BalanceResponse\x12\x30\n\x03Pay\x12\x15.strife.v1.PayRequest\x1a\x12.strife.v1.Payment\x12>\n\nGetPayment\x12\x1c.strife.v1.GetPaymentRequest\x1a\x12.strife.v1.Payment\x12O\n\x0cListPayments\x12\x1e.strife.v1.ListPaymentsRequest\x1a\x1f.strife.v1.ListPaymentsResponse2Z\n\x0b\x43oordinator\x12K\n\x12ResolveTransaction\x12\x19.strife.v1.ResolveRequest\x1a\x1a.strife.v1.ResolveResponse2\x9f\x04\n\x04\x42\x61nk\x12@\n\x07Prepare\x12\x19.strife.v1.PrepareRequest\x1a\x1a.strife.v1.PrepareResponse\x12\x41\n\x06\x43ommit\x12\x1a.strife.v1.DecisionRequest\x1a\x1b.strife.v1.DecisionResponse\x12@\n\x05\x41\x62ort\x12\x1a.strife.v1.DecisionRequest\x1a\x1b.strife.v1.DecisionResponse\x12H\n\x07\x42\x61lance\x12\x1d.strife.v1.BankBalanceRequest\x1a\x1e.strife.v1.BankBalanceResponse\x12X\n\x0fValidateAccount\x12!.strife.v1.ValidateAccountRequest\x1a\".strife.v1.ValidateAccountResponse\x12O\n\x0cListAccounts\x12\x1e.strife.v1.ListAccountsRequest\x1a\x1f.strife.v1.ListAccountsResponse\x12[\n\x10ListTransactions\x12\".strife.v1.ListTransactionsRequest\x1a#.strife.v1.ListTransactionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62\x61\x63kend/api/strife.proto\x12\tstrife.v1\".\n\nAccountRef\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"]\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12&\n\x07\x61\x63\x63ount\x18\x03 \x01(\x0b\x32\x15.strife.v1.AccountRef\"$\n\x10RegisterResponse\x12\x10\n\x08username\x18\x01 \x01(\t\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"G\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\x12\x10\n\x08username\x18\x03 \x01(\t\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"<\n\x12LinkAccountRequest\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.strife.v1.AccountRef\">\n\x13LinkAccountResponse\x12\'\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x15.strife.v1.AccountRef\"\x10\n\x0e\x42\x61lanceRequest\"{\n\x0e\x41\x63\x63ountBalance\x12&\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12\x15\n\rbalance_cents\x18\x02 \x01(\x03\x12\x17\n\x0f\x61vailable_cents\x18\x03 \x01(\x03\x12\x11\n\treachable\x18\x04 \x01(\x08\"S\n\x0f\x42\x61lanceResponse\x12+\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x19.strife.v1.AccountBalance\x12\x13\n\x0btotal_cents\x18\x02 \x01(\x03\"\x83\x01\n\nPayRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12#\n\x04\x66rom\x18\x02 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12!\n\x02to\x18\x03 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\"\xf7\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12#\n\x04\x66rom\x18\x03 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12!\n\x02to\x18\x04 \x01(\x0b\x32\x15.strife.v1.AccountRef\x12\x14\n\x0c\x61mount_cents\x18\x05 \x01(\x03\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.strife.v1.PaymentStatus\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x10\n\x08username\x18\t \x01(\t\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"<\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x14ListPaymentsResponse\x12$\n\x08payments\x18\x01 \x03(\x0b\x32\x12.strife.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x0eResolveRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"8\n\x0fResolveResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.strife.v1.Decision\".\n\x03Leg\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65lta_cents\x18\x02 \x01(\x03\">\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x1c\n\x04legs\x18\x02 \x03(\x0b\x32\x0e.strife.v1.Leg\"@\n\x0fPrepareResponse\x12\x1d\n\x04vote\x18\x01 \x01(\x0e\x32\x0f.strife.v1.Vote\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0f\x44\x65\x63isionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"\x12\n\x10\x44\x65\x63isionResponse\"B\n\x13PrepareBatchRequest\x12+\n\x08prepares\x18\x01 \x03(\x0b\x32\x19.strife.v1.PrepareRequest\"A\n\x14PrepareBatchResponse\x12)\n\x05votes\x18\x01 \x03(\x0b\x32\x1a.strife.v1.PrepareResponse\"E\n\x0c\x44\x65\x63isionItem\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12%\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x13.strife.v1.Decision\"@\n\x12\x44\x65\x63ideBatchRequest\x12*\n\tdecisions\x18\x01 \x03(\x0b\x32\x17.strife.v1.DecisionItem\"+\n\x0e\x44\x65\x63isionResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"A\n\x13\x44\x65\x63ideBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.strife.v1.DecisionResult\"(\n\x12\x42\x61nkBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"h\n\x13\x42\x61nkBalanceResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rbalance_cents\x18\x02 \x01(\x03\x12\x17\n\x0f\x61vailable_cents\x18\x03 \x01(\x03\x12\r\n\x05owner\x18\x04 \x01(\t\",\n\x16ValidateAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"8\n\x17ValidateAccountResponse\x12\x0e\n\x06\x65xists\x18\x01 \x01(\x08\x12\r\n\x05owner\x18\x02 \x01(\t\"\x15\n\x13ListAccountsRequest\"\x7f\n\x14ListAccountsResponse\x12\x30\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x1e.strife.v1.BankBalanceResponse\x12\x13\n\x0btotal_cents\x18\x02 \x01(\x03\x12\x12\n\nheld_cents\x18\x03 \x01(\x03\x12\x0c\n\x04\x62\x61nk\x18\x04 \x01(\t\"o\n\x0bTransaction\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.strife.v1.TxnState\x12\x1c\n\x04legs\x18\x03 \x03(\x0b\x32\x0e.strife.v1.Leg\x12\x0e\n\x06reason\x18\x04 \x01(\t\"@\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.strife.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*Y\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSUCCEEDED\x10\x01\x12\x0c\n\x08\x44\x45\x43LINED\x10\x02\x12\x0b\n\x07PENDING\x10\x03*;\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OMMIT\x10\x01\x12\t\n\x05\x41\x42ORT\x10\x02*-\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x07\n\x03YES\x10\x01\x12\x06\n\x02NO\x10\x02*O\n\x08TxnState\x12\x19\n\x15TXN_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08PREPARED\x10\x01\x12\r\n\tCOMMITTED\x10\x02\x12\x0b\n\x07\x41\x42ORTED\x10\x03\x32\x9c\x04\n\x07Gateway\x12\x43\n\x08Register\x12\x1a.strife.v1.RegisterRequest\x1a\x1b.strife.v1.RegisterResponse\x12:\n\x05Login\x12\x17.strife.v1.LoginRequest\x1a\x18.strife.v1.LoginResponse\x12=\n\x06Logout\x12\x18.strife.v1.LogoutRequest\x1a\x19.strife.v1.LogoutResponse\x12L\n\x0bLinkAccount\x12\x1d.strife.v1.LinkAccountRequest\x1a\x1e.strife.v1.LinkAccountResponse\x12@\n\x07\x42\x61lance\x12\x19.strife.v1.BalanceRequest\x1a\x1a.strife.v1.BalanceResponse\x12\x30\n\x03Pay\x12\x15.strife.v1.PayRequest\x1a\x12.strife.v1.Payment\x12>\n\nGetPayment\x12\x1c.strife.v1.GetPaymentRequest\x1a\x12.strife.v1.Payment\x12O\n\x0cListPayments\x12\x1e.strife.v1.ListPaymentsRequest\x1a\x1f.strife.v1.ListPaymentsResponse2Z\n\x0b\x43oordinator\x12K\n\x12ResolveTransaction\x12\x19.strife.v1.ResolveRequest\x1a\x1a.strife.v1.ResolveResponse2\xbe\x05\n\x04\x42\x61nk\x12@\n\x07Prepare\x12\x19.strife.v1.PrepareRequest\x1a\x1a.strife.v1.PrepareResponse\x12\x41\n\x06\x43ommit\x12\x1a.strife.v1.DecisionRequest\x1a\x1b.strife.v1.DecisionResponse\x12@\n\x05\x41\x62ort\x12\x1a.strife.v1.DecisionRequest\x1a\x1b.strife.v1.DecisionResponse\x12O\n\x0cPrepareBatch\x12\x1e.strife.v1.PrepareBatchRequest\x1a\x1f.strife.v1.PrepareBatchResponse\x12L\n\x0b\x44\x65\x63ideBatch\x12\x1d.strife.v1.DecideBatchRequest\x1a\x1e.strife.v1.DecideBatchResponse\x12H\n\x07\x42\x61lance\x12\x1d.strife.v1.BankBalanceRequest\x1a\x1e.strife.v1.BankBalanceResponse\x12X\n\x0fValidateAccount\x12!.strife.v1.ValidateAccountRequest\x1a\".strife.v1.ValidateAccountResponse\x12O\n\x0cListAccounts\x12\x1e.strife.v1.ListAccountsRequest\x1a\x1f.strife.v1.ListAccountsResponse\x12[\n\x10ListTransactions\x12\".strife.v1.ListTransactionsRequest\x1a#.strife.v1.ListTransactionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'backend.api.strife_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=2315
-  _globals['_PAYMENTSTATUS']._serialized_end=2404
-  _globals['_DECISION']._serialized_start=2406
-  _globals['_DECISION']._serialized_end=2465
-  _globals['_VOTE']._serialized_start=2467
-  _globals['_VOTE']._serialized_end=2512
-  _globals['_TXNSTATE']._serialized_start=2514
-  _globals['_TXNSTATE']._serialized_end=2593
+  _globals['_PAYMENTSTATUS']._serialized_start=2699
+  _globals['_PAYMENTSTATUS']._serialized_end=2788
+  _globals['_DECISION']._serialized_start=2790
+  _globals['_DECISION']._serialized_end=2849
+  _globals['_VOTE']._serialized_start=2851
+  _globals['_VOTE']._serialized_end=2896
+  _globals['_TXNSTATE']._serialized_start=2898
+  _globals['_TXNSTATE']._serialized_end=2977
   _globals['_ACCOUNTREF']._serialized_start=39
   _globals['_ACCOUNTREF']._serialized_end=85
   _globals['_REGISTERREQUEST']._serialized_start=87
@@ -87,28 +87,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECISIONREQUEST']._serialized_end=1611
   _globals['_DECISIONRESPONSE']._serialized_start=1613
   _globals['_DECISIONRESPONSE']._serialized_end=1631
-  _globals['_BANKBALANCEREQUEST']._serialized_start=1633
-  _globals['_BANKBALANCEREQUEST']._serialized_end=1673
-  _globals['_BANKBALANCERESPONSE']._serialized_start=1675
-  _globals['_BANKBALANCERESPONSE']._serialized_end=1779
-  _globals['_VALIDATEACCOUNTREQUEST']._serialized_start=1781
-  _globals['_VALIDATEACCOUNTREQUEST']._serialized_end=1825
-  _globals['_VALIDATEACCOUNTRESPONSE']._serialized_start=1827
-  _globals['_VALIDATEACCOUNTRESPONSE']._serialized_end=1883
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1885
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1906
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1908
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=2035
-  _globals['_TRANSACTION']._serialized_start=2037
-  _globals['_TRANSACTION']._serialized_end=2148
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=2150
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=2214
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=2216
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2313
-  _globals['_GATEWAY']._serialized_start=2596
-  _globals['_GATEWAY']._serialized_end=3136
-  _globals['_COORDINATOR']._serialized_start=3138
-  _globals['_COORDINATOR']._serialized_end=3228
-  _globals['_BANK']._serialized_start=3231
-  _globals['_BANK']._serialized_end=3774
+  _globals['_PREPAREBATCHREQUEST']._serialized_start=1633
+  _globals['_PREPAREBATCHREQUEST']._serialized_end=1699
+  _globals['_PREPAREBATCHRESPONSE']._serialized_start=1701
+  _globals['_PREPAREBATCHRESPONSE']._serialized_end=1766
+  _globals['_DECISIONITEM']._serialized_start=1768
+  _globals['_DECISIONITEM']._serialized_end=1837
+  _globals['_DECIDEBATCHREQUEST']._serialized_start=1839
+  _globals['_DECIDEBATCHREQUEST']._serialized_end=1903
+  _globals['_DECISIONRESULT']._serialized_start=1905
+  _globals['_DECISIONRESULT']._serialized_end=1948
+  _globals['_DECIDEBATCHRESPONSE']._serialized_start=1950
+  _globals['_DECIDEBATCHRESPONSE']._serialized_end=2015
+  _globals['_BANKBALANCEREQUEST']._serialized_start=2017
+  _globals['_BANKBALANCEREQUEST']._serialized_end=2057
+  _globals['_BANKBALANCERESPONSE']._serialized_start=2059
+  _globals['_BANKBALANCERESPONSE']._serialized_end=2163
+  _globals['_VALIDATEACCOUNTREQUEST']._serialized_start=2165
+  _globals['_VALIDATEACCOUNTREQUEST']._serialized_end=2209
+  _globals['_VALIDATEACCOUNTRESPONSE']._serialized_start=2211
+  _globals['_VALIDATEACCOUNTRESPONSE']._serialized_end=2267
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=2269
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=2290
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=2292
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=2419
+  _globals['_TRANSACTION']._serialized_start=2421
+  _globals['_TRANSACTION']._serialized_end=2532
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=2534
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=2598
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=2600
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2697
+  _globals['_GATEWAY']._serialized_start=2980
+  _globals['_GATEWAY']._serialized_end=3520
+  _globals['_COORDINATOR']._serialized_start=3522
+  _globals['_COORDINATOR']._serialized_end=3612
+  _globals['_BANK']._serialized_start=3615
+  _globals['_BANK']._serialized_end=4317
 # @@protoc_insertion_point(module_scope)

@@ -233,6 +233,46 @@ class DecisionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PrepareBatchRequest(_message.Message):
+    __slots__ = ("prepares",)
+    PREPARES_FIELD_NUMBER: _ClassVar[int]
+    prepares: _containers.RepeatedCompositeFieldContainer[PrepareRequest]
+    def __init__(self, prepares: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ...) -> None: ...
+
+class PrepareBatchResponse(_message.Message):
+    __slots__ = ("votes",)
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedCompositeFieldContainer[PrepareResponse]
+    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ...) -> None: ...
+
+class DecisionItem(_message.Message):
+    __slots__ = ("txn_id", "decision")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    decision: Decision
+    def __init__(self, txn_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ...) -> None: ...
+
+class DecideBatchRequest(_message.Message):
+    __slots__ = ("decisions",)
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[DecisionItem]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[DecisionItem, _Mapping]]] = ...) -> None: ...
+
+class DecisionResult(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DecideBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DecisionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[DecisionResult, _Mapping]]] = ...) -> None: ...
+
 class BankBalanceRequest(_message.Message):
     __slots__ = ("account_id",)
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]

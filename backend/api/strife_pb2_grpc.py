@@ -525,6 +525,16 @@ class BankStub:
                 request_serializer=backend_dot_api_dot_strife__pb2.DecisionRequest.SerializeToString,
                 response_deserializer=backend_dot_api_dot_strife__pb2.DecisionResponse.FromString,
                 _registered_method=True)
+        self.PrepareBatch = channel.unary_unary(
+                '/strife.v1.Bank/PrepareBatch',
+                request_serializer=backend_dot_api_dot_strife__pb2.PrepareBatchRequest.SerializeToString,
+                response_deserializer=backend_dot_api_dot_strife__pb2.PrepareBatchResponse.FromString,
+                _registered_method=True)
+        self.DecideBatch = channel.unary_unary(
+                '/strife.v1.Bank/DecideBatch',
+                request_serializer=backend_dot_api_dot_strife__pb2.DecideBatchRequest.SerializeToString,
+                response_deserializer=backend_dot_api_dot_strife__pb2.DecideBatchResponse.FromString,
+                _registered_method=True)
         self.Balance = channel.unary_unary(
                 '/strife.v1.Bank/Balance',
                 request_serializer=backend_dot_api_dot_strife__pb2.BankBalanceRequest.SerializeToString,
@@ -572,6 +582,19 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareBatch(self, request, context):
+        """The same, for many transactions in one call (what the gateway uses under load).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Balance(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -613,6 +636,16 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=backend_dot_api_dot_strife__pb2.DecisionRequest.FromString,
                     response_serializer=backend_dot_api_dot_strife__pb2.DecisionResponse.SerializeToString,
+            ),
+            'PrepareBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareBatch,
+                    request_deserializer=backend_dot_api_dot_strife__pb2.PrepareBatchRequest.FromString,
+                    response_serializer=backend_dot_api_dot_strife__pb2.PrepareBatchResponse.SerializeToString,
+            ),
+            'DecideBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideBatch,
+                    request_deserializer=backend_dot_api_dot_strife__pb2.DecideBatchRequest.FromString,
+                    response_serializer=backend_dot_api_dot_strife__pb2.DecideBatchResponse.SerializeToString,
             ),
             'Balance': grpc.unary_unary_rpc_method_handler(
                     servicer.Balance,
@@ -720,6 +753,60 @@ class Bank:
             '/strife.v1.Bank/Abort',
             backend_dot_api_dot_strife__pb2.DecisionRequest.SerializeToString,
             backend_dot_api_dot_strife__pb2.DecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strife.v1.Bank/PrepareBatch',
+            backend_dot_api_dot_strife__pb2.PrepareBatchRequest.SerializeToString,
+            backend_dot_api_dot_strife__pb2.PrepareBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strife.v1.Bank/DecideBatch',
+            backend_dot_api_dot_strife__pb2.DecideBatchRequest.SerializeToString,
+            backend_dot_api_dot_strife__pb2.DecideBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,8 @@ ROLE_RULES = {
     _BANK + "Prepare": WRITE_ROLES,
     _BANK + "Commit": WRITE_ROLES,
     _BANK + "Abort": WRITE_ROLES,
+    _BANK + "PrepareBatch": WRITE_ROLES,
+    _BANK + "DecideBatch": WRITE_ROLES,
     _BANK + "ValidateAccount": READ_ROLES,
     _BANK + "Balance": READ_ROLES,
     _BANK + "ListAccounts": READ_ROLES,
@@ -34,12 +36,23 @@ async def _check(context: grpc.aio.ServicerContext, check, value):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
 
-async def _ledger_write(db: Database, context: grpc.aio.ServicerContext, fn):
-    try:
-        return await db.write(fn)
-    except ledger.LedgerError as exc:
-        jsonlog.emit("ledger_refused", level="error", msg=str(exc))
-        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+MAX_BATCH = 256
+
+
+def _parse_prepare(request: pb.PrepareRequest) -> tuple[str, list[tuple[str, int]]]:
+    """(txn_id, legs) of a well-formed prepare; raises InvalidInput otherwise."""
+    txn_id = limits.txn_id(request.txn_id)
+    if not 1 <= len(request.legs) <= limits.MAX_LEGS:
+        raise limits.InvalidInput(f"a transaction has 1 to {limits.MAX_LEGS} legs")
+    legs = []
+    for leg in request.legs:
+        limits.account(leg.account_id)
+        if leg.delta_cents == 0 or abs(leg.delta_cents) > limits.MAX_AMOUNT_CENTS:
+            raise limits.InvalidInput(f"bad delta_cents {leg.delta_cents}")
+        legs.append((leg.account_id, leg.delta_cents))
+    if len({a for a, _ in legs}) != len(legs):
+        raise limits.InvalidInput("each account may appear in one leg only")
+    return txn_id, legs
 
 
 class BankService(pb_grpc.BankServicer):
@@ -47,20 +60,8 @@ class BankService(pb_grpc.BankServicer):
         self.name = name
         self.db = db
 
-    async def Prepare(self, request: pb.PrepareRequest, context) -> pb.PrepareResponse:
-        txn_id = await _check(context, limits.txn_id, request.txn_id)
-        if not 1 <= len(request.legs) <= limits.MAX_LEGS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a transaction has 1 to {limits.MAX_LEGS} legs")
-        legs = []
-        for leg in request.legs:
-            await _check(context, limits.account, leg.account_id)
-            if leg.delta_cents == 0 or abs(leg.delta_cents) > limits.MAX_AMOUNT_CENTS:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad delta_cents {leg.delta_cents}")
-            legs.append((leg.account_id, leg.delta_cents))
-        if len({a for a, _ in legs}) != len(legs):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "each account may appear in one leg only")
-        note(txn=txn_id)
-        vote = await _ledger_write(self.db, context, lambda c: ledger.prepare(c, txn_id, legs))
+    async def _vote(self, txn_id: str, legs: list[tuple[str, int]]) -> pb.PrepareResponse:
+        vote = await self.db.write(lambda c: ledger.prepare(c, txn_id, legs))
         jsonlog.emit("2pc", phase="vote", txn=txn_id, vote="YES" if vote.yes else "NO", reason=vote.reason or None)
         if vote.yes:
             faults.crash("bank.crash_after_yes")
@@ -68,21 +69,66 @@ class BankService(pb_grpc.BankServicer):
                 await asyncio.Event().wait()  # never answer
         return pb.PrepareResponse(vote=pb.YES if vote.yes else pb.NO, reason=vote.reason)
 
-    async def Commit(self, request: pb.DecisionRequest, context) -> pb.DecisionResponse:
+    async def _decide(self, txn_id: str, commit: bool) -> None:
+        """Apply the coordinator's decision; raises LedgerError if it contradicts this ledger."""
+        try:
+            changed = await self.db.write(lambda c: (ledger.commit if commit else ledger.abort)(c, txn_id))
+        except ledger.LedgerError as exc:
+            jsonlog.emit("ledger_refused", level="error", txn=txn_id, msg=str(exc))
+            raise
+        if changed:
+            jsonlog.emit("2pc", phase="committed" if commit else "aborted", txn=txn_id)
+
+    async def Prepare(self, request: pb.PrepareRequest, context) -> pb.PrepareResponse:
+        txn_id, legs = await _check(context, _parse_prepare, request)
+        note(txn=txn_id)
+        return await self._vote(txn_id, legs)
+
+    async def PrepareBatch(self, request: pb.PrepareBatchRequest, context) -> pb.PrepareBatchResponse:
+        if not 1 <= len(request.prepares) <= MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a batch has 1 to {MAX_BATCH} transactions")
+        parsed = [await _check(context, _parse_prepare, p) for p in request.prepares]
+        if len({txn_id for txn_id, _ in parsed}) != len(parsed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a transaction appears twice in the batch")
+        note(txns=len(parsed))
+        votes = await asyncio.gather(*(self._vote(txn_id, legs) for txn_id, legs in parsed))
+        return pb.PrepareBatchResponse(votes=votes)
+
+    async def _decide_rpc(self, request: pb.DecisionRequest, context, commit: bool) -> pb.DecisionResponse:
         txn_id = await _check(context, limits.txn_id, request.txn_id)
         note(txn=txn_id)
-        changed = await _ledger_write(self.db, context, lambda c: ledger.commit(c, txn_id))
-        if changed:
-            jsonlog.emit("2pc", phase="committed", txn=txn_id)
+        try:
+            await self._decide(txn_id, commit)
+        except ledger.LedgerError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
         return pb.DecisionResponse()
 
+    async def Commit(self, request: pb.DecisionRequest, context) -> pb.DecisionResponse:
+        return await self._decide_rpc(request, context, commit=True)
+
     async def Abort(self, request: pb.DecisionRequest, context) -> pb.DecisionResponse:
-        txn_id = await _check(context, limits.txn_id, request.txn_id)
-        note(txn=txn_id)
-        changed = await _ledger_write(self.db, context, lambda c: ledger.abort(c, txn_id))
-        if changed:
-            jsonlog.emit("2pc", phase="aborted", txn=txn_id)
-        return pb.DecisionResponse()
+        return await self._decide_rpc(request, context, commit=False)
+
+    async def DecideBatch(self, request: pb.DecideBatchRequest, context) -> pb.DecideBatchResponse:
+        if not 1 <= len(request.decisions) <= MAX_BATCH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a batch has 1 to {MAX_BATCH} decisions")
+        items = []
+        for item in request.decisions:
+            txn_id = await _check(context, limits.txn_id, item.txn_id)
+            if item.decision not in (pb.COMMIT, pb.ABORT):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transaction {txn_id}: decision must be COMMIT or ABORT")
+            items.append((txn_id, item.decision == pb.COMMIT))
+        note(txns=len(items))
+        outcomes = await asyncio.gather(*(self._decide(t, c) for t, c in items), return_exceptions=True)
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, ledger.LedgerError):
+                results.append(pb.DecisionResult(ok=False, error=str(outcome)))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append(pb.DecisionResult(ok=True))
+        return pb.DecideBatchResponse(results=results)
 
     async def _account(self, context, account_id: str):
         await _check(context, limits.account, account_id)

@@ -1,4 +1,5 @@
-"""One long-lived mTLS channel per bank, with the gateway's certificate."""
+"""One long-lived mTLS channel per bank, with the gateway's certificate, and the
+batchers that carry the 2PC traffic to it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from pathlib import Path
 
 import grpc
 
+from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import limits, tls
+from backend.gateway.batcher import Batcher
+
+DECIDE_CALL_TIMEOUT_S = 2.0
 
 
 def parse_bank_flag(value: str) -> tuple[str, str]:
@@ -18,18 +23,48 @@ def parse_bank_flag(value: str) -> tuple[str, str]:
     return limits.bank(name), address
 
 
+class BankLink:
+    """Prepares and decisions for one bank, batched (see backend/gateway/batcher.py)."""
+
+    def __init__(self, stub: pb_grpc.BankStub, prepare_timeout_s: float) -> None:
+        self.stub = stub
+        self.prepare_timeout_s = prepare_timeout_s
+        self._prepares: Batcher[pb.PrepareRequest, pb.PrepareResponse] = Batcher(self._prepare_batch)
+        self._decisions: Batcher[pb.DecisionItem, pb.DecisionResult] = Batcher(self._decide_batch)
+
+    async def _prepare_batch(self, items: list[pb.PrepareRequest]) -> list[pb.PrepareResponse]:
+        answer = await self.stub.PrepareBatch(pb.PrepareBatchRequest(prepares=items), timeout=self.prepare_timeout_s)
+        return list(answer.votes)
+
+    async def _decide_batch(self, items: list[pb.DecisionItem]) -> list[pb.DecisionResult]:
+        answer = await self.stub.DecideBatch(pb.DecideBatchRequest(decisions=items), timeout=DECIDE_CALL_TIMEOUT_S)
+        return list(answer.results)
+
+    async def prepare(self, request: pb.PrepareRequest) -> pb.PrepareResponse:
+        return await self._prepares.submit(request)
+
+    async def decide(self, txn_id: str, commit: bool) -> pb.DecisionResult:
+        return await self._decisions.submit(pb.DecisionItem(txn_id=txn_id, decision=pb.COMMIT if commit else pb.ABORT))
+
+
 class Banks:
-    def __init__(self, addresses: dict[str, str], certs_dir: Path) -> None:
+    def __init__(self, addresses: dict[str, str], certs_dir: Path, prepare_timeout_s: float) -> None:
         self.addresses = dict(addresses)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.BankStub] = {}
+        self._links: dict[str, BankLink] = {}
         self._certs_dir = certs_dir
+        self._prepare_timeout_s = prepare_timeout_s
 
     def open(self) -> None:
         """Create the channels; call inside the running event loop."""
         for name, address in self.addresses.items():
             self._channels[name] = tls.secure_channel(address, self._certs_dir, "gateway")
             self._stubs[name] = pb_grpc.BankStub(self._channels[name])
+            self._links[name] = BankLink(self._stubs[name], self._prepare_timeout_s)
+
+    def link(self, name: str) -> BankLink:
+        return self._links[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self._stubs

@@ -109,7 +109,7 @@ class Coordinator:
         jsonlog.emit("2pc", phase="prepare_sent", txn=txn_id, bank=bank)
         remaining = max(0.001, deadline - asyncio.get_running_loop().time())
         try:
-            answer = await asyncio.wait_for(self.banks.stub(bank).Prepare(request, timeout=remaining), remaining + 0.5)
+            answer = await asyncio.wait_for(self.banks.link(bank).prepare(request), remaining)
         except (asyncio.TimeoutError, grpc.aio.AioRpcError) as exc:
             code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.DEADLINE_EXCEEDED
             kind = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "timeout"}.get(
@@ -132,13 +132,18 @@ class Coordinator:
             self._wake.set()
 
     async def _send_one(self, txn_id: str, decision: str, bank: str) -> bool:
-        stub = self.banks.stub(bank)
-        call = stub.Commit if decision == "COMMIT" else stub.Abort
         try:
-            await call(pb.DecisionRequest(txn_id=txn_id), timeout=DECISION_SEND_TIMEOUT_S)
-        except grpc.aio.AioRpcError as exc:
+            result = await asyncio.wait_for(
+                self.banks.link(bank).decide(txn_id, decision == "COMMIT"), DECISION_SEND_TIMEOUT_S
+            )
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError) as exc:
+            code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "DEADLINE_EXCEEDED"
             jsonlog.emit("2pc", phase="decision_unacked", level="warning", txn=txn_id, bank=bank,
-                         decision=decision, code=exc.code().name)
+                         decision=decision, code=code)
+            return False
+        if not result.ok:  # the bank's ledger contradicts the decision: never expected, say it loudly
+            jsonlog.emit("2pc", phase="decision_refused", level="error", txn=txn_id, bank=bank,
+                         decision=decision, msg=result.error)
             return False
         jsonlog.emit("2pc", phase="acked", txn=txn_id, bank=bank, decision=decision)
         if decision == "COMMIT":

@@ -59,7 +59,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"gateway: {exc}")
     db = Database(Path(args.data_dir) / "gateway.sqlite", store.SCHEMA)
     await _seed_users(db, args.users)
-    banks = Banks(addresses, args.certs)
+    banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()
     coordinator = Coordinator(db, banks, args.twopc_timeout)
     aborted = await coordinator.recover()

@@ -1,0 +1,60 @@
+"""Send many small requests to one bank as few calls.
+
+Items submitted while a call is in flight wait and leave together in the next
+call (at most MAX_BATCH items; at most MAX_IN_FLIGHT calls at once), the way the
+database groups commits. Under load one call carries many transactions; a lone
+item leaves at once. An item whose caller stopped waiting before it left is not
+sent at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+MAX_BATCH = 256
+MAX_IN_FLIGHT = 2
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]]) -> None:
+        self._send = send
+        self._pending: list[tuple[Item, asyncio.Future]] = []
+        self._in_flight = 0
+        self.calls = 0
+        self.items = 0
+
+    async def submit(self, item: Item) -> Result:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._kick()
+        return await future
+
+    def _kick(self) -> None:
+        while self._pending and self._in_flight < MAX_IN_FLIGHT:
+            batch = [(i, f) for i, f in self._pending[:MAX_BATCH] if not f.done()]
+            del self._pending[:MAX_BATCH]
+            if batch:
+                self._in_flight += 1
+                asyncio.get_running_loop().create_task(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
+        self.calls += 1
+        self.items += len(batch)
+        try:
+            results = await self._send([item for item, _ in batch])
+            assert len(results) == len(batch), "a batch answer must answer every item"
+        except BaseException as exc:  # noqa: BLE001 - every waiter gets the failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._in_flight -= 1
+            self._kick()
