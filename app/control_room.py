@@ -8,7 +8,6 @@ import sys
 
 from app.live_source import LiveSource
 from app.up import stack_config
-from backend.common.datadir import DataDirBusy
 
 
 def main(args: argparse.Namespace) -> None:
@@ -19,9 +18,9 @@ def main(args: argparse.Namespace) -> None:
     # Whatever happens to the app, no child outlives it: the children also watch
     # their stdin, and this kills them when the interpreter exits.
     atexit.register(source.kill_now)
+    app = StrifeApp(source)
     try:
-        StrifeApp(source).run()
-    except DataDirBusy as exc:
-        sys.exit(str(exc))
+        app.run()
     finally:
         source.kill_now()
+    sys.exit(app.return_code or 0)
