@@ -280,3 +280,37 @@ async def test_presumed_abort_while_in_flight_is_final(tmp_path, certs_dir):
         assert paid.status == pb.SUCCEEDED and paid.payment_id != txn
     finally:
         await stack.close()
+
+
+async def test_gateway_killed_during_prepare_aborts_on_restart(tmp_path, certs_dir):
+    """The gateway dies with a payment logged PREPARING: on restart it aborts it, and the
+    banks that voted YES release their holds."""
+    stack = await start_stack(tmp_path, certs_dir, twopc_timeout_s=5.0)
+    try:
+        gw, md = await stack.login("bob")
+        before = await stack.balances()
+        request = pay_request("BankA", "A-1001", 900)  # BankB debits (holds), BankA credits
+        await stack.sup.freeze("BankA")
+        paying = asyncio.ensure_future(gw.Pay(request, metadata=md, timeout=10))
+        await stack.seen(lambda r: r.get("process") == "BankB" and r.get("phase") == "vote")
+        txn = await txn_of(stack)
+        await stack.sup.kill("gateway")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await paying
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        await stack.sup.thaw("BankA")  # BankA now votes YES to a coordinator that is gone
+        assert (await stack.ledgers("BankB"))["BankB"].held_cents == 900
+
+        await stack.sup.restart("gateway")
+        recovered = await stack.seen(lambda r: r.get("phase") == "decision" and r.get("txn") == txn)
+        assert [r["decision"] for r in recovered] == ["ABORT"]
+        await eventually(stack.settled, timeout_s=15)
+        states = await stack.assert_atomic()
+        assert "COMMITTED" not in states[txn].values()
+        assert await stack.balances() == before
+
+        paid = await pay_until_final(gw, md, request)
+        assert paid.status == pb.SUCCEEDED and paid.payment_id != txn
+        assert (await stack.balances())[("BankB", "B-2001")] == before[("BankB", "B-2001")] - 900
+    finally:
+        await stack.close()
