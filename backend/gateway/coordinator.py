@@ -124,10 +124,14 @@ class Coordinator:
 
     # -------------------------------------------------------- decisions --
     async def _send_decision(self, txn_id: str, decision: str, banks: list[str]) -> None:
+        """Send the decision and wait for the banks (so the caller sees balances that
+        include it, and a retry never meets a hold that is being released). Recording
+        the acknowledgements is not waited for: at worst a decision is sent twice."""
         results = await asyncio.gather(*(self._send_one(txn_id, decision, b) for b in banks))
         acked = [b for b, ok in zip(banks, results) if ok]
         if acked:
-            await self.db.write(lambda c: store.ack(c, txn_id, acked))
+            task = asyncio.ensure_future(self.db.write(lambda c: store.ack(c, txn_id, acked)))
+            task.add_done_callback(_retrieve)
         if len(acked) < len(banks):
             self._wake.set()
 
