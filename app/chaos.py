@@ -38,7 +38,7 @@ from app.chaos_report import Outcome, render
 from backend.common import certs
 from backend.supervisor import StackConfig, Supervisor, free_ports, stack_specs
 
-START_BALANCE_CENTS = 50_000      # per account: small, so ordinary payments get declined too
+START_BALANCE_CENTS = 20_000      # per account: small, so ordinary payments get declined too
 AMOUNT_MAX_CENTS = 5_000
 DECLINE_FRACTION = 0.08           # payments of more than all the money there is: must be DECLINED
 REPLAY_FRACTION = 0.15            # after a final answer, send the same key and request again
@@ -114,7 +114,10 @@ class Campaign:
         self.root = root
         self.console = console
         self.names = bank_names(args.banks)
-        users = max(args.clients, 2 * args.banks)   # some accounts only receive
+        # One account per client (round-robin over the banks), and at least one per bank.
+        # Money circulates among the clients' accounts: a sink account would soon drain
+        # them and turn every payment into a decline.
+        users = max(args.clients, args.banks)
         banks_path, users_path, self.people = write_fixtures(root / "fixtures", args.banks, users, START_BALANCE_CENTS)
         self.certs_dir = certs.ensure_certs(root / "certs", ["gateway", *self.names])
         ports = loopback_ports(1 + args.banks)
