@@ -222,7 +222,9 @@ class StrifeApp(App):
         form = self.query_one(PayForm)
         form.busy = True
         try:
-            outcome = await self.source.pay(request.to_bank, request.to_account, request.amount_text, request.from_bank)
+            outcome = await self.source.pay(
+                request.to_bank, request.to_account, request.amount_text, request.from_bank, request.from_account
+            )
         except ClientError as exc:
             form.error = f"✗ {exc.code}: {exc}"
             self.notify(str(exc), title=f"Payment not made ({exc.code})", severity="error")

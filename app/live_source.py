@@ -268,8 +268,11 @@ class LiveSource(ControlSource):
         await self._client().logout()
         self._post(msg.ClientChanged(ClientState(username=None)))
 
-    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None) -> str:
-        delivery = await self._client().pay(to_bank, to_account, amount_text, from_bank=from_bank or None)
+    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None,
+                  from_account: str | None = None) -> str:
+        delivery = await self._client().pay(
+            to_bank, to_account, amount_text, from_bank=from_bank or None, from_account=from_account or None
+        )
         amount = format_cents(delivery.amount_cents)
         self._post_outbox()
         if delivery.status == "SUCCEEDED":

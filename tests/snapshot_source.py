@@ -230,7 +230,8 @@ class SnapshotSource(ControlSource):
         self._client = ClientState(None)
         self._post(msg.ClientChanged(self._client))
 
-    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None) -> str:
+    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None,
+                  from_account: str | None = None) -> str:
         if self._client.username is None:
             raise ClientError("UNAUTHENTICATED", "log in first")
         try:

@@ -32,12 +32,14 @@ class PayForm(Vertical):
     busy: reactive[bool] = reactive(False, init=False)
 
     class PayRequested(Message):
-        def __init__(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None) -> None:
+        def __init__(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None,
+                     from_account: str | None) -> None:
             super().__init__()
             self.to_bank = to_bank
             self.to_account = to_account
             self.amount_text = amount_text
             self.from_bank = from_bank
+            self.from_account = from_account
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -117,4 +119,5 @@ class PayForm(Vertical):
             to_account=self.query_one("#pay-account", Input).value.strip(),
             amount_text=self.query_one("#pay-amount", Input).value,
             from_bank=None if source is Select.BLANK else str(source).split("/", 1)[0],
+            from_account=None if source is Select.BLANK else str(source).split("/", 1)[1],
         ))
