@@ -72,7 +72,10 @@ def main(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if not lo <= value <= hi:
             sys.exit(f"strife chaos: --{name} must be between {lo:g} and {hi:g}")
-    outcome = asyncio.run(_main(args))
+    try:
+        outcome = asyncio.run(_main(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("strife chaos: interrupted; every process it started is stopped, its files are in /tmp/strife-chaos-*")
     render(outcome, Console(), as_json=args.json)
     sys.exit(0 if outcome.ok else 1)
 

@@ -358,7 +358,7 @@ def tally(snap: Snapshot) -> dict[str, int]:
         "payments tried (keys queued)": len(sent) + sum(len(c.queued) for c in snap.clients),
         "succeeded": status["SUCCEEDED"],
         "declined": status["DECLINED"],
-        "  of which must-decline (amount > all money)": sum(
+        "must-decline (amount > all money) declined": sum(
             1 for s in sent if s["idem_key"] in overdraws and s["status"] == "DECLINED"),
         "must-decline that did not end DECLINED": sum(
             1 for s in sent if s["idem_key"] in overdraws and s["status"] != "DECLINED"),
