@@ -106,10 +106,15 @@ class StrifeApp(App):
     @work(group="source", exit_on_error=False)
     async def _start_source(self) -> None:
         try:
-            await self.source.start(self.post_message)
+            await self.source.start(self._from_source)
         except Exception as exc:  # noqa: BLE001 - shown to the user as the reason we quit
             await self._stop_source()
             self.exit(return_code=1, message=f"strife could not start: {exc}")
+
+    def _from_source(self, message) -> None:
+        """What the source reports, until the app begins to stop."""
+        if self.is_running and not self._source_stopped:
+            self.post_message(message)
 
     def _tick(self) -> None:
         now = self.clock()
@@ -141,32 +146,46 @@ class StrifeApp(App):
 
     # ------------------------------------------------- from the source --
     def on_processes_changed(self, message: msg.ProcessesChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         self._processes = message.processes
         self.query_one(ProcessPanel).processes = message.processes
         self.query_one(LogView).processes = tuple(p.name for p in message.processes)
 
     def on_log_received(self, message: msg.LogReceived) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         self.query_one(LogView).append(message.record)
 
     def on_txn_changed(self, message: msg.TxnChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         self.query_one(TxnPanel).upsert(message.row)
 
     def on_balances_changed(self, message: msg.BalancesChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         self.query_one(BalancesPanel).balances = message.balances
         banks = tuple(b.bank for b in message.balances.banks)
         self.query_one(PayForm).banks = banks
         self.query_one(LoginForm).banks = banks
 
     def on_outbox_changed(self, message: msg.OutboxChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         self.query_one(OutboxPanel).entries = message.entries
 
     def on_client_changed(self, message: msg.ClientChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         state = message.state
         self.query_one(ClientSummary).state = state
         self.query_one(LoginForm).username = state.username
         self.query_one(PayForm).from_accounts = tuple(f"{a.bank}/{a.account_id}" for a in state.accounts)
 
     def on_stats_changed(self, message: msg.StatsChanged) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may be gone already
         self.query_one(StatusBar).stats = message
 
     # ------------------------------------------------ from the widgets --

@@ -47,7 +47,7 @@ class LoginForm(Vertical):
                             max_length=128, compact=True)
             with Horizontal(classes="row"):
                 yield Label("", classes="field-label")
-                yield Button("Log in", variant="primary", id="login", compact=True)
+                yield Button("Log in", variant="primary", id="login-submit", compact=True)
             yield Static("New user? Register with an account you own:", classes="hint")
             with Horizontal(classes="row"):
                 yield Label("Account", classes="field-label")
@@ -55,7 +55,7 @@ class LoginForm(Vertical):
                 yield Input(placeholder="account id", id="register-account", max_length=64, compact=True)
             with Horizontal(classes="row"):
                 yield Label("", classes="field-label")
-                yield Button("Register", id="register", compact=True)
+                yield Button("Register", id="register-submit", compact=True)
         with Horizontal(id="logged-in"):
             yield Label("", id="whoami")
             yield Button("Log out", id="logout", compact=True)
@@ -89,9 +89,9 @@ class LoginForm(Vertical):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        if event.button.id == "login":
+        if event.button.id == "login-submit":
             self._login()
-        elif event.button.id == "register":
+        elif event.button.id == "register-submit":
             self._register()
         elif event.button.id == "logout":
             self.post_message(self.LogoutRequested())

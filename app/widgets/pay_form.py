@@ -60,7 +60,7 @@ class PayForm(Vertical):
                         validators=[AmountValidator()], validate_on=["changed"])
         with Horizontal(classes="row"):
             yield Label("", classes="field-label")
-            yield Button("Pay", variant="success", id="pay", compact=True)
+            yield Button("Pay", variant="success", id="pay-submit", compact=True)
         yield Static("", id="pay-error", classes="error", markup=False)
         yield Static("", id="pay-outcome", markup=False)
 
@@ -92,7 +92,7 @@ class PayForm(Vertical):
             self.error = ""
 
     def watch_busy(self, busy: bool) -> None:
-        button = self.query_one("#pay", Button)
+        button = self.query_one("#pay-submit", Button)
         button.disabled = busy
         button.label = "Paying…" if busy else "Pay"
 

@@ -1,0 +1,184 @@
+"""The control room driven with Textual's Pilot against real gateway and bank processes."""
+
+import os
+
+import pytest
+from textual.widgets import DataTable, Input, Select
+
+from app.app import StrifeApp
+from app.live_source import LiveSource
+from app.widgets.balances_panel import BalancesPanel
+from app.widgets.client_summary import ClientSummary
+from app.widgets.outbox_panel import OutboxPanel
+from app.widgets.process_panel import ProcessPanel
+from backend.common import fixtures
+from backend.supervisor import StackConfig, free_ports
+
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def live_source(tmp_path, certs_dir):
+    ports = free_ports(1 + len(fixtures.bank_names()))
+    cfg = StackConfig(
+        data_dir=tmp_path / "data",
+        certs_dir=certs_dir,
+        gateway_port=ports[0],
+        bank_ports=dict(zip(fixtures.bank_names(), ports[1:])),
+        twopc_timeout_s=1.0,
+        in_doubt_after_s=2.0,
+    )
+    source = LiveSource(cfg)
+    yield source
+    source.kill_now()
+
+
+async def until(pilot, condition, timeout_s: float = 20.0, what: str = "condition"):
+    for _ in range(int(timeout_s / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"{what} not met within {timeout_s} s")
+
+
+def states(app) -> dict[str, str]:
+    return {p.name: p.state for p in app.query_one(ProcessPanel).processes}
+
+
+def balance(app, bank: str, account: str) -> int | None:
+    balances = app.query_one(BalancesPanel).balances
+    for b in balances.banks if balances else ():
+        for a in b.accounts:
+            if (a.bank, a.account_id) == (bank, account):
+                return a.balance_cents
+    return None
+
+
+def txn_rows(source: LiveSource):
+    return source.timeline.rows()
+
+
+async def started(pilot):
+    await until(pilot, lambda: set(states(pilot.app).values()) == {"serving"}, 30, "every process serving")
+    await until(pilot, lambda: balance(pilot.app, "BankB", "B-2001") is not None, 10, "balances shown")
+
+
+async def log_in(pilot, username: str, password: str):
+    await pilot.press("c")
+    app = pilot.app
+    app.query_one("#login-username", Input).value = username
+    app.query_one("#login-password", Input).value = password
+    await pilot.click("#login-submit")
+    await until(pilot, lambda: (s := app.query_one(ClientSummary).state) is not None and s.username == username,
+                15, f"logged in as {username}")
+
+
+async def pay(pilot, bank: str, account: str, amount: str):
+    app = pilot.app
+    app.query_one("#pay-bank", Select).value = bank
+    app.query_one("#pay-account", Input).value = account
+    app.query_one("#pay-amount", Input).value = amount
+    before = str(app.query_one("#pay-outcome").render())
+    await pilot.click("#pay-submit")
+    await until(pilot, lambda: str(app.query_one("#pay-outcome").render()) not in ("", before), 15, "a pay outcome")
+    return str(app.query_one("#pay-outcome").render())
+
+
+async def act_on(pilot, name: str, key: str):
+    """Select `name` in the process table with the arrow keys and press `key`."""
+    await pilot.press("d")
+    app = pilot.app
+    table = app.query_one("#processes DataTable", DataTable)
+    table.focus()
+    names = [p.name for p in app.query_one(ProcessPanel).processes]
+    await pilot.press("home")
+    for _ in range(names.index(name)):
+        await pilot.press("down")
+    await pilot.press(key)
+
+
+async def test_log_in_and_pay_from_the_client_pane(live_source):
+    app = StrifeApp(live_source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await log_in(pilot, "bob", "bob-demo-pw")
+        outcome = await pay(pilot, "BankC", "C-3001", "12.50")
+        assert "paid 12.50 to BankC/C-3001" in outcome
+        await until(pilot, lambda: balance(app, "BankB", "B-2001") == 75000 - 1250
+                    and balance(app, "BankC", "C-3001") == 60000 + 1250, 10, "both balances moved")
+        rows = txn_rows(live_source)
+        assert len(rows) == 1 and rows[0].decision == "COMMIT"
+        await until(pilot, lambda: {p.phase for p in txn_rows(live_source)[0].participants} == {"committed"},
+                    10, "both banks committed in the 2PC row")
+        assert app.query_one(BalancesPanel).balances.conserved
+        history = app.query_one(ClientSummary).state.history
+        assert [(p.direction, p.amount_cents, p.status) for p in history] == [("sent", 1250, "SUCCEEDED")]
+
+
+async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
+    app = StrifeApp(live_source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        bankc_pid = live_source.sup.procs["BankC"].pid
+        await act_on(pilot, "BankC", "k")
+        await until(pilot, lambda: states(app)["BankC"] == "offline", 10, "BankC offline")
+        assert not os.path.exists(f"/proc/{bankc_pid}") or _zombie(bankc_pid)
+
+        await log_in(pilot, "bob", "bob-demo-pw")
+        outcome = await pay(pilot, "BankC", "C-3001", "5.00")
+        assert outcome.startswith("queued 5.00 to BankC/C-3001")
+        await until(pilot, lambda: any(r.decision == "ABORT" for r in txn_rows(live_source)), 10, "an aborted row")
+        aborted = [r for r in txn_rows(live_source) if r.decision == "ABORT"][0]
+        assert "BankC offline" in aborted.reason
+        assert balance(app, "BankB", "B-2001") == 75000  # nothing moved, nothing held
+        assert len(app.query_one(OutboxPanel).entries) == 1
+
+        await act_on(pilot, "BankC", "r")
+        await until(pilot, lambda: states(app)["BankC"] == "serving", 20, "BankC serving again")
+        await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queued payment delivered")
+        await until(pilot, lambda: balance(app, "BankC", "C-3001") == 60000 + 500, 10, "BankC credited once")
+        assert balance(app, "BankB", "B-2001") == 75000 - 500
+        assert [r.decision for r in txn_rows(live_source)].count("COMMIT") == 1
+
+
+async def test_gateway_offline_queues_payments_and_delivers_each_once(live_source):
+    app = StrifeApp(live_source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await log_in(pilot, "bob", "bob-demo-pw")
+        await act_on(pilot, "gateway", "k")
+        await until(pilot, lambda: states(app)["gateway"] == "offline", 10, "gateway offline")
+        await pilot.press("c")
+        for amount in ("1.00", "2.00"):
+            outcome = await pay(pilot, "BankA", "A-1001", amount)
+            assert outcome.startswith(f"queued {amount} to BankA/A-1001")
+        entries = app.query_one(OutboxPanel).entries
+        assert sorted(e.amount_cents for e in entries) == [100, 200]
+
+        await act_on(pilot, "gateway", "r")
+        await until(pilot, lambda: states(app)["gateway"] == "serving", 20, "gateway serving again")
+        await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queue drained")
+        await until(pilot, lambda: balance(app, "BankA", "A-1001") == 100000 + 300, 10, "credited exactly once")
+        assert balance(app, "BankB", "B-2001") == 75000 - 300
+        assert [r.decision for r in txn_rows(live_source)].count("COMMIT") == 2
+        assert app.query_one(BalancesPanel).balances.conserved
+
+
+async def test_quit_leaves_no_child_process(live_source):
+    app = StrifeApp(live_source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        pids = [p.pid for p in live_source.sup.procs.values()]
+        assert all(pids)
+        await live_source.freeze("BankA")  # even a stopped process must go
+        await pilot.press("q")
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"child {pid} still running"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
