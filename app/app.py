@@ -138,7 +138,11 @@ class StrifeApp(App):
         pane = event.pane
 
         def focus_first() -> None:
-            target = next((w for w in self.screen.focus_chain if pane in w.ancestors), None)
+            if pane.id == "client":  # a field to type in, never the Log out button
+                logged_in = self.query_one(LoginForm).username is not None
+                target = self.query_one("#pay-bank" if logged_in else "#login-username")
+            else:
+                target = next((w for w in self.screen.focus_chain if pane in w.ancestors), None)
             if target is not None:
                 target.focus()
 

@@ -280,8 +280,8 @@ class LiveSource(ControlSource):
         elif delivery.status == "DECLINED":
             outcome = f"declined: {delivery.reason}"
         else:
-            why = delivery.error.message if delivery.error else "no answer"
-            outcome = f"queued {amount} to {delivery.payee}: {why}; it will be retried"
+            why = delivery.error.code if delivery.error else "no answer"
+            outcome = f"queued {amount} to {delivery.payee} ({why}): retrying with the same key"
             self.retrier.wake()
         await self._refresh_quietly()
         return outcome
