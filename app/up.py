@@ -49,7 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 async def _up(args: argparse.Namespace) -> int:
     cfg = stack_config(args)
-    lock = datadir.lock(cfg.data_dir)
+    try:
+        lock = datadir.lock(cfg.data_dir)
+    except datadir.DataDirBusy as exc:
+        print(f"strife up: {exc}", file=sys.stderr)
+        return 1
     announced: set[str] = set()
 
     def on_record(record: dict) -> None:

@@ -182,3 +182,17 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_second_control_room_on_the_same_data_directory_refuses_to_start(live_source):
+    from backend.common import datadir
+
+    holder = datadir.lock(live_source.cfg.data_dir)  # as if another strife owned it
+    try:
+        app = StrifeApp(live_source)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.return_code == 1, 10, "the app gave up")
+        assert all(p.pid is None for p in live_source.sup.procs.values()), "nothing was launched"
+        assert app.return_code == 1
+    finally:
+        holder.close()

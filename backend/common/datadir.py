@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 
-class DataDirBusy(SystemExit):
+class DataDirBusy(RuntimeError):
     pass
 
 
