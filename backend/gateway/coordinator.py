@@ -94,7 +94,15 @@ class Coordinator:
         jsonlog.emit("2pc", phase="decision", txn=txn_id, decision=decision, reason=row["reason"] or None)
         if decision == "COMMIT":
             faults.crash("gateway.crash_after_commit_record")
-        await self._send_decision(txn_id, decision, sorted({fields.from_bank, fields.to_bank}))
+        # Wait for the banks that voted (an abort must release their holds before a
+        # retry); one that never answered may be hung: tell it in the background.
+        answered = {v.bank for v in votes if v.kind == "vote"}
+        banks = sorted({fields.from_bank, fields.to_bank})
+        await self._send_decision(txn_id, decision, [b for b in banks if b in answered])
+        later = [b for b in banks if b not in answered]  # only after an abort: a commit had every vote
+        if later:
+            task = asyncio.ensure_future(self._send_decision(txn_id, decision, later))
+            task.add_done_callback(_retrieve)
         if row["outcome"] == "RETRYABLE":
             raise PaymentRefused(*_refusal(votes, row["reason"]))
         return Result(row, replayed=False)
