@@ -138,7 +138,8 @@ async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
         await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queued payment delivered")
         await until(pilot, lambda: balance(app, "BankC", "C-3001") == 60000 + 500, 10, "BankC credited once")
         assert balance(app, "BankB", "B-2001") == 75000 - 500
-        assert [r.decision for r in txn_rows(live_source)].count("COMMIT") == 1
+        await until(pilot, lambda: [r.decision for r in txn_rows(live_source)].count("COMMIT") == 1, 10,
+                    "one committed row in the 2PC panel")
 
 
 async def test_gateway_offline_queues_payments_and_delivers_each_once(live_source):
@@ -160,7 +161,8 @@ async def test_gateway_offline_queues_payments_and_delivers_each_once(live_sourc
         await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queue drained")
         await until(pilot, lambda: balance(app, "BankA", "A-1001") == 100000 + 300, 10, "credited exactly once")
         assert balance(app, "BankB", "B-2001") == 75000 - 300
-        assert [r.decision for r in txn_rows(live_source)].count("COMMIT") == 2
+        await until(pilot, lambda: [r.decision for r in txn_rows(live_source)].count("COMMIT") == 2, 10,
+                    "two committed rows in the 2PC panel")
         assert app.query_one(BalancesPanel).balances.conserved
 
 
