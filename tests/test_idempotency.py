@@ -275,3 +275,35 @@ async def test_client_giving_up_mid_payment_then_retrying_is_charged_once(tmp_pa
         assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] + 650
     finally:
         await stack.close()
+
+
+
+async def test_a_retry_without_a_payer_account_replays_after_the_user_links_another_account(tmp_path, certs_dir):
+    """The first send resolved the user's only account; linking a second one must not turn
+    the retry of that same key into 'say which account'."""
+    import json
+
+    from backend.common import fixtures
+
+    banks = json.loads(fixtures.DEFAULT_BANKS.read_text())
+    banks["banks"][0]["accounts"].append({"id": "A-1004", "owner": "dave", "balance_cents": 1000})
+    (tmp_path / "banks.json").write_text(json.dumps(banks))
+    stack = await start_stack(tmp_path, certs_dir, bank_fixtures=tmp_path / "banks.json")
+    try:
+        gw = stack.gateway()
+        await gw.Register(pb.RegisterRequest(username="dave", password="dave-secret-1",
+                                             account=pb.AccountRef(bank="BankA", account_id="A-1002")), timeout=10)
+        gw, md = await stack.login("dave", "dave-secret-1")
+        request = pay_request("BankB", "B-2001", 700)  # no payer account: dave holds one
+        first = await gw.Pay(request, metadata=md, timeout=10)
+        assert first.status == pb.SUCCEEDED
+        await gw.LinkAccount(pb.LinkAccountRequest(account=pb.AccountRef(bank="BankA", account_id="A-1004")),
+                             metadata=md, timeout=10)
+        again = await gw.Pay(request, metadata=md, timeout=10)
+        assert (again.payment_id, again.status) == (first.payment_id, first.status)
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # a new key still has to say which account
+            await gw.Pay(pay_request("BankB", "B-2001", 700), metadata=md, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await stack.balances())[("BankA", "A-1002")] == 50000 - 700
+    finally:
+        await stack.close()

@@ -168,12 +168,17 @@ class GatewayService(pb_grpc.GatewayServicer):
             from_account = await _valid(context, limits.account, source.account_id)
         else:
             links = await self.links.of(user)
-            if len(links) != 1:
+            # A retry of a payment whose key is claimed pays from where the first one did,
+            # even if the user has linked another account since.
+            source = links[0] if len(links) == 1 else await self.db.read(
+                lambda c: store.claimed_source(c, user, key)
+            )
+            if source is None:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"you hold {len(links)} accounts: say which one to pay from",
                 )
-            from_bank, from_account = links[0]
+            from_bank, from_account = source
         to_bank = await _valid(context, limits.bank, request.to.bank)
         to_account = await _valid(context, limits.account, request.to.account_id)
         for bank in (from_bank, to_bank):

@@ -210,6 +210,16 @@ def claim(conn: sqlite3.Connection, fields: PaymentFields, txn_id: str) -> Claim
     return Claim("new")
 
 
+def claimed_source(conn: sqlite3.Connection, username: str, idem_key: str) -> tuple[str, str] | None:
+    """The payer account of the payment that holds this key, if one does."""
+    row = conn.execute(
+        "SELECT p.from_bank, p.from_account FROM idempotency_keys k JOIN payments p ON p.txn_id = k.txn_id "
+        "WHERE k.username = ? AND k.idem_key = ?",
+        (username, idem_key),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def decide(conn: sqlite3.Connection, txn_id: str, decision: str, outcome: str, reason: str) -> sqlite3.Row:
     """Record the decision unless one is already recorded; return the payment as recorded.
 
