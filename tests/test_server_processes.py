@@ -1,6 +1,7 @@
 """Server processes as an operator runs them: `strife up`, `strife bank` on a taken port."""
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -66,3 +67,46 @@ async def test_strife_up_announces_each_process_and_stops_them_all_on_sigterm(tm
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_fault_points_are_refused_outside_test_mode(tmp_path, certs_dir):
+    env = {k: v for k, v in os.environ.items() if k != "STRIFE_TEST_MODE"}
+    env["STRIFE_FAULTS"] = "bank.crash_after_yes"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "bank", "--name", "BankA", "--port", str(free_ports(1)[0]),
+        "--data-dir", str(tmp_path), "--certs", str(certs_dir), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode != 0
+    assert b"fault points are for tests only" in err
+    assert b"serving" not in out
+
+
+async def test_children_exit_when_their_supervisor_is_killed(tmp_path, certs_dir):
+    """kill -9 of the supervisor leaves nothing running: each child watches its stdin."""
+    port = free_ports(1)[0]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+        "--certs", str(certs_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+    )
+    pids = []
+    try:
+        while len(pids) < 4:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, "strife up ended early"
+            if "serving on" in line:
+                pids.append(int(line.rsplit("pid ", 1)[1].rstrip(")\n")))
+        proc.kill()
+        await proc.wait()
+        for pid in pids:
+            for _ in range(100):
+                if not _alive(pid):
+                    break
+                await asyncio.sleep(0.1)
+            assert not _alive(pid), f"child {pid} outlived its killed supervisor"
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
