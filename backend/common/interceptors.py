@@ -31,6 +31,29 @@ def wrap_unary(handler: grpc.RpcMethodHandler | None, make: Callable[[Behavior],
     )
 
 
+class _Undecodable:
+    """What a request that does not parse as its message type becomes, so the call
+    can be refused with INVALID_ARGUMENT instead of the runtime's UNKNOWN."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer):
+    if deserializer is None:
+        return None
+
+    def parse(raw: bytes):
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # google.protobuf.message.DecodeError and kin
+            return _Undecodable(exc)
+
+    return parse
+
+
 def note(**facts) -> None:
     """Attach facts (user, txn, amount_cents, …) to the current call's log line."""
     call = CALL.get(None)
@@ -39,7 +62,10 @@ def note(**facts) -> None:
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
-    """One JSON line per unary call: method, user, code, ms. Never the request body."""
+    """One JSON line per unary call: method, user, code, ms. Never the request body.
+
+    Outermost in every server, so it also refuses a request body that does not parse
+    (INVALID_ARGUMENT) before any other wrapper or handler sees it."""
 
     async def intercept_service(self, continuation, details):
         method = details.method
@@ -52,6 +78,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 code = grpc.StatusCode.OK
                 try:
+                    if isinstance(request, _Undecodable):
+                        await context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {str(request.error)[:200]}"
+                        )
                     return await inner(request, context)
                 except BaseException:
                     code = context.code() or grpc.StatusCode.UNKNOWN
@@ -72,7 +102,15 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
             return behavior
 
-        return wrap_unary(handler, make)
+        wrapped = wrap_unary(handler, make)
+        if wrapped is handler:  # no handler, or a streaming one
+            return handler
+        # The outermost wrapper: its deserializer is the one the server runs.
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped.unary_unary,
+            request_deserializer=_tolerant(wrapped.request_deserializer),
+            response_serializer=wrapped.response_serializer,
+        )
 
 
 class RoleInterceptor(grpc.aio.ServerInterceptor):
