@@ -210,9 +210,11 @@ class GatewayService(pb_grpc.GatewayServicer):
         size = await _valid(context, limits.page_size, request.page_size)
         before = 2**62
         if request.page_token:
-            if not request.page_token.isdigit() or len(request.page_token) > 19:
+            token = request.page_token
+            # ASCII digits only ("²".isdigit() is true) and no more than an SQLite integer holds
+            if not (token.isascii() and token.isdigit() and len(token) <= 19 and int(token) <= before):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad page_token: pass the one a previous page gave")
-            before = int(request.page_token)
+            before = int(token)
         rows = await self.db.read(lambda c: store.history(c, user, before, size))
         return pb.ListPaymentsResponse(
             payments=[payment_message(r) for r in rows],
