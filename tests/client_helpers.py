@@ -31,3 +31,9 @@ async def cli(stack, profile: Path, *args: str, env: dict[str, str] | None = Non
     lines = out.decode().splitlines()
     assert len(lines) == 1, f"expected one JSON line, got stdout={out!r} stderr={err!r}"
     return proc.returncode, json.loads(lines[0])
+
+
+async def begun_by(stack, user: str) -> list[dict]:
+    """The gateway's `2pc begin` records of `user`'s payments, once the logs have caught up."""
+    await stack.logs_caught_up()
+    return [r for r in stack.begun().values() if r.get("user") == user]

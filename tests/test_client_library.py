@@ -9,6 +9,7 @@ import pytest
 from backend.client import ClientError, GatewayClient, Outbox, Profile, Retrier, Session, backoff_s
 from backend.client import outbox as outbox_module
 from backend.common import fixtures
+from tests.client_helpers import begun_by
 from tests.stack import eventually, pay_request
 
 PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
@@ -17,9 +18,6 @@ PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
 def client_for(stack, profile, **kw) -> GatewayClient:
     return GatewayClient(stack.cfg.gateway_address, stack.cfg.certs_dir, profile, **kw)
 
-
-def begun_by(stack, user: str) -> list[dict]:
-    return [r for r in stack.begun().values() if r.get("user") == user]
 
 
 async def test_lost_answer_is_resent_under_the_same_key_and_charged_once(stack, tmp_path):
@@ -49,8 +47,8 @@ async def test_lost_answer_is_resent_under_the_same_key_and_charged_once(stack, 
         assert delivery.attempts == 2
         assert report.remaining == []
         assert await stack.balances() == charged  # the resend changed nothing
-        assert len(begun_by(stack, "bob")) == 1
-        assert any(r.get("event") == "idempotent_replay" for r in stack.log_lines("gateway"))
+        assert len(await begun_by(stack, "bob")) == 1
+        assert await stack.seen(lambda r: r.get("event") == "idempotent_replay")
 
 
 async def test_answer_lost_on_the_wire_then_resent(stack, tmp_path):
@@ -92,7 +90,7 @@ async def test_queued_payment_is_never_sent_with_another_users_session(stack, tm
         assert paid.status == "SUCCEEDED"
         [still] = client.queued(all_users=True)
         assert (still.idempotency_key, still.username, still.attempts) == (queued.idempotency_key, "bob", 1)
-        assert begun_by(stack, "bob") == []
+        assert await begun_by(stack, "bob") == []
         assert (await stack.balances())["BankB", "B-2001"] == before["BankB", "B-2001"] + 100
 
         await client.login("bob", PASSWORDS["bob"])

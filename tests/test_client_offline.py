@@ -5,14 +5,11 @@ import asyncio
 
 from backend.client import GatewayClient, Retrier
 from backend.common import fixtures
-from tests.client_helpers import cli
+from tests.client_helpers import begun_by, cli
 from tests.stack import eventually
 
 PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
 
-
-def begun_by(stack, user: str) -> list[dict]:
-    return [r for r in stack.begun().values() if r.get("user") == user]
 
 
 async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, tmp_path):
@@ -48,7 +45,7 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     assert after["BankB", "B-2001"] == before["BankB", "B-2001"] - 1350
     assert after["BankA", "A-1001"] == before["BankA", "A-1001"] + 1350
     assert await stack.total_cents() == total
-    assert len(begun_by(stack, "bob")) == 3
+    assert len(await begun_by(stack, "bob")) == 3
 
     code, out = await cli(stack, profile, "sync")  # a second sync sends nothing
     assert (code, out["delivered"], out["retried"], out["remaining"]) == (0, [], [], [])
@@ -57,7 +54,7 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     assert sorted((f["idempotency_key"], f["status"]) for f in queue["finished"]) == sorted(
         (k, "SUCCEEDED") for k in keys)
     assert await stack.balances() == after
-    assert len(begun_by(stack, "bob")) == 3
+    assert len(await begun_by(stack, "bob")) == 3
     await stack.assert_atomic()
 
 
@@ -121,7 +118,7 @@ async def test_retrier_delivers_after_the_gateway_returns(stack, tmp_path):
     assert after["BankB", "B-2001"] == before["BankB", "B-2001"] + 300
     assert after["BankC", "C-3002"] == before["BankC", "C-3002"] - 125
     assert after["BankB", "B-2002"] == before["BankB", "B-2002"] + 125
-    assert len(begun_by(stack, "alice")) == 2
+    assert len(await begun_by(stack, "alice")) == 2
 
 
 async def _attempts_of(client, key, n):
