@@ -26,6 +26,9 @@ SERVER_OPTIONS = (
     ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ("grpc.max_concurrent_streams", 256),
     ("grpc.max_connection_idle_ms", 10 * 60 * 1000),
+    # A connection that has not finished its TLS handshake by then is closed (the
+    # default is 120 s, long enough for a few thousand silent sockets to pile up).
+    ("grpc.server_handshake_timeout_ms", 5_000),
 )
 
 
