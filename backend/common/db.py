@@ -98,8 +98,13 @@ class Database:
             outcomes = [(False, exc)] * len(batch)
         self.batches += 1
         self.writes += len(batch)
+        # One wake-up per event loop for the whole batch, not one per write: each
+        # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_, loop, future), (ok, value) in zip(batch, outcomes):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     # -- reads ----------------------------------------------------------
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -123,10 +128,11 @@ class Database:
         self._reader.close()
 
 
-def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
