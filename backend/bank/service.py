@@ -55,6 +55,20 @@ def _parse_prepare(request: pb.PrepareRequest) -> tuple[str, list[tuple[str, int
     return txn_id, legs
 
 
+def _apply_decision(conn, txn_id: str, commit: bool) -> bool | ledger.LedgerError:
+    """One decision of a batch, in its own savepoint: a refused one (LedgerError) is
+    rolled back alone and returned, so the rest of the batch still applies."""
+    conn.execute("SAVEPOINT decision")
+    try:
+        changed = (ledger.commit if commit else ledger.abort)(conn, txn_id)
+    except ledger.LedgerError as exc:
+        conn.execute("ROLLBACK TO decision")
+        conn.execute("RELEASE decision")
+        return exc
+    conn.execute("RELEASE decision")
+    return changed
+
+
 class BankService(pb_grpc.BankServicer):
     def __init__(self, name: str, db: Database) -> None:
         self.name = name
@@ -91,8 +105,17 @@ class BankService(pb_grpc.BankServicer):
         if len({txn_id for txn_id, _ in parsed}) != len(parsed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a transaction appears twice in the batch")
         note(txns=len(parsed))
-        votes = await asyncio.gather(*(self._vote(txn_id, legs) for txn_id, legs in parsed))
-        return pb.PrepareBatchResponse(votes=votes)
+        # One write for the whole batch (one future, one wake-up), not one per transaction.
+        votes = await self.db.write(lambda c: [ledger.prepare(c, txn_id, legs) for txn_id, legs in parsed])
+        for (txn_id, _), vote in zip(parsed, votes):
+            jsonlog.emit("2pc", phase="vote", txn=txn_id, vote="YES" if vote.yes else "NO", reason=vote.reason or None)
+        if any(vote.yes for vote in votes):
+            faults.crash("bank.crash_after_yes")
+            if faults.active("bank.hang_after_yes"):
+                await asyncio.Event().wait()  # never answer
+        return pb.PrepareBatchResponse(
+            votes=[pb.PrepareResponse(vote=pb.YES if v.yes else pb.NO, reason=v.reason) for v in votes]
+        )
 
     async def _decide_rpc(self, request: pb.DecisionRequest, context, commit: bool) -> pb.DecisionResponse:
         txn_id = await _check(context, limits.txn_id, request.txn_id)
@@ -119,14 +142,15 @@ class BankService(pb_grpc.BankServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transaction {txn_id}: decision must be COMMIT or ABORT")
             items.append((txn_id, item.decision == pb.COMMIT))
         note(txns=len(items))
-        outcomes = await asyncio.gather(*(self._decide(t, c) for t, c in items), return_exceptions=True)
+        outcomes = await self.db.write(lambda c: [_apply_decision(c, t, commit) for t, commit in items])
         results = []
-        for outcome in outcomes:
+        for (txn_id, commit), outcome in zip(items, outcomes):
             if isinstance(outcome, ledger.LedgerError):
+                jsonlog.emit("ledger_refused", level="error", txn=txn_id, msg=str(outcome))
                 results.append(pb.DecisionResult(ok=False, error=str(outcome)))
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
+                if outcome:
+                    jsonlog.emit("2pc", phase="committed" if commit else "aborted", txn=txn_id)
                 results.append(pb.DecisionResult(ok=True))
         return pb.DecideBatchResponse(results=results)
 
