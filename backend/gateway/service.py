@@ -22,6 +22,10 @@ from backend.gateway.login_limiter import LoginLimiter
 from backend.gateway.sessions import SessionCache
 
 BANK_READ_TIMEOUT_S = 2.0
+# Reads in flight to one bank at once. A bank allows 256 streams per connection and,
+# when more are queued on the gateway's one channel, refuses some with REFUSED_STREAM
+# (UNAVAILABLE): a burst of 500 Balance calls then showed a healthy bank as unreachable.
+MAX_BANK_READS = 128
 _GATEWAY = "/strife.v1.Gateway/"
 ROLE_RULES = {
     **{_GATEWAY + m: frozenset({"client", "operator"}) for m in (
@@ -69,6 +73,15 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.coordinator = coordinator
         self.token_ttl_s = token_ttl_s
         self.limiter = LoginLimiter()
+        self._bank_reads: dict[str, asyncio.Semaphore] = {}
+
+    async def _bank_read(self, bank: str, method: str, request):
+        """One read call to `bank`, at most MAX_BANK_READS at a time per bank; the wait
+        for a turn counts against BANK_READ_TIMEOUT_S (raises TimeoutError)."""
+        turn = self._bank_reads.setdefault(bank, asyncio.Semaphore(MAX_BANK_READS))
+        async with asyncio.timeout(BANK_READ_TIMEOUT_S):
+            async with turn:
+                return await getattr(self.banks.stub(bank), method)(request, timeout=BANK_READ_TIMEOUT_S)
 
     async def _own_account(self, context, ref: pb.AccountRef, username: str) -> tuple[str, str]:
         """Check that `ref` exists at a known bank and that the bank says `username` owns it."""
@@ -77,11 +90,11 @@ class GatewayService(pb_grpc.GatewayServicer):
         if bank not in self.banks:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown bank {bank}")
         try:
-            answer = await self.banks.stub(bank).ValidateAccount(
-                pb.ValidateAccountRequest(account_id=account_id), timeout=BANK_READ_TIMEOUT_S
-            )
+            answer = await self._bank_read(bank, "ValidateAccount", pb.ValidateAccountRequest(account_id=account_id))
         except grpc.aio.AioRpcError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} did not answer ({exc.code().name}); try again")
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} did not answer in time; try again")
         if not answer.exists:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {account_id} at {bank}")
         if answer.owner != username:
@@ -149,10 +162,8 @@ class GatewayService(pb_grpc.GatewayServicer):
         if bank not in self.banks:
             return pb.AccountBalance(account=ref, reachable=False)
         try:
-            answer = await self.banks.stub(bank).Balance(
-                pb.BankBalanceRequest(account_id=account_id), timeout=BANK_READ_TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError:
+            answer = await self._bank_read(bank, "Balance", pb.BankBalanceRequest(account_id=account_id))
+        except (grpc.aio.AioRpcError, TimeoutError):
             return pb.AccountBalance(account=ref, reachable=False)
         return pb.AccountBalance(
             account=ref, balance_cents=answer.balance_cents, available_cents=answer.available_cents, reachable=True
