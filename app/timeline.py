@@ -4,7 +4,10 @@ Pure: no clock, no I/O. The live source feeds it every LogRecord and posts a
 TxnChanged for each row it returns. Events (LogRecord.event == "2pc", the phase
 and the rest in LogRecord.fields) come from the gateway (process "gateway") and
 from each bank (process = the bank's name); see backend/gateway/coordinator.py
-and backend/bank/service.py. Lines from different processes may arrive in any
+and backend/bank/service.py. Per payment the gateway says begin (prepares go to
+every participant), decision and acked (with the list of banks), and a vote only
+for a bank that gave none; each bank says its own vote and committed/aborted.
+Lines from different processes may arrive in any
 order, so a participant's phase only moves forward (see _RANK).
 """
 
@@ -89,7 +92,8 @@ class Timeline:
             payer=f"{f.get('from_bank', '?')}/{f.get('from_account', '?')}",
             payee=f"{f.get('to_bank', '?')}/{f.get('to_account', '?')}",
             amount_cents=int(f.get("amount_cents", 0)),
-            participants=tuple(Participant(bank, "") for bank in banks),
+            # The gateway sends every prepare right after "begin" (it logs no line per prepare).
+            participants=tuple(Participant(bank, PREPARE_SENT) for bank in banks),
             started_at=record.time,
             user=str(f.get("user", "")),
         )
@@ -106,9 +110,10 @@ class Timeline:
             _vote(txn, bank, f)
         elif phase in ("decision", "resolved"):
             _decide(txn, f.get("decision", ""), f.get("reason") or "")
-        elif phase == "acked":
-            txn.acked.add(bank)
-            _advance(txn, bank, _DONE_PHASE.get(f.get("decision", ""), ""))
+        elif phase == "acked":  # one line for every bank that acknowledged ("banks"), or one ("bank")
+            for acked in f.get("banks") or [bank]:
+                txn.acked.add(acked)
+                _advance(txn, acked, _DONE_PHASE.get(f.get("decision", ""), ""))
         elif phase == "decision_unacked" and _phase_of(txn, bank) == VOTED_YES:
             # It voted yes and has not heard the decision: it holds the money, in doubt.
             _advance(txn, bank, IN_DOUBT)

@@ -42,6 +42,23 @@ def test_payment_inside_one_bank_has_one_participant():
     assert [p.bank for p in row.participants] == ["BankA"]
 
 
+def test_happy_commit_as_the_gateway_logs_it_now():
+    """begin (prepares sent), the banks' own votes, decision, one acked line for both banks."""
+    _, row = fold(begin())
+    assert phases(row) == {"BankA": "prepare sent", "BankB": "prepare sent"}
+    _, row = fold(
+        begin(),
+        ev("BankA", "vote", txn="t1", vote="YES"),
+        ev("BankB", "vote", txn="t1", vote="YES"),
+        ev("gateway", "decision", txn="t1", decision="COMMIT"),
+        ev("BankA", "committed", T0 + 0.008, txn="t1"),
+        ev("gateway", "acked", T0 + 0.010, txn="t1", banks=["BankA", "BankB"], decision="COMMIT"),
+    )
+    assert row.decision == "COMMIT"
+    assert phases(row) == {"BankA": "committed", "BankB": "committed"}
+    assert row.latency_ms == 10.0
+
+
 def test_happy_commit_with_latency_from_begin_to_last_ack():
     tl, row = fold(
         begin(),

@@ -3,6 +3,7 @@ batchers that carry the 2PC traffic to it."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -40,11 +41,13 @@ class BankLink:
         answer = await self.stub.DecideBatch(pb.DecideBatchRequest(decisions=items), timeout=DECIDE_CALL_TIMEOUT_S)
         return list(answer.results)
 
-    async def prepare(self, request: pb.PrepareRequest) -> pb.PrepareResponse:
-        return await self._prepares.submit(request)
+    def prepare(self, request: pb.PrepareRequest) -> asyncio.Future:
+        """A future of the bank's PrepareResponse (or of the call's error)."""
+        return self._prepares.submit_nowait(request)
 
-    async def decide(self, txn_id: str, commit: bool) -> pb.DecisionResult:
-        return await self._decisions.submit(pb.DecisionItem(txn_id=txn_id, decision=pb.COMMIT if commit else pb.ABORT))
+    def decide(self, txn_id: str, commit: bool) -> asyncio.Future:
+        """A future of the bank's DecisionResult (or of the call's error)."""
+        return self._decisions.submit_nowait(pb.DecisionItem(txn_id=txn_id, decision=pb.COMMIT if commit else pb.ABORT))
 
 
 class Banks:

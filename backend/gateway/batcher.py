@@ -31,10 +31,14 @@ class Batcher(Generic[Item, Result]):
         self.items = 0
 
     async def submit(self, item: Item) -> Result:
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: Item) -> asyncio.Future:
+        """Queue `item`; the future gets its result. Cancel it to withdraw an item not yet sent."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._kick()
-        return await future
+        return future
 
     def _kick(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT:

@@ -1,5 +1,9 @@
 """Two-phase commit across banks, with a durable decision log.
 
+Log lines per payment (event "2pc"): begin (prepares go out to every participant
+now), decision, acked (the banks that acknowledged it); a vote only when a bank
+gave none (timeout, offline) - banks log their own YES and NO.
+
 Order of events for one payment (each arrow waits for the previous step):
   claim key + log PREPARING (on disk) -> Prepare at every participant bank, in
   parallel, under one deadline -> log COMMIT or ABORT (on disk) -> send the
@@ -25,6 +29,7 @@ from backend.gateway.banks import Banks
 DECISION_SEND_TIMEOUT_S = 2.0
 RESEND_INTERVAL_S = 0.5
 RESEND_BATCH = 500
+MAX_PENDING_ACKS = 100_000
 
 
 class PaymentRefused(Exception):
@@ -55,6 +60,8 @@ class Coordinator:
         self.banks = banks
         self.timeout_s = timeout_s
         self._wake = asyncio.Event()
+        self._acks: list[tuple[str, str]] = []  # (txn_id, bank) acknowledged, not yet on disk
+        self._acks_writing = False
 
     # -------------------------------------------------------------- pay --
     async def pay(self, fields: store.PaymentFields) -> Result:
@@ -108,59 +115,59 @@ class Coordinator:
         return Result(row, replayed=False)
 
     async def _prepare_all(self, txn_id: str, legs: dict[str, list[tuple[str, int]]]) -> list[_Vote]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
-        return list(await asyncio.gather(*(self._prepare(txn_id, b, l, deadline) for b, l in legs.items())))
-
-    async def _prepare(self, txn_id: str, bank: str, legs: list[tuple[str, int]], deadline: float) -> _Vote:
-        request = pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=a, delta_cents=d) for a, d in legs])
-        jsonlog.emit("2pc", phase="prepare_sent", txn=txn_id, bank=bank)
-        remaining = max(0.001, deadline - asyncio.get_running_loop().time())
-        try:
-            answer = await asyncio.wait_for(self.banks.link(bank).prepare(request), remaining)
-        except (asyncio.TimeoutError, grpc.aio.AioRpcError) as exc:
-            code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.DEADLINE_EXCEEDED
-            kind = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "timeout"}.get(
-                code, "error"
+        """Prepare at every participant in parallel under one deadline. The bank
+        batchers hand back futures, so waiting costs no task per bank."""
+        futures = {
+            bank: self.banks.link(bank).prepare(
+                pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=a, delta_cents=d) for a, d in bank_legs])
             )
-            reason = {"unavailable": f"{bank} offline", "timeout": f"{bank} timed out"}.get(kind, f"{bank} error {code.name}")
-            jsonlog.emit("2pc", phase="vote", level="warning", txn=txn_id, bank=bank, vote="NONE", code=code.name, reason=reason)
-            return _Vote(bank, False, reason, kind)
-        yes = answer.vote == pb.YES
-        jsonlog.emit("2pc", phase="vote", txn=txn_id, bank=bank, vote="YES" if yes else "NO", reason=answer.reason or None)
-        return _Vote(bank, yes, answer.reason, "vote")
+            for bank, bank_legs in legs.items()
+        }
+        await asyncio.wait(futures.values(), timeout=self.timeout_s)
+        return [_vote(txn_id, bank, future) for bank, future in futures.items()]
 
     # -------------------------------------------------------- decisions --
     async def _send_decision(self, txn_id: str, decision: str, banks: list[str]) -> None:
         """Send the decision and wait for the banks (so the caller sees balances that
         include it, and a retry never meets a hold that is being released). Recording
         the acknowledgements is not waited for: at worst a decision is sent twice."""
-        results = await asyncio.gather(*(self._send_one(txn_id, decision, b) for b in banks))
-        acked = [b for b, ok in zip(banks, results) if ok]
+        commit = decision == "COMMIT"
+        futures = {bank: self.banks.link(bank).decide(txn_id, commit) for bank in banks}
+        await asyncio.wait(futures.values(), timeout=DECISION_SEND_TIMEOUT_S)
+        acked = [bank for bank, future in futures.items() if _acked(txn_id, decision, bank, future)]
         if acked:
-            task = asyncio.ensure_future(self.db.write(lambda c: store.ack(c, txn_id, acked)))
-            task.add_done_callback(_retrieve)
+            jsonlog.emit("2pc", phase="acked", txn=txn_id, banks=acked, decision=decision)
+            if commit:
+                faults.crash("gateway.crash_after_first_commit")
+            self._record_acks(txn_id, acked)
         if len(acked) < len(banks):
             self._wake.set()
 
     async def _send_one(self, txn_id: str, decision: str, bank: str) -> bool:
-        try:
-            result = await asyncio.wait_for(
-                self.banks.link(bank).decide(txn_id, decision == "COMMIT"), DECISION_SEND_TIMEOUT_S
-            )
-        except (asyncio.TimeoutError, grpc.aio.AioRpcError) as exc:
-            code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "DEADLINE_EXCEEDED"
-            jsonlog.emit("2pc", phase="decision_unacked", level="warning", txn=txn_id, bank=bank,
-                         decision=decision, code=code)
+        future = self.banks.link(bank).decide(txn_id, decision == "COMMIT")
+        await asyncio.wait((future,), timeout=DECISION_SEND_TIMEOUT_S)
+        if not _acked(txn_id, decision, bank, future):
             return False
-        if not result.ok:  # the bank's ledger contradicts the decision: never expected, say it loudly
-            jsonlog.emit("2pc", phase="decision_refused", level="error", txn=txn_id, bank=bank,
-                         decision=decision, msg=result.error)
-            return False
-        jsonlog.emit("2pc", phase="acked", txn=txn_id, bank=bank, decision=decision)
-        if decision == "COMMIT":
-            faults.crash("gateway.crash_after_first_commit")
+        jsonlog.emit("2pc", phase="acked", txn=txn_id, banks=[bank], decision=decision)
         return True
+
+    def _record_acks(self, txn_id: str, banks: list[str]) -> None:
+        """Mark acknowledgements on disk in the background, many payments per write."""
+        if len(self._acks) + len(banks) > MAX_PENDING_ACKS:
+            return  # the decision is simply re-sent later; banks answer it idempotently
+        self._acks.extend((txn_id, bank) for bank in banks)
+        if not self._acks_writing:
+            self._acks_writing = True
+            task = asyncio.ensure_future(self._write_acks())
+            task.add_done_callback(_retrieve)
+
+    async def _write_acks(self) -> None:
+        try:
+            while self._acks:
+                acks, self._acks = self._acks[:RESEND_BATCH], self._acks[RESEND_BATCH:]
+                await self.db.write(lambda c: store.ack_pairs(c, acks))
+        finally:
+            self._acks_writing = False
 
     async def resend_forever(self) -> None:
         """Re-send logged decisions until every bank has acknowledged them."""
@@ -210,6 +217,42 @@ def _retrieve(task: asyncio.Task) -> None:
     """Mark the outcome of a payment whose caller left as seen (it is logged anyway)."""
     if not task.cancelled():
         task.exception()
+
+
+def _vote(txn_id: str, bank: str, future: asyncio.Future) -> _Vote:
+    """What a bank's prepare future says. Banks log their own YES and NO; the
+    gateway logs only a vote it never got."""
+    if not future.done():
+        future.cancel()  # not sent yet: it will not be; sent: its answer is ignored
+        code = grpc.StatusCode.DEADLINE_EXCEEDED
+    elif future.exception() is None:
+        answer = future.result()
+        return _Vote(bank, answer.vote == pb.YES, answer.reason, "vote")
+    else:
+        exc = future.exception()
+        code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
+    kind = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "timeout"}.get(code, "error")
+    reason = {"unavailable": f"{bank} offline", "timeout": f"{bank} timed out"}.get(kind, f"{bank} error {code.name}")
+    jsonlog.emit("2pc", phase="vote", level="warning", txn=txn_id, bank=bank, vote="NONE", code=code.name, reason=reason)
+    return _Vote(bank, False, reason, kind)
+
+
+def _acked(txn_id: str, decision: str, bank: str, future: asyncio.Future) -> bool:
+    """Whether a bank's decision future holds its acknowledgement; log why not."""
+    if not future.done():
+        future.cancel()
+        code = "DEADLINE_EXCEEDED"
+    elif future.exception() is not None:
+        exc = future.exception()
+        code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "UNKNOWN"
+    elif not future.result().ok:  # the bank's ledger contradicts the decision: never expected, say it loudly
+        jsonlog.emit("2pc", phase="decision_refused", level="error", txn=txn_id, bank=bank,
+                     decision=decision, msg=future.result().error)
+        return False
+    else:
+        return True
+    jsonlog.emit("2pc", phase="decision_unacked", level="warning", txn=txn_id, bank=bank, decision=decision, code=code)
+    return False
 
 
 def _legs(fields: store.PaymentFields) -> dict[str, list[tuple[str, int]]]:

@@ -259,6 +259,11 @@ def ack(conn: sqlite3.Connection, txn_id: str, banks: list[str]) -> None:
     )
 
 
+def ack_pairs(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> None:
+    """Mark many (txn_id, bank) acknowledgements at once."""
+    conn.executemany("UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", pairs)
+
+
 def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, str]]:
     """(txn_id, bank, decision) for decisions a bank has not acknowledged yet."""
     rows = conn.execute(
