@@ -232,10 +232,13 @@ def decide(conn: sqlite3.Connection, txn_id: str, decision: str, outcome: str, r
         "WHERE txn_id = ? AND state = 'PREPARING'",
         (decision, outcome, reason, time.time(), txn_id),
     ).rowcount
-    if updated and outcome == "RETRYABLE":
-        conn.execute("DELETE FROM idempotency_keys WHERE txn_id = ?", (txn_id,))
     row = payment(conn, txn_id)
     assert row is not None and row["state"] != "PREPARING", txn_id
+    if updated and outcome == "RETRYABLE":  # by primary key: txn_id has no index there (a full scan each)
+        conn.execute(
+            "DELETE FROM idempotency_keys WHERE username = ? AND idem_key = ? AND txn_id = ?",
+            (row["username"], row["idem_key"], txn_id),
+        )
     return row
 
 
