@@ -41,6 +41,8 @@ MAX_CLIENTS = MAX_USERS
 MAX_DRIVERS = 32
 RSS_SAMPLE_INTERVAL_S = 1.0
 MAX_RSS_SAMPLES = 100_000
+SOAK_PAYMENTS = 100_000
+SOAK_MAX_RSS_GROWTH_PCT = 20.0  # the target: after the first tenth of the run
 START_DELAY_S = 0.3  # drivers get the "go" for a phase this long before it starts, so all start together
 
 
@@ -79,6 +81,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--rpc-timeout", type=float, default=10.0, metavar="SECONDS",
                       help="a client's deadline for one call; hitting it counts as an error (default 10)")
     load.add_argument("--seed", type=int, default=1, help="random seed of the drivers (default 1)")
+    scen = p.add_argument_group("scenarios (see app/bench_scenarios.py)")
+    scen.add_argument("--scenario", choices=("payments", "soak", "history", "recovery"), default="payments",
+                      help="payments: the run above (default); soak: --payments 100000 (unless given) and "
+                           "whether the gateway's RSS stays flat; history: time ListPayments pages of one user "
+                           "with --history-rows payments; recovery: time a gateway restart with --recovery-txns "
+                           "logged transactions")
+    scen.add_argument("--history-rows", type=int, default=1_000_000, metavar="N", help="payments of the history user (default 1000000)")
+    scen.add_argument("--recovery-txns", type=int, default=100_000, metavar="N", help="logged transactions (default 100000)")
+    scen.add_argument("--recovery-preparing", type=int, default=1_000, metavar="N",
+                      help="of them, left PREPARING as by a crash mid-2PC (default 1000)")
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--sweep", action="store_true", help="run the grid --sweep-clients x --sweep-banks, each cell on a fresh stack")
     sweep.add_argument("--sweep-clients", type=_csv_ints, default=[1, 16, 64, 128], metavar="LIST", help="default 1,16,64,128")
@@ -98,6 +110,15 @@ def _check(args: argparse.Namespace) -> None:
     def bad(msg: str) -> None:
         raise SystemExit(f"strife bench: {msg}")
 
+    if args.scenario == "soak" and not args.payments:
+        args.payments = SOAK_PAYMENTS
+    if args.scenario in ("history", "recovery"):
+        if args.sweep or args.gateway:
+            bad(f"--scenario {args.scenario} starts its own stack; it does not take --sweep or --gateway")
+        if not 2 <= args.history_rows <= 10_000_000 or not 1 <= args.recovery_txns <= 10_000_000:
+            bad("--history-rows must be 2 to 10000000 and --recovery-txns 1 to 10000000")
+        if args.recovery_preparing < 0:
+            bad("--recovery-preparing must not be negative")
     if args.duration is None:
         args.duration = 5.0 if args.sweep else 10.0
     if args.echo_duration is None:
@@ -287,7 +308,12 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
         "host": {"cpus": os.cpu_count(), "data_fs": filesystem_of(base)},
     }
     try:
-        if args.sweep:
+        if args.scenario in ("history", "recovery"):
+            from app import bench_scenarios
+
+            run = bench_scenarios.history if args.scenario == "history" else bench_scenarios.recovery
+            doc.update(await run(args, base / "run", certs_dir, say))
+        elif args.sweep:
             cells = []
             for banks in args.sweep_banks:
                 for clients in args.sweep_clients:
@@ -305,13 +331,27 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
             doc["ok"] = all(c["ok"] for c in cells)
         else:
             doc.update(await run_once(args, args.clients, args.banks, base / "run", certs_dir, say))
+            if args.scenario == "soak":
+                growth = (doc.get("rss_growth") or {}).get("gateway") or {}
+                pct = growth.get("growth_pct")
+                doc["soak"] = {"payments": args.payments, "gateway_rss_growth_pct": pct,
+                               "limit_pct": SOAK_MAX_RSS_GROWTH_PCT,
+                               "rss_flat": pct is not None and pct < SOAK_MAX_RSS_GROWTH_PCT}
     finally:
         if made:
             shutil.rmtree(base, ignore_errors=True)
     if args.json:
         print(json.dumps(doc, indent=2))
+    elif args.scenario in ("history", "recovery"):
+        console.print(bench_report.scenario_table(doc))
+        bench_report.print_footer(console, doc)
     else:
         console.print(bench_report.sweep_table(doc["sweep"]["cells"]) if args.sweep else bench_report.run_table(doc))
+        if "soak" in doc:
+            soak = doc["soak"]
+            console.print(f"soak: gateway RSS grew {soak['gateway_rss_growth_pct']}% after the first tenth of "
+                          f"{soak['payments']:,} payments (flat means < {soak['limit_pct']:g}%): "
+                          f"{'flat' if soak['rss_flat'] else 'NOT flat'}")
         bench_report.print_footer(console, doc)
         if not doc["ok"]:
             console.print("[bold red]not clean: errors, or money not conserved (see above)[/]")

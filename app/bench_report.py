@@ -140,10 +140,31 @@ def sweep_table(cells: list[dict]) -> Table:
     return table
 
 
+def scenario_table(doc: dict) -> Table:
+    """The figures of --scenario history or recovery, one per row."""
+    table = Table(title=f"strife bench --scenario {doc['scenario']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in doc.items():
+        if key in ("scenario", "command", "versions", "host", "ok"):
+            continue
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, list):
+            value = "; ".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {_f(v, 2)}" for k, v in value.items())
+        table.add_row(key.replace("_", " "), _f(value, 2) if isinstance(value, (int, float)) else str(value))
+    table.add_row("clean", "yes" if doc["ok"] else "NO")
+    return table
+
+
 def print_footer(console: Console, doc: dict) -> None:
     v = doc["versions"]
     console.print(f"command: {doc['command']}")
     console.print(f"python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, sqlite {v['sqlite']}, "
                   f"strife {v['strife_commit']}; {doc['host']['cpus']} CPUs, data on {doc['host']['data_fs']}")
+    if "scenario" in doc:
+        return
     console.print("echo ceiling = grpc.health.v1.Health/Check (unary, no body) on the same mTLS channels, through the "
                   "gateway's interceptors (logging, role; token checks skip it), same clients and drivers.")

@@ -64,3 +64,32 @@ def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
     assert {"python", "grpcio", "protobuf", "sqlite"} <= set(doc["versions"])
     assert doc["config"] == {**doc["config"], "clients": 4, "banks": 3, "drivers": 2, "payments": 50}
     assert doc["ok"] is True
+
+
+def _bench_json(tmp_path, *args: str) -> dict:
+    command = [sys.executable, "-m", "app.cli", "bench", *args, "--json", "--work-dir", str(tmp_path / "bench")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_history_scenario_pages_a_seeded_log_through_the_gateway(tmp_path):
+    doc = _bench_json(tmp_path, "--scenario", "history", "--history-rows", "2000", "--banks", "2")
+    assert doc["scenario"] == "history" and doc["rows"] == 2000 and doc["ok"] is True
+    assert doc["next_pages"]["pages"] > 0 and doc["deep_pages"]["pages"] > 0 and doc["first_page_ms"] > 0
+    assert doc["plan_uses_indexes"] and any("payments_user" in step for step in doc["query_plan"])
+
+
+def test_recovery_scenario_aborts_every_preparing_transaction(tmp_path):
+    doc = _bench_json(tmp_path, "--scenario", "recovery", "--recovery-txns", "2000", "--recovery-preparing", "50",
+                      "--banks", "2")
+    assert doc["scenario"] == "recovery" and doc["ok"] is True
+    assert doc["states_after"] == {"ABORT": 50, "COMMIT": 1950}
+    assert doc["unacked_after"] == 0 and doc["held_after_cents"] == 0 and doc["start_to_serving_s"] > 0
+
+
+def test_soak_scenario_reports_whether_gateway_memory_stayed_flat(tmp_path):
+    doc = _bench_json(tmp_path, "--scenario", "soak", "--payments", "60", "--clients", "2", "--banks", "2",
+                      "--echo-duration", "0")
+    assert doc["ok"] is True and doc["payments"]["counts"].get("committed", 0) == 60
+    assert doc["soak"]["payments"] == 60 and isinstance(doc["soak"]["rss_flat"], bool)

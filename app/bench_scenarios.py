@@ -1,0 +1,202 @@
+"""`strife bench --scenario history|recovery`: the gateway with a large log behind it.
+
+Both start a throwaway stack (gateway + banks), stop the gateway once it has made
+its database, write many payments straight into that SQLite file, and start the
+gateway again:
+  history   N rows of one user's payments (sent and received); time ListPayments
+            pages through the real gateway (first page, following pages, a deep
+            page) and show SQLite's query plan of the history queries;
+  recovery  N logged transactions, most decided and acknowledged, some PREPARING
+            (a crash mid-2PC); time from the gateway's process start to SERVING
+            (it aborts every PREPARING one first), then until every abort reached
+            its banks.
+(`--scenario soak` is an ordinary run with --payments 100000 that reports whether
+the gateway's RSS stayed flat; see app/bench.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+from app.bench_stack import OwnStack
+from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.common import tls
+from backend.gateway import store
+
+SEED_CHUNK = 50_000
+MAX_SEED_ROWS = 10_000_000
+HISTORY_PAGES = 20
+HISTORY_PAGE_SIZE = 50
+RECOVERY_START_TIMEOUT_S = 600.0
+DRAIN_TIMEOUT_S = 300.0
+RPC_TIMEOUT_S = 10.0
+
+
+def _gateway_db(stack: OwnStack) -> Path:
+    return Path(stack.cfg.data_dir) / "gateway.sqlite"
+
+
+def _row(i: int, user, other, state: str, outcome: str | None, now: float, sent: bool) -> tuple:
+    payer, payee = (user, other) if sent else (other, user)
+    return (uuid.uuid4().hex, payer.username, f"seed-{i}", "0" * 64, payer.bank, payer.account_id,
+            payee.bank, payee.account_id, 1 + i % 100, state, outcome, "", now - 1e-3 * i,
+            None if state == "PREPARING" else now)
+
+
+def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, with_keys: bool = False) -> float:
+    """Write `rows` payments of users[0] (every third one received from users[1]);
+    the last `preparing` of them PREPARING, the rest committed and acknowledged.
+    Returns seconds taken."""
+    assert 0 <= preparing <= rows <= MAX_SEED_ROWS
+    started = time.monotonic()
+    user, other = users[0], users[1]
+    now = time.time()
+    conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(store.SCHEMA)
+        for start in range(0, rows, SEED_CHUNK):
+            batch = []
+            for i in range(start, min(rows, start + SEED_CHUNK)):
+                in_doubt = i >= rows - preparing
+                batch.append(_row(i, user, other, "PREPARING" if in_doubt else "COMMIT",
+                                  None if in_doubt else "SUCCEEDED", now, sent=i % 3 != 2))
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
+                "to_account, amount_cents, state, outcome, reason, created_at, decided_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            if with_keys:
+                conn.executemany("INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) "
+                                 "VALUES (?, ?, ?, ?)", [(r[1], r[2], r[0], r[12]) for r in batch])
+                conn.executemany("INSERT INTO participants (txn_id, bank, acked) VALUES (?, ?, ?)",
+                                 [(r[0], bank, 0 if r[9] == "PREPARING" else 1) for r in batch for bank in {r[4], r[6]}])
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return time.monotonic() - started
+
+
+def history_plan(db_path: Path, username: str) -> list[str]:
+    """SQLite's plan for the statements store.history runs (captured, then EXPLAINed)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    statements: list[str] = []
+    try:
+        conn.set_trace_callback(statements.append)
+        store.history(conn, username, 2**62, HISTORY_PAGE_SIZE)
+        conn.set_trace_callback(None)
+        plan = []
+        for sql in statements:
+            if sql.lstrip().upper().startswith("SELECT"):
+                plan += [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        return plan
+    finally:
+        conn.close()
+
+
+async def _restart_gateway(stack: OwnStack, seed) -> tuple[float, float]:
+    """Stop the gateway, run seed(), start it again; (seed seconds, process start to SERVING seconds)."""
+    await stack.sup.stop("gateway")
+    seed_s = await asyncio.to_thread(seed)
+    started = time.monotonic()
+    await stack.sup.start("gateway")
+    await stack.sup.wait_serving("gateway", RECOVERY_START_TIMEOUT_S)
+    return seed_s, time.monotonic() - started
+
+
+def _summary(values_ms: list[float]) -> dict:
+    ordered = sorted(values_ms)
+    return {"pages": len(ordered), "p50_ms": round(ordered[len(ordered) // 2], 2), "max_ms": round(ordered[-1], 2)}
+
+
+async def history(args, root: Path, certs_dir: Path, say) -> dict:
+    rows = args.history_rows
+    stack = OwnStack(root, certs_dir, args.banks, max(2, args.banks), args.twopc_timeout)
+    user = stack.users[0]
+    try:
+        await stack.start()
+        say(f"seeding {rows:,} payments of {user.username} into the gateway's database")
+        seed_s, start_s = await _restart_gateway(stack, lambda: seed_payments(_gateway_db(stack), stack.users, rows))
+        plan = history_plan(_gateway_db(stack), user.username)
+        async with tls.secure_channel(stack.gateway, certs_dir, "client") as channel:
+            gw = pb_grpc.GatewayStub(channel)
+            login = await gw.Login(pb.LoginRequest(username=user.username, password=user.password), timeout=60)
+            md = (("authorization", f"Bearer {login.token}"),)
+
+            async def page(token: str) -> tuple[float, pb.ListPaymentsResponse]:
+                t0 = time.perf_counter()
+                answer = await gw.ListPayments(pb.ListPaymentsRequest(page_size=HISTORY_PAGE_SIZE, page_token=token),
+                                               metadata=md, timeout=RPC_TIMEOUT_S)
+                return (time.perf_counter() - t0) * 1000, answer
+
+            say(f"timing {HISTORY_PAGES} pages from the newest, and {HISTORY_PAGES} deep ones")
+            first_ms, answer = await page("")
+            following, full = [], len(answer.payments) == min(HISTORY_PAGE_SIZE, rows)
+            for _ in range(HISTORY_PAGES - 1):
+                if not answer.next_page_token:
+                    break
+                ms, answer = await page(answer.next_page_token)
+                following.append(ms)
+                full = full and len(answer.payments) > 0
+            deep = []
+            for k in range(HISTORY_PAGES):  # tokens spread over the whole log
+                ms, _ = await page(str(1 + (rows * (k + 1)) // (HISTORY_PAGES + 1)))
+                deep.append(ms)
+    finally:
+        await stack.close()
+    uses_index = bool(plan) and not any(step.startswith("SCAN") for step in plan)  # no full table scan
+    return {
+        "scenario": "history", "rows": rows, "user": user.username, "seed_s": round(seed_s, 1),
+        "gateway_start_s": round(start_s, 2), "page_size": HISTORY_PAGE_SIZE,
+        "first_page_ms": round(first_ms, 2), "next_pages": _summary(following or [first_ms]), "deep_pages": _summary(deep),
+        "query_plan": plan, "plan_uses_indexes": uses_index, "ok": full and uses_index,
+    }
+
+
+def _unacked(db_path: Path) -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM participants WHERE acked = 0").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _states(db_path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(conn.execute("SELECT state, count(*) FROM payments GROUP BY state").fetchall())
+    finally:
+        conn.close()
+
+
+async def recovery(args, root: Path, certs_dir: Path, say) -> dict:
+    txns, preparing = args.recovery_txns, min(args.recovery_preparing, args.recovery_txns)
+    stack = OwnStack(root, certs_dir, args.banks, max(2, args.banks), args.twopc_timeout)
+    db_path = _gateway_db(stack)
+    try:
+        await stack.start()
+        say(f"seeding {txns:,} logged transactions ({preparing:,} PREPARING) into the gateway's database")
+        seed_s, start_s = await _restart_gateway(
+            stack, lambda: seed_payments(db_path, stack.users, txns, preparing=preparing, with_keys=True))
+        say(f"gateway serving {start_s:.2f} s after its process started; waiting for the aborts to reach the banks")
+        started = time.monotonic()
+        while (left := await asyncio.to_thread(_unacked, db_path)) and time.monotonic() - started < DRAIN_TIMEOUT_S:
+            await asyncio.sleep(0.1)
+        drain_s = time.monotonic() - started
+        states = await asyncio.to_thread(_states, db_path)
+        money = await stack.money()
+    finally:
+        await stack.close()
+    return {
+        "scenario": "recovery", "logged_txns": txns, "preparing_before": preparing, "seed_s": round(seed_s, 1),
+        "start_to_serving_s": round(start_s, 2), "aborts_delivered_s": round(drain_s, 2), "unacked_after": left,
+        "states_after": states, "held_after_cents": money["held_cents"],
+        "ok": states.get("PREPARING", 0) == 0 and left == 0,
+    }
