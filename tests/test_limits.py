@@ -245,3 +245,18 @@ async def test_max_concurrent_streams_is_enforced_per_connection(stack):
         return (await gw.Balance(pb.BalanceRequest(), metadata=bob, timeout=5)).accounts[0].reachable
 
     await eventually(reachable_again, timeout_s=10)
+
+
+async def test_a_user_keeps_a_bounded_number_of_sessions_the_oldest_revoked(stack):
+    from backend.gateway.store import MAX_SESSIONS_PER_USER
+
+    gw = stack.gateway()
+    login = pb.LoginRequest(username="carol", password=DEMO_PASSWORDS["carol"])
+    tokens = [(await gw.Login(login, timeout=10)).token for _ in range(MAX_SESSIONS_PER_USER + 1)]
+    balance = pb.BalanceRequest()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gw.Balance(balance, metadata=(("authorization", f"Bearer {tokens[0]}"),), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    for token in (tokens[1], tokens[-1]):  # every other session still works
+        answer = await gw.Balance(balance, metadata=(("authorization", f"Bearer {token}"),), timeout=5)
+        assert [a.account.account_id for a in answer.accounts] == ["C-3001"]

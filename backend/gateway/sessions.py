@@ -44,7 +44,9 @@ class SessionCache:
             self._live.popitem(last=False)
 
     async def add(self, token: str, username: str, expires_at: float) -> None:
-        await self.db.write(lambda c: store.add_session(c, token, username, expires_at))
+        revoked = await self.db.write(lambda c: store.add_session(c, token, username, expires_at))
+        for digest in revoked:
+            self._live.pop(digest, None)
         self._remember(store.token_digest(token), (username, expires_at))
 
     async def revoke(self, token: str) -> None:

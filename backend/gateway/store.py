@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at REAL NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username, expires_at);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
 CREATE TABLE IF NOT EXISTS payments (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     txn_id TEXT NOT NULL UNIQUE,
@@ -70,6 +72,9 @@ CREATE TABLE IF NOT EXISTS participants (
 );
 CREATE INDEX IF NOT EXISTS participants_unacked ON participants (txn_id) WHERE acked = 0;
 """
+
+
+MAX_SESSIONS_PER_USER = 100
 
 
 class StoreError(Exception):
@@ -128,12 +133,23 @@ def mark_seeded(conn: sqlite3.Connection) -> None:
 
 # --------------------------------------------------------------- sessions --
 
-def add_session(conn: sqlite3.Connection, token: str, username: str, expires_at: float) -> None:
-    conn.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time() - 86400,))
+def add_session(conn: sqlite3.Connection, token: str, username: str, expires_at: float) -> list[str]:
+    """Record a new session. A user keeps at most MAX_SESSIONS_PER_USER live sessions:
+    the oldest are revoked to make room. Returns the digests of the sessions revoked."""
+    now = time.time()
+    conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now - 86400,))
+    live = conn.execute(
+        "SELECT token_sha256 FROM sessions WHERE username = ? AND revoked = 0 AND expires_at >= ? "
+        "ORDER BY expires_at",
+        (username, now),
+    ).fetchall()
+    revoked = [r[0] for r in live[: max(0, len(live) + 1 - MAX_SESSIONS_PER_USER)]]
+    conn.executemany("UPDATE sessions SET revoked = 1 WHERE token_sha256 = ?", [(d,) for d in revoked])
     conn.execute(
         "INSERT INTO sessions (token_sha256, username, expires_at) VALUES (?, ?, ?)",
         (token_digest(token), username, expires_at),
     )
+    return revoked
 
 
 def session_user(conn: sqlite3.Connection, token: str) -> tuple[str, float] | None:
