@@ -93,7 +93,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                         code = context.code()
                     jsonlog.emit(
                         "rpc",
-                        level="info" if code is grpc.StatusCode.OK else "warning",
+                        level=_level(method, code),
                         method=method,
                         code=code.name,
                         ms=round((time.perf_counter() - started) * 1000, 2),
@@ -111,6 +111,14 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_tolerant(wrapped.request_deserializer),
             response_serializer=wrapped.response_serializer,
         )
+
+
+def _level(method: str, code: grpc.StatusCode) -> str:
+    """Failed calls are warnings; health probes that pass are debug (one per second per
+    process from the control room would drown everything else)."""
+    if code is not grpc.StatusCode.OK:
+        return "warning"
+    return "debug" if method.startswith("/grpc.health.v1.Health/") else "info"
 
 
 class RoleInterceptor(grpc.aio.ServerInterceptor):
