@@ -215,3 +215,23 @@ async def test_a_user_keeps_a_bounded_number_of_sessions_the_oldest_revoked(stac
     for token in (tokens[1], tokens[-1]):  # every other session still works
         answer = await gw.Balance(balance, metadata=(("authorization", f"Bearer {token}"),), timeout=5)
         assert [a.account.account_id for a in answer.accounts] == ["C-3001"]
+
+
+async def test_concurrent_wrong_passwords_never_pass_the_lockout(tmp_path, certs_dir):
+    """60 guesses at once for one user: only MAX_FAILURES are checked, the rest refused."""
+    stack = await start_stack(tmp_path, certs_dir)
+    try:
+        gw = stack.gateway()
+        guess = pb.LoginRequest(username="bob", password="not-bobs-password")
+
+        async def attempt():
+            try:
+                await gw.Login(guess, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+        codes = await asyncio.gather(*(attempt() for _ in range(60)))
+        assert codes.count(grpc.StatusCode.UNAUTHENTICATED) == login_limiter.MAX_FAILURES
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 60 - login_limiter.MAX_FAILURES
+    finally:
+        await stack.close()

@@ -6,6 +6,8 @@ LOCKOUT_S. Memory is bounded: at most MAX_TRACKED keys, oldest dropped first.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 
@@ -25,6 +27,24 @@ class LoginLimiter:
         self._clock = clock
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         self._locked_until: dict[str, float] = {}
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # username -> (lock, attempts using it)
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, username: str):
+        """Check, verify and record one attempt per username at a time, so concurrent
+        guesses cannot all pass the check before the first failure is recorded.
+        Memory: one lock per username with an attempt under way."""
+        lock, users = self._turns.get(username, (asyncio.Lock(), 0))
+        self._turns[username] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[username]
+            if users == 1:
+                del self._turns[username]
+            else:
+                self._turns[username] = (lock, users - 1)
 
     def _keys(self, username: str, peer: str) -> tuple[str, str]:
         return f"user:{username}", f"peer:{_peer_host(peer)}"

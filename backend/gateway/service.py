@@ -118,18 +118,19 @@ class GatewayService(pb_grpc.GatewayServicer):
         await _valid(context, limits.password, request.password)
         note(user=username)
         peer = context.peer() or ""
-        wait_s = self.limiter.blocked_for(username, peer)
-        if wait_s > 0:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many failed logins for {username}; try again in {int(wait_s) + 1} s",
-            )
-        stored = await self.db.read(lambda c: store.password_hash(c, username))
-        ok = await asyncio.to_thread(passwords.verify_password, request.password, stored or passwords.DUMMY_HASH)
-        if not ok or stored is None:
-            self.limiter.failed(username, peer)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong username or password")
-        self.limiter.succeeded(username, peer)
+        async with self.limiter.one_at_a_time(username):
+            wait_s = self.limiter.blocked_for(username, peer)
+            if wait_s > 0:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many failed logins for {username}; try again in {int(wait_s) + 1} s",
+                )
+            stored = await self.db.read(lambda c: store.password_hash(c, username))
+            ok = await asyncio.to_thread(passwords.verify_password, request.password, stored or passwords.DUMMY_HASH)
+            if not ok or stored is None:
+                self.limiter.failed(username, peer)
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong username or password")
+            self.limiter.succeeded(username, peer)
         token = secrets.token_urlsafe(32)
         expires_at = time.time() + self.token_ttl_s
         await self.sessions.add(token, username, expires_at)
