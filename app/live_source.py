@@ -39,10 +39,22 @@ LATENCY_SAMPLES = 500
 _LOG_FIELDS = ("time", "process", "level", "event")
 
 
-def expected_total_cents(cfg: StackConfig) -> int:
-    """Money is conserved: the total is what the fixtures seeded (there are no deposits)."""
+IN_FLIGHT_WINDOW_S = 30.0
+
+
+def fixture_total_cents(cfg: StackConfig) -> int:
+    """What the fixtures seed: the expected total until every bank has said what it was seeded with."""
     return sum(
         a["balance_cents"] for name in cfg.bank_ports for a in fixtures.bank_accounts(cfg.bank_fixtures, name)
+    )
+
+
+def committing(rows, now: float) -> int:
+    """Recent payments decided COMMIT that some bank has not applied yet."""
+    return sum(
+        1 for r in rows
+        if r.decision == "COMMIT" and now - r.started_at < IN_FLIGHT_WINDOW_S
+        and any(p.phase != "committed" for p in r.participants)
     )
 
 
@@ -59,7 +71,9 @@ class LiveSource(ControlSource):
         self._balances_due = asyncio.Event()
         self._commits: deque[float] = deque(maxlen=10_000)
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self._expected_total = expected_total_cents(cfg)
+        self._fixture_total = fixture_total_cents(cfg)
+        self._seeded: dict[str, int] = {}  # bank -> what it was seeded with (never changes)
+        self._off_streak = 0
         self.client: GatewayClient | None = None
         self.retrier: Retrier | None = None
 
@@ -194,8 +208,17 @@ class LiveSource(ControlSource):
             except asyncio.TimeoutError:
                 pass
             self._balances_due.clear()
+            in_flight = committing(self.timeline.rows(), time.time())
             banks = await asyncio.gather(*(self._bank_balances(n) for n in self.cfg.bank_ports))
-            self._post(msg.BalancesChanged(Balances(tuple(banks), self._expected_total)))
+            in_flight += committing(self.timeline.rows(), time.time())
+            expected = sum(self._seeded.values()) if len(self._seeded) == len(banks) else self._fixture_total
+            balances = Balances(tuple(banks), expected)
+            off = balances.complete and balances.total_cents != expected
+            # A total that is off while payments commit is not a loss; off twice in a row
+            # with nothing committing is, and turns the line red.
+            self._off_streak = self._off_streak + 1 if off and not in_flight else 0
+            settling = off and (in_flight > 0 or self._off_streak < 2)
+            self._post(msg.BalancesChanged(Balances(tuple(banks), expected, settling)))
             await asyncio.sleep(0.2)  # coalesce bursts of decisions into one refresh
 
     async def _bank_balances(self, name: str) -> BankBalances:
@@ -205,6 +228,7 @@ class LiveSource(ControlSource):
             answer = await pb_grpc.BankStub(self._channels[name]).ListAccounts(pb.ListAccountsRequest(), timeout=1.0)
         except grpc.aio.AioRpcError:
             return BankBalances(bank=name, reachable=False)
+        self._seeded[name] = answer.seeded_total_cents
         return BankBalances(
             bank=name, reachable=True, total_cents=answer.total_cents, held_cents=answer.held_cents,
             accounts=tuple(

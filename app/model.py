@@ -40,6 +40,9 @@ class BankBalances:
 class Balances:
     banks: tuple[BankBalances, ...]
     expected_total_cents: int   # what the total over all banks must be (money is conserved)
+    # True while committed payments are still reaching their banks: between the two banks'
+    # commits the total is off by their amounts for a moment, which is not a loss.
+    settling: bool = False
 
     @property
     def total_cents(self) -> int:
@@ -51,7 +54,7 @@ class Balances:
 
     @property
     def conserved(self) -> bool:
-        return not self.complete or self.total_cents == self.expected_total_cents
+        return not self.complete or self.settling or self.total_cents == self.expected_total_cents
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def _conservation(b: Balances) -> str:
     if not b.complete:
         missing = ", ".join(x.bank for x in b.banks if not x.reachable)
         return f"? {missing} unreachable: total {total} is incomplete"
+    if b.settling and b.total_cents != b.expected_total_cents:
+        return f"… payments reaching their banks: total {total} for a moment (expected {expected})"
     if b.conserved:
         return f"✓ all banks {total} = expected: money conserved"
     off = format_cents(b.total_cents - b.expected_total_cents)

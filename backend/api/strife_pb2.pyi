@@ -310,16 +310,18 @@ class ListAccountsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListAccountsResponse(_message.Message):
-    __slots__ = ("accounts", "total_cents", "held_cents", "bank")
+    __slots__ = ("accounts", "total_cents", "held_cents", "bank", "seeded_total_cents")
     ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
     HELD_CENTS_FIELD_NUMBER: _ClassVar[int]
     BANK_FIELD_NUMBER: _ClassVar[int]
+    SEEDED_TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
     accounts: _containers.RepeatedCompositeFieldContainer[BankBalanceResponse]
     total_cents: int
     held_cents: int
     bank: str
-    def __init__(self, accounts: _Optional[_Iterable[_Union[BankBalanceResponse, _Mapping]]] = ..., total_cents: _Optional[int] = ..., held_cents: _Optional[int] = ..., bank: _Optional[str] = ...) -> None: ...
+    seeded_total_cents: int
+    def __init__(self, accounts: _Optional[_Iterable[_Union[BankBalanceResponse, _Mapping]]] = ..., total_cents: _Optional[int] = ..., held_cents: _Optional[int] = ..., bank: _Optional[str] = ..., seeded_total_cents: _Optional[int] = ...) -> None: ...
 
 class Transaction(_message.Message):
     __slots__ = ("txn_id", "state", "legs", "reason")

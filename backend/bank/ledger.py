@@ -77,7 +77,25 @@ def seed(conn: sqlite3.Connection, accounts: list[dict]) -> bool:
             (acc["id"], acc["owner"], balance),
         )
     conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
+    total = sum(int(acc["balance_cents"]) for acc in accounts)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('seeded_total_cents', ?)", (str(total),))
     return True
+
+
+def seeded_total_cents(conn: sqlite3.Connection) -> int:
+    """What the fixtures put in at the first start (recorded then; for an older ledger,
+    derived from the journal, which explains every change of every balance)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'seeded_total_cents'").fetchone()
+    if row is not None:
+        return int(row[0])
+    (now,) = conn.execute("SELECT COALESCE(SUM(balance_cents), 0) FROM accounts").fetchone()
+    (moved,) = conn.execute("SELECT COALESCE(SUM(delta_cents), 0) FROM journal").fetchone()
+    return now - moved
+
+
+def overview(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+    """Every account and the seeded total, from one snapshot."""
+    return accounts(conn), seeded_total_cents(conn)
 
 
 def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) -> Vote:

@@ -172,12 +172,13 @@ class BankService(pb_grpc.BankServicer):
         return _balance(row)
 
     async def ListAccounts(self, request, context) -> pb.ListAccountsResponse:
-        rows = await self.db.read(ledger.accounts)
+        rows, seeded_total = await self.db.read(ledger.overview)
         return pb.ListAccountsResponse(
             bank=self.name,
             accounts=[_balance(r) for r in rows],
             total_cents=sum(r["balance_cents"] for r in rows),
             held_cents=sum(r["held_cents"] for r in rows),
+            seeded_total_cents=seeded_total,
         )
 
     async def ListTransactions(self, request, context) -> pb.ListTransactionsResponse:

@@ -1,0 +1,43 @@
+"""What the control room's conservation line compares: the banks' own seeded totals, and
+payments still reaching their banks."""
+
+from app.live_source import committing
+from app.model import Balances, BankBalances, Participant, TxnRow
+from backend.common import fixtures
+from tests.stack import pay_request
+
+
+def row(decision, *phases, started_at=100.0):
+    return TxnRow("t", "BankA/A-1", "BankB/B-1", 500,
+                  tuple(Participant(b, p) for b, p in zip(("BankA", "BankB"), phases)),
+                  decision=decision, started_at=started_at)
+
+
+def test_committing_counts_recent_commits_some_bank_has_not_applied():
+    rows = [
+        row("COMMIT", "committed", "voted yes"),          # reaching BankB
+        row("COMMIT", "committed", "committed"),          # done
+        row("ABORT", "aborted", "no answer"),             # moves no money
+        row("", "voted yes", "voted yes"),                # undecided: moves no money yet
+        row("COMMIT", "voted yes", "in doubt", started_at=0.0),  # stuck long ago: a problem, not in flight
+    ]
+    assert committing(rows, now=101.0) == 1
+
+
+def test_a_total_off_while_settling_is_not_a_loss_but_off_when_settled_is():
+    banks = (BankBalances("BankA", True, total_cents=900), BankBalances("BankB", True, total_cents=1000))
+    assert Balances(banks, 2000, settling=True).conserved
+    assert not Balances(banks, 2000).conserved
+    unreachable = (banks[0], BankBalances("BankB", False))
+    assert Balances(unreachable, 2000).conserved  # incomplete, not wrong
+
+
+async def test_each_bank_reports_what_it_was_seeded_with(stack):
+    seeded = {name: sum(a["balance_cents"] for a in fixtures.bank_accounts(fixtures.DEFAULT_BANKS, name))
+              for name in stack.cfg.bank_ports}
+    gw, md = await stack.login("bob")
+    await gw.Pay(pay_request("BankA", "A-1001", 2500), metadata=md, timeout=10)
+    ledgers = await stack.ledgers()
+    assert {n: l.seeded_total_cents for n, l in ledgers.items()} == seeded
+    assert ledgers["BankA"].total_cents == seeded["BankA"] + 2500  # moved, yet the seed stays put
+    assert sum(l.total_cents for l in ledgers.values()) == sum(seeded.values())
