@@ -1,20 +1,10 @@
 """Register, log in, pay across banks, history, declines: through real processes."""
 
-import uuid
-
 import grpc
 import pytest
 
 from backend.api import strife_pb2 as pb
-
-
-def pay_request(to_bank, to_account, amount_cents, key=None, from_bank="", from_account=""):
-    return pb.PayRequest(
-        idempotency_key=key or str(uuid.uuid4()),
-        to=pb.AccountRef(bank=to_bank, account_id=to_account),
-        amount_cents=amount_cents,
-        **{"from": pb.AccountRef(bank=from_bank, account_id=from_account)},
-    )
+from tests.stack import pay_request
 
 
 async def balances(gw, md) -> dict[tuple[str, str], int]:
