@@ -26,6 +26,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from backend.supervisor import close_child
+
 MAX_LATENCY_SAMPLES = 1_000_000   # per driver and phase; a reservoir sample beyond that
 MAX_LINE_BYTES = 256 * 1024 * 1024  # a "done" line carries the latencies
 SETUP_TIMEOUT_S = 120.0
@@ -284,21 +286,9 @@ class DriverHandle:
 
     async def close(self) -> None:
         """Close stdin (the driver exits), then kill its process group if it lingers."""
-        import os
-        import signal
-
         if self.proc is None:
             return
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except asyncio.TimeoutError:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await self.proc.wait()
+        await close_child(self.proc, 10)
         if self._stderr_task is not None:
             await self._stderr_task
 

@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from backend.supervisor import close_child, killpg
+
 JOURNAL_FILE = "chaos-journal.jsonl"
 LOGIN_TRIES = 120
 DRAIN_POLL_S = 0.3
@@ -271,7 +273,7 @@ class WorkerHandle:
         if not self.alive:
             return
         self.kills += 1
-        _killpg(self.proc.pid)
+        killpg(self.proc.pid)
         await self.proc.wait()
         if self._reader is not None:
             await self._reader
@@ -294,30 +296,17 @@ class WorkerHandle:
         """Close stdin (the worker exits), then kill its process group if it lingers."""
         if self.proc is None:
             return
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), EXIT_GRACE_S + 2)
-        except asyncio.TimeoutError:
-            _killpg(self.proc.pid)
-            await self.proc.wait()
+        await close_child(self.proc, EXIT_GRACE_S + 2)
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
     def kill_now(self) -> None:
         """Synchronous last resort for error paths."""
         if self.alive:
-            _killpg(self.proc.pid)
+            killpg(self.proc.pid)
 
     def errors(self) -> list[str]:
         return [e.get("msg", "") for e in self.events if e.get("event") in ("error", "output")][:5]
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 if __name__ == "__main__":

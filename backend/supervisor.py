@@ -189,11 +189,7 @@ class Supervisor:
     def _signal(self, p: ProcState, sig: int) -> bool:
         if p.proc is None or p.proc.returncode is not None:
             return False
-        try:
-            os.killpg(p.proc.pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
+        return killpg(p.proc.pid, sig)
 
     async def kill(self, name: str) -> None:
         """SIGKILL: the process is offline until restarted."""
@@ -247,11 +243,29 @@ class Supervisor:
         """Synchronous last resort (atexit, error paths): SIGKILL every process group."""
         for p in self.procs.values():
             if p.proc is not None and p.proc.returncode is None:
-                try:
-                    os.killpg(p.proc.pid, signal.SIGCONT)
-                    os.killpg(p.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                killpg(p.proc.pid, signal.SIGCONT)
+                killpg(p.proc.pid, signal.SIGKILL)
+
+
+def killpg(pid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal a child's whole process group; False if it is gone already."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def close_child(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """Close a child's stdin (children here exit when it closes), then SIGKILL its
+    process group if it is still running after grace_s."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except asyncio.TimeoutError:
+        killpg(proc.pid)
+        await proc.wait()
 
 
 def _parse(line: bytes, process: str) -> dict:
