@@ -1,7 +1,6 @@
 """Bad input, each answered with the right status code and a message a person can act
 on, with nothing changed in any ledger and the gateway still serving afterwards."""
 
-import asyncio
 from dataclasses import dataclass
 
 import grpc

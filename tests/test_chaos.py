@@ -113,7 +113,7 @@ class World:
             for conn in self.banks.values():
                 ledger.abort(conn, txn)
             status = "DECLINED"
-        store.ack(self.gw, txn, [self.A, self.B])
+        store.ack_pairs(self.gw, [(txn, self.A), (txn, self.B)])
         self.outbox.finish(key, status, payment_id=txn)
         (self.profile / chaos_check.JOURNAL_FILE).open("a").write(json.dumps({"q": key}) + "\n")
         return key, txn

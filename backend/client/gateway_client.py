@@ -19,7 +19,7 @@ import grpc
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.client.errors import ClientError
-from backend.client.outbox import Outbox, OutboxEntry, SentEntry
+from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
 from backend.common import limits, money, tls
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import os
 
 from cryptography.exceptions import InvalidKey
@@ -36,7 +35,3 @@ def verify_password(password: str, stored: str) -> bool:
 
 # Verified against when the user does not exist, so a missing user costs the same time.
 DUMMY_HASH = hash_password(_b64(os.urandom(12)))
-
-
-def same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())

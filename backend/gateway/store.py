@@ -272,12 +272,6 @@ def preparing(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT txn_id FROM payments WHERE state = 'PREPARING'").fetchall()]
 
 
-def ack(conn: sqlite3.Connection, txn_id: str, banks: list[str]) -> None:
-    conn.executemany(
-        "UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", [(txn_id, b) for b in banks]
-    )
-
-
 def ack_pairs(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> None:
     """Mark many (txn_id, bank) acknowledgements at once."""
     conn.executemany("UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", pairs)
@@ -291,10 +285,6 @@ def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, str]]:
         (limit,),
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
-
-
-def participants_of(conn: sqlite3.Connection, txn_id: str) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT bank FROM participants WHERE txn_id = ?", (txn_id,)).fetchall()]
 
 
 def payment(conn: sqlite3.Connection, txn_id: str) -> sqlite3.Row | None:
