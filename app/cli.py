@@ -18,7 +18,9 @@ SUBCOMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or with `only` just that subcommand: a bank or gateway process
+    then does not import the bench, chaos and client modules at every start."""
     from app import up
 
     parser = argparse.ArgumentParser(
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_stack_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in SUBCOMMANDS:
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text)
         module.add_arguments(p)
@@ -35,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    named = {name for name, _, _ in SUBCOMMANDS}
+    parser = build_parser(only=argv[0] if argv and argv[0] in named else None)
     args = parser.parse_args(argv)
     if args.command is None:
         from app import control_room

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 
 from cryptography.exceptions import InvalidKey
@@ -33,5 +34,8 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
-# Verified against when the user does not exist, so a missing user costs the same time.
-DUMMY_HASH = hash_password(_b64(os.urandom(12)))
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when the user does not exist, so a missing user costs the same
+    time. Made on first use, not at import (every process imports this module)."""
+    return hash_password(_b64(os.urandom(12)))
