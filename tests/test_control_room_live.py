@@ -97,6 +97,19 @@ async def act_on(pilot, name: str, key: str):
     await pilot.press(key)
 
 
+async def restart_and_drain(pilot, name: str):
+    """Restart `name` with `r`; wait until it serves and the offline queue is empty."""
+    app = pilot.app
+    await act_on(pilot, name, "r")
+    await until(pilot, lambda: states(app)[name] == "serving", 20, f"{name} serving again")
+    await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queue drained")
+
+
+async def committed_rows(pilot, source: LiveSource, count: int):
+    await until(pilot, lambda: [r.decision for r in txn_rows(source)].count("COMMIT") == count, 10,
+                f"{count} committed row(s) in the 2PC panel")
+
+
 async def test_log_in_and_pay_from_the_client_pane(live_source):
     app = StrifeApp(live_source)
     async with app.run_test(size=SIZE) as pilot:
@@ -133,13 +146,10 @@ async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
         assert balance(app, "BankB", "B-2001") == 75000  # nothing moved, nothing held
         assert len(app.query_one(OutboxPanel).entries) == 1
 
-        await act_on(pilot, "BankC", "r")
-        await until(pilot, lambda: states(app)["BankC"] == "serving", 20, "BankC serving again")
-        await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queued payment delivered")
+        await restart_and_drain(pilot, "BankC")
         await until(pilot, lambda: balance(app, "BankC", "C-3001") == 60000 + 500, 10, "BankC credited once")
         assert balance(app, "BankB", "B-2001") == 75000 - 500
-        await until(pilot, lambda: [r.decision for r in txn_rows(live_source)].count("COMMIT") == 1, 10,
-                    "one committed row in the 2PC panel")
+        await committed_rows(pilot, live_source, 1)
 
 
 async def test_gateway_offline_queues_payments_and_delivers_each_once(live_source):
@@ -156,13 +166,10 @@ async def test_gateway_offline_queues_payments_and_delivers_each_once(live_sourc
         entries = app.query_one(OutboxPanel).entries
         assert sorted(e.amount_cents for e in entries) == [100, 200]
 
-        await act_on(pilot, "gateway", "r")
-        await until(pilot, lambda: states(app)["gateway"] == "serving", 20, "gateway serving again")
-        await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queue drained")
+        await restart_and_drain(pilot, "gateway")
         await until(pilot, lambda: balance(app, "BankA", "A-1001") == 100000 + 300, 10, "credited exactly once")
         assert balance(app, "BankB", "B-2001") == 75000 - 300
-        await until(pilot, lambda: [r.decision for r in txn_rows(live_source)].count("COMMIT") == 2, 10,
-                    "two committed rows in the 2PC panel")
+        await committed_rows(pilot, live_source, 2)
         assert app.query_one(BalancesPanel).balances.conserved
 
 
