@@ -7,7 +7,7 @@ import atexit
 import sys
 
 from app.live_source import LiveSource
-from app.up import stack_config
+from app.cli.up import stack_config
 
 
 def main(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """Launch and supervise the gateway and bank processes of one stack.
 
-Used by `strife up`, the control room, `strife chaos`, `strife bench` and the tests.
-Each child runs `python -u -m app.cli ... --watch-stdin` in its own session, with
+Used by `strife up`, the control room and backend/testbed.py (bench, chaos, tests).
+Each child runs `python -u -m backend.gateway|backend.bank ... --watch-stdin` in its own session, with
 stdin and stdout piped: it exits when our end of its stdin closes, so children die
 with the supervisor even when it is killed. Its stdout JSON lines reach
 `on_record`; every state change reaches `on_change`.
@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 from backend.common import fixtures
+from backend.common.events import Event
+from backend.common.states import ProcessState
 
 MAX_LINE_BYTES = 64 * 1024
 STOP_GRACE_S = 5.0
@@ -61,24 +62,11 @@ class ProcSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free on 127.0.0.1 now (for tests and throwaway stacks)."""
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
     gateway = ProcSpec(
         "gateway", "gateway", cfg.gateway_port,
-        ["gateway", "--port", str(cfg.gateway_port), *common,
+        ["--port", str(cfg.gateway_port), *common,
          "--twopc-timeout", str(cfg.twopc_timeout_s), "--token-ttl", str(cfg.token_ttl_s),
          "--users", str(cfg.user_fixtures),
          *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")]],
@@ -87,7 +75,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     banks = [
         ProcSpec(
             name, "bank", port,
-            ["bank", "--name", name, "--port", str(port), *common, "--fixtures", str(cfg.bank_fixtures),
+            ["--name", name, "--port", str(port), *common, "--fixtures", str(cfg.bank_fixtures),
              "--gateway", cfg.gateway_address, "--in-doubt-after", str(cfg.in_doubt_after_s)],
             env=dict(cfg.env),
         )
@@ -99,7 +87,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
 @dataclass
 class ProcState:
     spec: ProcSpec
-    state: str = "stopped"
+    state: ProcessState = ProcessState.STOPPED
     pid: int | None = None
     started_at: float | None = None
     restarts: int = 0
@@ -107,7 +95,7 @@ class ProcState:
     proc: asyncio.subprocess.Process | None = None
     reader: asyncio.Task | None = None
     serving: asyncio.Event = field(default_factory=asyncio.Event)
-    intent: str = ""  # what we asked for: "kill" -> offline, "stop" -> stopped
+    exit_state: ProcessState = ProcessState.CRASHED  # what an exit means: OFFLINE if we killed it, STOPPED if we stopped it
 
 
 class Supervisor:
@@ -121,7 +109,7 @@ class Supervisor:
         self.on_record = on_record or (lambda record: None)
         self.on_change = on_change or (lambda state: None)
 
-    def _set(self, p: ProcState, state: str) -> None:
+    def _set(self, p: ProcState, state: ProcessState) -> None:
         p.state = state
         self.on_change(p)
 
@@ -134,7 +122,7 @@ class Supervisor:
             p.restarts += 1
         env = {**os.environ, **p.spec.env, "PYTHONUNBUFFERED": "1"}
         p.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "app.cli", *p.spec.args,
+            sys.executable, "-u", "-m", f"backend.{p.spec.kind}", *p.spec.args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -142,9 +130,9 @@ class Supervisor:
             env=env,
             limit=MAX_LINE_BYTES,
         )
-        p.pid, p.started_at, p.exit_code, p.intent = p.proc.pid, time.time(), None, ""
+        p.pid, p.started_at, p.exit_code, p.exit_state = p.proc.pid, time.time(), None, ProcessState.CRASHED
         p.serving = asyncio.Event()
-        self._set(p, "starting")
+        self._set(p, ProcessState.STARTING)
         p.reader = asyncio.create_task(self._read(p, p.proc))
 
     async def start_all(self, timeout_s: float = 30.0) -> None:
@@ -161,7 +149,7 @@ class Supervisor:
             await asyncio.wait_for(p.serving.wait(), timeout_s)
         except asyncio.TimeoutError:
             raise RuntimeError(f"{name} did not start serving within {timeout_s:.0f} s (state {p.state})") from None
-        if p.state not in ("serving", "frozen"):
+        if p.state not in (ProcessState.SERVING, ProcessState.FROZEN):
             raise RuntimeError(f"{name} exited while starting (exit code {p.exit_code})")
 
     async def _read(self, p: ProcState, proc: asyncio.subprocess.Process) -> None:
@@ -174,15 +162,15 @@ class Supervisor:
             if not line:
                 break
             record = _parse(line, p.spec.name)
-            if record.get("event") == "serving" and p.proc is proc:
-                self._set(p, "serving")
+            if record.get("event") == Event.SERVING and p.proc is proc:
+                self._set(p, ProcessState.SERVING)
                 p.serving.set()
             self.on_record(record)
         code = await proc.wait()
         if p.proc is not proc:
             return
         p.exit_code, p.pid = code, None
-        self._set(p, {"kill": "offline", "stop": "stopped"}.get(p.intent, "crashed"))
+        self._set(p, p.exit_state)
         p.serving.set()  # wake waiters; they check the state
 
     # ------------------------------------------------------------- faults --
@@ -194,15 +182,15 @@ class Supervisor:
     async def kill(self, name: str) -> None:
         """SIGKILL: the process is offline until restarted."""
         p = self.procs[name]
-        p.intent = "kill"
+        p.exit_state = ProcessState.OFFLINE
         if self._signal(p, signal.SIGKILL):
             await self._reaped(p)
 
     async def stop(self, name: str) -> None:
         """SIGTERM, then SIGKILL after a grace period."""
         p = self.procs[name]
-        p.intent = "stop"
-        if p.state == "frozen":
+        p.exit_state = ProcessState.STOPPED
+        if p.state == ProcessState.FROZEN:
             self._signal(p, signal.SIGCONT)
         if self._signal(p, signal.SIGTERM):
             try:
@@ -213,13 +201,13 @@ class Supervisor:
 
     async def freeze(self, name: str) -> None:
         p = self.procs[name]
-        if p.state == "serving" and self._signal(p, signal.SIGSTOP):
-            self._set(p, "frozen")
+        if p.state == ProcessState.SERVING and self._signal(p, signal.SIGSTOP):
+            self._set(p, ProcessState.FROZEN)
 
     async def thaw(self, name: str) -> None:
         p = self.procs[name]
-        if p.state == "frozen" and self._signal(p, signal.SIGCONT):
-            self._set(p, "serving")
+        if p.state == ProcessState.FROZEN and self._signal(p, signal.SIGCONT):
+            self._set(p, ProcessState.SERVING)
 
     async def restart(self, name: str, wait: bool = True) -> None:
         p = self.procs[name]
@@ -277,4 +265,4 @@ def _parse(line: bytes, process: str) -> dict:
             return record
     except json.JSONDecodeError:
         pass
-    return {"time": time.time(), "process": process, "level": "error", "event": "output", "msg": text[:2000]}
+    return {"time": time.time(), "process": process, "level": "error", "event": Event.OUTPUT, "msg": text[:2000]}

@@ -13,7 +13,8 @@ import grpc
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import certs, fixtures, jsonlog, tls
-from backend.supervisor import StackConfig, Supervisor, free_ports, stack_specs
+from backend.supervisor import StackConfig, Supervisor, stack_specs
+from backend.testbed import stack_config
 
 DEMO_PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
 
@@ -160,22 +161,17 @@ def make_certs(root: Path) -> Path:
     return certs.ensure_certs(root / "certs", ["gateway", *fixtures.bank_names()])
 
 
+def quick_config(tmp: Path, certs_dir: Path, **overrides) -> StackConfig:
+    """The demo fixtures' gateway and banks on free ports, with short 2PC timeouts."""
+    return stack_config(tmp, certs_dir=certs_dir, **{"twopc_timeout_s": 1.0, "in_doubt_after_s": 2.0, **overrides})
+
+
 async def start_stack(tmp: Path, certs_dir: Path, proc_env: dict[str, dict[str, str]] | None = None,
                       **overrides) -> Stack:
     """Start gateway + banks. `overrides` set StackConfig fields (env applies to every
     process); `proc_env` adds environment to single processes, e.g.
     {"BankB": {"STRIFE_TEST_MODE": "1", "STRIFE_FAULTS": "bank.crash_after_yes"}}."""
-    ports = free_ports(1 + len(fixtures.bank_names()))
-    cfg = StackConfig(
-        data_dir=tmp / "data",
-        certs_dir=certs_dir,
-        gateway_port=ports[0],
-        bank_ports={n: p for n, p in zip(fixtures.bank_names(), ports[1:])},
-        twopc_timeout_s=1.0,
-        in_doubt_after_s=2.0,
-    )
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
+    cfg = quick_config(tmp, certs_dir, **overrides)
     records: list[dict] = []
     specs = stack_specs(cfg)
     for spec in specs:

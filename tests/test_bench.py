@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from app.bench import _split
-from app.bench_report import latency_summary, percentile
-from app.bench_stack import write_fixtures
+from app.bench.main import _split
+from app.bench.report import latency_summary, percentile
+from backend.testbed import write_fixtures
 from backend.common import fixtures
 
 

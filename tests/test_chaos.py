@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import chaos_check, chaos_nemesis
+from app.chaos import check as chaos_check, nemesis as chaos_nemesis
 from backend.bank import ledger
 from backend.client.outbox import Outbox
 from backend.common.db import connect

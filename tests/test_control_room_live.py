@@ -11,24 +11,14 @@ from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
 from app.widgets.outbox_panel import OutboxPanel
 from app.widgets.process_panel import ProcessPanel
-from backend.common import fixtures
-from backend.supervisor import StackConfig, free_ports
+from tests.stack import quick_config
 
 SIZE = (120, 40)
 
 
 @pytest.fixture
 def live_source(tmp_path, certs_dir):
-    ports = free_ports(1 + len(fixtures.bank_names()))
-    cfg = StackConfig(
-        data_dir=tmp_path / "data",
-        certs_dir=certs_dir,
-        gateway_port=ports[0],
-        bank_ports=dict(zip(fixtures.bank_names(), ports[1:])),
-        twopc_timeout_s=1.0,
-        in_doubt_after_s=2.0,
-    )
-    source = LiveSource(cfg)
+    source = LiveSource(quick_config(tmp_path, certs_dir))
     yield source
     source.kill_now()
 

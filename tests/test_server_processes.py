@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from backend.supervisor import free_ports
+from backend.testbed import free_ports
 
 
 async def run(*args, timeout_s=30.0, cwd=None):

@@ -16,6 +16,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from backend.common.states import LedgerState
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (
@@ -102,7 +104,7 @@ def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) 
     """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote."""
     row = conn.execute("SELECT state, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is not None:
-        return Vote(row["state"] != "ABORTED", row["reason"])
+        return Vote(row["state"] != LedgerState.ABORTED, row["reason"])
     now = time.time()
     for account_id, delta in legs:
         acc = conn.execute(
@@ -140,9 +142,9 @@ def commit(conn: sqlite3.Connection, txn_id: str) -> bool:
     row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is None:
         raise LedgerError("FAILED_PRECONDITION", f"commit of unknown transaction {txn_id}: it was never prepared here")
-    if row["state"] == "COMMITTED":
+    if row["state"] == LedgerState.COMMITTED:
         return False
-    if row["state"] == "ABORTED":
+    if row["state"] == LedgerState.ABORTED:
         raise LedgerError("FAILED_PRECONDITION", f"commit of transaction {txn_id}, which is aborted here")
     now = time.time()
     for leg in _legs(conn, txn_id):
@@ -175,9 +177,9 @@ def abort(conn: sqlite3.Connection, txn_id: str) -> bool:
             (txn_id, now, now),
         )
         return True
-    if row["state"] == "ABORTED":
+    if row["state"] == LedgerState.ABORTED:
         return False
-    if row["state"] == "COMMITTED":
+    if row["state"] == LedgerState.COMMITTED:
         raise LedgerError("FAILED_PRECONDITION", f"abort of transaction {txn_id}, which is committed here")
     for leg in _legs(conn, txn_id):
         if leg["delta_cents"] < 0:

@@ -12,6 +12,7 @@ from backend.bank.resolver import Resolver
 from backend.bank.service import ROLE_RULES, BankService
 from backend.common import certs, fixtures, jsonlog, tls
 from backend.common.db import Database
+from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
 from backend.common.serve import run_server
 
@@ -35,7 +36,7 @@ async def serve(args: argparse.Namespace) -> None:
     db = Database(Path(args.data_dir) / f"bank-{name}.sqlite", ledger.SCHEMA)
     accounts = fixtures.bank_accounts(args.fixtures, name)
     if await db.write(lambda c: ledger.seed(c, accounts)):
-        jsonlog.emit("seeded", msg=f"{len(accounts)} accounts from {args.fixtures}")
+        jsonlog.emit(Event.SEEDED, msg=f"{len(accounts)} accounts from {args.fixtures}")
     tasks: list[asyncio.Task] = []
     channel = None
 

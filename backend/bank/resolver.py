@@ -17,6 +17,7 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.bank import ledger
 from backend.common import jsonlog
 from backend.common.db import Database
+from backend.common.events import Event, Phase, TwoPc
 
 RESOLVE_DEADLINE_S = 2.0
 
@@ -33,7 +34,7 @@ class Resolver:
             try:
                 await self.resolve_once()
             except Exception as exc:  # noqa: BLE001 - keep resolving; say what went wrong
-                jsonlog.emit("resolve_error", level="warning", msg=f"{type(exc).__name__}: {exc}")
+                jsonlog.emit(Event.RESOLVE_ERROR, level="warning", msg=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.interval_s)
 
     async def resolve_once(self) -> int:
@@ -41,17 +42,17 @@ class Resolver:
         txn_ids = await self.db.read(lambda c: ledger.in_doubt(c, cutoff))
         resolved = 0
         for txn_id in txn_ids:
-            jsonlog.emit("2pc", phase="in_doubt", txn=txn_id)
+            TwoPc(Phase.IN_DOUBT, txn_id).emit()
             try:
                 answer = await self.stub.ResolveTransaction(pb.ResolveRequest(txn_id=txn_id), timeout=RESOLVE_DEADLINE_S)
             except grpc.aio.AioRpcError as exc:
-                jsonlog.emit("2pc", phase="resolve_failed", level="warning", txn=txn_id, code=exc.code().name)
+                TwoPc(Phase.RESOLVE_FAILED, txn_id, code=exc.code().name).emit("warning")
                 return resolved  # the coordinator is unreachable; try again next round
             if answer.decision == pb.COMMIT:
                 await self.db.write(lambda c: ledger.commit(c, txn_id))
-                jsonlog.emit("2pc", phase="committed", txn=txn_id, reason="resolved with coordinator")
+                TwoPc(Phase.COMMITTED, txn_id, reason="resolved with coordinator").emit()
             elif answer.decision == pb.ABORT:
                 await self.db.write(lambda c: ledger.abort(c, txn_id))
-                jsonlog.emit("2pc", phase="aborted", txn=txn_id, reason="resolved with coordinator")
+                TwoPc(Phase.ABORTED, txn_id, reason="resolved with coordinator").emit()
             resolved += 1
         return resolved

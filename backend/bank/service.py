@@ -11,6 +11,7 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.bank import ledger
 from backend.common import faults, jsonlog, limits
 from backend.common.db import Database
+from backend.common.events import Event, Phase, TwoPc, Vote
 from backend.common.interceptors import note
 
 WRITE_ROLES = frozenset({"gateway"})
@@ -76,7 +77,7 @@ class BankService(pb_grpc.BankServicer):
 
     async def _vote(self, txn_id: str, legs: list[tuple[str, int]]) -> pb.PrepareResponse:
         vote = await self.db.write(lambda c: ledger.prepare(c, txn_id, legs))
-        jsonlog.emit("2pc", phase="vote", txn=txn_id, vote="YES" if vote.yes else "NO", reason=vote.reason or None)
+        _log_vote(txn_id, vote)
         if vote.yes:
             faults.crash("bank.crash_after_yes")
             if faults.active("bank.hang_after_yes"):
@@ -88,10 +89,10 @@ class BankService(pb_grpc.BankServicer):
         try:
             changed = await self.db.write(lambda c: (ledger.commit if commit else ledger.abort)(c, txn_id))
         except ledger.LedgerError as exc:
-            jsonlog.emit("ledger_refused", level="error", txn=txn_id, msg=str(exc))
+            jsonlog.emit(Event.LEDGER_REFUSED, level="error", txn=txn_id, msg=str(exc))
             raise
         if changed:
-            jsonlog.emit("2pc", phase="committed" if commit else "aborted", txn=txn_id)
+            TwoPc(Phase.COMMITTED if commit else Phase.ABORTED, txn_id).emit()
 
     async def Prepare(self, request: pb.PrepareRequest, context) -> pb.PrepareResponse:
         txn_id, legs = await _check(context, _parse_prepare, request)
@@ -108,7 +109,7 @@ class BankService(pb_grpc.BankServicer):
         # One write for the whole batch (one future, one wake-up), not one per transaction.
         votes = await self.db.write(lambda c: [ledger.prepare(c, txn_id, legs) for txn_id, legs in parsed])
         for (txn_id, _), vote in zip(parsed, votes):
-            jsonlog.emit("2pc", phase="vote", txn=txn_id, vote="YES" if vote.yes else "NO", reason=vote.reason or None)
+            _log_vote(txn_id, vote)
         if any(vote.yes for vote in votes):
             faults.crash("bank.crash_after_yes")
             if faults.active("bank.hang_after_yes"):
@@ -146,11 +147,11 @@ class BankService(pb_grpc.BankServicer):
         results = []
         for (txn_id, commit), outcome in zip(items, outcomes):
             if isinstance(outcome, ledger.LedgerError):
-                jsonlog.emit("ledger_refused", level="error", txn=txn_id, msg=str(outcome))
+                jsonlog.emit(Event.LEDGER_REFUSED, level="error", txn=txn_id, msg=str(outcome))
                 results.append(pb.DecisionResult(ok=False, error=str(outcome)))
             else:
                 if outcome:
-                    jsonlog.emit("2pc", phase="committed" if commit else "aborted", txn=txn_id)
+                    TwoPc(Phase.COMMITTED if commit else Phase.ABORTED, txn_id).emit()
                 results.append(pb.DecisionResult(ok=True))
         return pb.DecideBatchResponse(results=results)
 
@@ -200,6 +201,10 @@ class BankService(pb_grpc.BankServicer):
             ],
             next_page_token=rows[-1][0]["txn_id"] if len(rows) == size else "",
         )
+
+
+def _log_vote(txn_id: str, vote: ledger.Vote) -> None:
+    TwoPc(Phase.VOTE, txn_id, vote=Vote.YES if vote.yes else Vote.NO, reason=vote.reason or None).emit()
 
 
 def _balance(row) -> pb.BankBalanceResponse:

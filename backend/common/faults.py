@@ -11,6 +11,7 @@ import os
 import sys
 
 from backend.common import jsonlog
+from backend.common.events import Event
 
 POINTS = {
     "bank.crash_after_yes": "a bank exits right after writing its YES vote, before answering",
@@ -43,6 +44,6 @@ def active(name: str) -> bool:
 def crash(name: str) -> None:
     """Exit at once, as SIGKILL would, if fault point `name` is on."""
     if active(name):
-        jsonlog.emit("fault", level="warning", msg=name)
+        jsonlog.emit(Event.FAULT, level="warning", msg=name)
         jsonlog.flush()
         os._exit(77)

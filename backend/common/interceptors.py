@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 import grpc
 
-from backend.common import jsonlog, tls
+from backend.common import events, tls
 
 # Per-call facts that inner wrappers and handlers add for the logging wrapper.
 CALL: contextvars.ContextVar[dict] = contextvars.ContextVar("strife_call")
@@ -91,14 +91,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                         code = context.code()
-                    jsonlog.emit(
-                        "rpc",
-                        level=_level(method, code),
-                        method=method,
-                        code=code.name,
-                        ms=round((time.perf_counter() - started) * 1000, 2),
-                        **call,
-                    )
+                    events.rpc(method, code.name, round((time.perf_counter() - started) * 1000, 2),
+                               _level(method, code), **call)
 
             return behavior
 

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from backend.common import jsonlog, tls
+from backend.common.events import Event
 from backend.common.limits import MAX_MESSAGE_BYTES
 
 SERVER_OPTIONS = (
@@ -84,7 +85,7 @@ async def run_server(
     except RuntimeError:
         bound = 0
     if not bound:
-        jsonlog.emit("start_failed", level="error", msg=f"cannot listen on {address}: port in use or not allowed")
+        jsonlog.emit(Event.START_FAILED, level="error", msg=f"cannot listen on {address}: port in use or not allowed")
         print(f"{name}: cannot listen on {address}: the port is in use or not allowed", file=sys.stderr)
         raise PortTaken(2)
     await server.start()
@@ -99,10 +100,10 @@ async def run_server(
             await on_started()
         _tune_gc()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        jsonlog.emit("serving", address=address)
+        jsonlog.emit(Event.SERVING, address=address)
         await stop.wait()
     finally:
-        jsonlog.emit("stopping", address=address)
+        jsonlog.emit(Event.STOPPING, address=address)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=1.0)
         if on_stopping is not None:

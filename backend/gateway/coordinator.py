@@ -22,6 +22,8 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.common import faults, jsonlog
+from backend.common.events import Event, Phase, TwoPc, Vote
+from backend.common.states import Decision, Outcome
 from backend.common.db import Database
 from backend.gateway import store
 from backend.gateway.banks import Banks
@@ -74,32 +76,32 @@ class Coordinator:
     async def _pay(self, fields: store.PaymentFields) -> Result:
         txn_id = uuid.uuid4().hex
         claim = await self.db.write(lambda c: store.claim(c, fields, txn_id))
-        if claim.kind == "conflict":
+        if claim.kind == store.ClaimKind.CONFLICT:
             raise PaymentRefused(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"idempotency_key {fields.idem_key!r} was already used for a different payment "
                 f"(payment {claim.row['txn_id']}); use a new key for a new payment",
             )
-        if claim.kind == "in_flight":
+        if claim.kind == store.ClaimKind.IN_FLIGHT:
             raise PaymentRefused(
                 grpc.StatusCode.ABORTED,
                 f"a payment with idempotency_key {fields.idem_key!r} is still in progress; retry shortly",
             )
-        if claim.kind == "replay":
-            jsonlog.emit("idempotent_replay", user=fields.username, txn=claim.row["txn_id"])
+        if claim.kind == store.ClaimKind.REPLAY:
+            jsonlog.emit(Event.IDEMPOTENT_REPLAY, user=fields.username, txn=claim.row["txn_id"])
             return Result(claim.row, replayed=True)
 
-        jsonlog.emit(
-            "2pc", phase="begin", txn=txn_id, user=fields.username, amount_cents=fields.amount_cents,
+        TwoPc(
+            Phase.BEGIN, txn_id, user=fields.username, amount_cents=fields.amount_cents,
             from_bank=fields.from_bank, from_account=fields.from_account,
             to_bank=fields.to_bank, to_account=fields.to_account,
-        )
+        ).emit()
         votes = await self._prepare_all(txn_id, _legs(fields))
         decision, outcome, reason = _decide(votes)
         row = await self.db.write(lambda c: store.decide(c, txn_id, decision, outcome, reason))
         decision = row["state"]
-        jsonlog.emit("2pc", phase="decision", txn=txn_id, decision=decision, reason=row["reason"] or None)
-        if decision == "COMMIT":
+        TwoPc(Phase.DECISION, txn_id, decision=decision, reason=row["reason"] or None).emit()
+        if decision == Decision.COMMIT:
             faults.crash("gateway.crash_after_commit_record")
         # Wait for the banks that voted (an abort must release their holds before a
         # retry); one that never answered may be hung: tell it in the background.
@@ -110,7 +112,7 @@ class Coordinator:
         if later:
             task = asyncio.ensure_future(self._send_decision(txn_id, decision, later))
             task.add_done_callback(_retrieve)
-        if row["outcome"] == "RETRYABLE":
+        if row["outcome"] == Outcome.RETRYABLE:
             raise PaymentRefused(*_refusal(votes, row["reason"]))
         return Result(row, replayed=False)
 
@@ -131,12 +133,12 @@ class Coordinator:
         """Send the decision and wait for the banks (so the caller sees balances that
         include it, and a retry never meets a hold that is being released). Recording
         the acknowledgements is not waited for: at worst a decision is sent twice."""
-        commit = decision == "COMMIT"
+        commit = decision == Decision.COMMIT
         futures = {bank: self.banks.link(bank).decide(txn_id, commit) for bank in banks}
         await asyncio.wait(futures.values(), timeout=DECISION_SEND_TIMEOUT_S)
         acked = [bank for bank, future in futures.items() if _acked(txn_id, decision, bank, future)]
         if acked:
-            jsonlog.emit("2pc", phase="acked", txn=txn_id, banks=acked, decision=decision)
+            TwoPc(Phase.ACKED, txn_id, banks=acked, decision=decision).emit()
             if commit:
                 faults.crash("gateway.crash_after_first_commit")
             self._record_acks(txn_id, acked)
@@ -144,11 +146,11 @@ class Coordinator:
             self._wake.set()
 
     async def _send_one(self, txn_id: str, decision: str, bank: str) -> bool:
-        future = self.banks.link(bank).decide(txn_id, decision == "COMMIT")
+        future = self.banks.link(bank).decide(txn_id, decision == Decision.COMMIT)
         await asyncio.wait((future,), timeout=DECISION_SEND_TIMEOUT_S)
         if not _acked(txn_id, decision, bank, future):
             return False
-        jsonlog.emit("2pc", phase="acked", txn=txn_id, banks=[bank], decision=decision)
+        TwoPc(Phase.ACKED, txn_id, banks=[bank], decision=decision).emit()
         return True
 
     def _record_acks(self, txn_id: str, banks: list[str]) -> None:
@@ -175,7 +177,7 @@ class Coordinator:
             try:
                 await self.resend_once()
             except Exception as exc:  # noqa: BLE001 - keep going, say why
-                jsonlog.emit("resend_error", level="warning", msg=f"{type(exc).__name__}: {exc}")
+                jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"{type(exc).__name__}: {exc}")
             try:
                 await asyncio.wait_for(self._wake.wait(), RESEND_INTERVAL_S)
             except asyncio.TimeoutError:
@@ -195,12 +197,12 @@ class Coordinator:
             if not await self._send_one(*items[0], bank):
                 continue  # down: one warning a round, not one per decision
             acked = [(items[0][0], bank)]
-            futures = [(t, d, self.banks.link(bank).decide(t, d == "COMMIT")) for t, d in items[1:]]
+            futures = [(t, d, self.banks.link(bank).decide(t, d == Decision.COMMIT)) for t, d in items[1:]]
             if futures:
                 await asyncio.wait([f for _, _, f in futures], timeout=DECISION_SEND_TIMEOUT_S)
             for txn_id, decision, future in futures:
                 if _acked(txn_id, decision, bank, future):
-                    jsonlog.emit("2pc", phase="acked", txn=txn_id, banks=[bank], decision=decision)
+                    TwoPc(Phase.ACKED, txn_id, banks=[bank], decision=decision).emit()
                     acked.append((txn_id, bank))
             await self.db.write(lambda c: store.ack_pairs(c, acked))
             sent += len(acked)
@@ -214,16 +216,16 @@ class Coordinator:
         reason = "gateway restarted during 2PC"
         for start in range(0, len(txn_ids), RESEND_BATCH):
             chunk = txn_ids[start:start + RESEND_BATCH]
-            await self.db.write(lambda c: [store.decide(c, t, "ABORT", "RETRYABLE", reason) for t in chunk])
+            await self.db.write(lambda c: [store.decide(c, t, Decision.ABORT, Outcome.RETRYABLE, reason) for t in chunk])
             for txn_id in chunk:
-                jsonlog.emit("2pc", phase="decision", txn=txn_id, decision="ABORT", reason=reason)
+                TwoPc(Phase.DECISION, txn_id, decision=Decision.ABORT, reason=reason).emit()
         if txn_ids:
             self._wake.set()
         return len(txn_ids)
 
-    async def resolve(self, txn_id: str) -> str:
+    async def resolve(self, txn_id: str) -> Decision:
         decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))
-        jsonlog.emit("2pc", phase="resolved", txn=txn_id, decision=decision)
+        TwoPc(Phase.RESOLVED, txn_id, decision=decision).emit()
         return decision
 
 
@@ -247,7 +249,7 @@ def _vote(txn_id: str, bank: str, future: asyncio.Future) -> _Vote:
         code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
     kind = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "timeout"}.get(code, "error")
     reason = {"unavailable": f"{bank} offline", "timeout": f"{bank} timed out"}.get(kind, f"{bank} error {code.name}")
-    jsonlog.emit("2pc", phase="vote", level="warning", txn=txn_id, bank=bank, vote="NONE", code=code.name, reason=reason)
+    TwoPc(Phase.VOTE, txn_id, bank=bank, vote=Vote.NONE, code=code.name, reason=reason).emit("warning")
     return _Vote(bank, False, reason, kind)
 
 
@@ -260,12 +262,11 @@ def _acked(txn_id: str, decision: str, bank: str, future: asyncio.Future) -> boo
         exc = future.exception()
         code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "UNKNOWN"
     elif not future.result().ok:  # the bank's ledger contradicts the decision: never expected, say it loudly
-        jsonlog.emit("2pc", phase="decision_refused", level="error", txn=txn_id, bank=bank,
-                     decision=decision, msg=future.result().error)
+        TwoPc(Phase.DECISION_REFUSED, txn_id, bank=bank, decision=decision, msg=future.result().error).emit("error")
         return False
     else:
         return True
-    jsonlog.emit("2pc", phase="decision_unacked", level="warning", txn=txn_id, bank=bank, decision=decision, code=code)
+    TwoPc(Phase.DECISION_UNACKED, txn_id, bank=bank, decision=decision, code=code).emit("warning")
     return False
 
 
@@ -276,16 +277,16 @@ def _legs(fields: store.PaymentFields) -> dict[str, list[tuple[str, int]]]:
     return legs
 
 
-def _decide(votes: list[_Vote]) -> tuple[str, str, str]:
+def _decide(votes: list[_Vote]) -> tuple[Decision, Outcome, str]:
     """(decision, outcome, reason) from the votes."""
     if all(v.yes for v in votes):
-        return "COMMIT", "SUCCEEDED", ""
+        return Decision.COMMIT, Outcome.SUCCEEDED, ""
     business = [v for v in votes if v.kind == "vote" and not v.yes]
     for v in business:
         if v.reason == "insufficient funds":
-            return "ABORT", "DECLINED", "insufficient funds"
+            return Decision.ABORT, Outcome.DECLINED, "insufficient funds"
     failed = business or [v for v in votes if not v.yes]
-    return "ABORT", "RETRYABLE", "; ".join(v.reason for v in failed)
+    return Decision.ABORT, Outcome.RETRYABLE, "; ".join(v.reason for v in failed)
 
 
 def _refusal(votes: list[_Vote], reason: str) -> tuple[grpc.StatusCode, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import fixtures, jsonlog
 from backend.common.db import Database
+from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
 from backend.common.serve import run_server
 from backend.gateway import passwords, store
@@ -48,7 +49,7 @@ async def _seed_users(db: Database, path: Path) -> None:
         store.mark_seeded(conn)
 
     await db.write(seed)
-    jsonlog.emit("seeded", msg=f"{len(users)} demo users from {path}")
+    jsonlog.emit(Event.SEEDED, msg=f"{len(users)} demo users from {path}")
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -64,7 +65,7 @@ async def serve(args: argparse.Namespace) -> None:
     coordinator = Coordinator(db, banks, args.twopc_timeout)
     aborted = await coordinator.recover()
     if aborted:
-        jsonlog.emit("recovered", msg=f"aborted {aborted} transactions left PREPARING by the previous run")
+        jsonlog.emit(Event.RECOVERED, msg=f"aborted {aborted} transactions left PREPARING by the previous run")
     tasks: list[asyncio.Task] = []
     sessions, links = SessionCache(db), LinkCache(db)
 

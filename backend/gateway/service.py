@@ -12,7 +12,9 @@ from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import jsonlog, limits
 from backend.common.db import Database
+from backend.common.events import Event
 from backend.common.interceptors import note
+from backend.common.states import Decision, Outcome
 from backend.gateway import passwords, store
 from backend.gateway.auth import current_token, current_user
 from backend.gateway.banks import Banks
@@ -32,7 +34,7 @@ ROLE_RULES = {
         "Register", "Login", "Logout", "LinkAccount", "Balance", "Pay", "GetPayment", "ListPayments")},
     "/strife.v1.Coordinator/ResolveTransaction": frozenset({"bank"}),
 }
-_STATUS = {"SUCCEEDED": pb.SUCCEEDED, "DECLINED": pb.DECLINED, None: pb.PENDING}
+_STATUS = {Outcome.SUCCEEDED: pb.SUCCEEDED, Outcome.DECLINED: pb.DECLINED, None: pb.PENDING}
 
 
 def payment_message(row) -> pb.Payment:
@@ -110,7 +112,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         link = await self._own_account(context, request.account, username)
         digest = await asyncio.to_thread(passwords.hash_password, request.password)
         await _store_write(self.db, context, lambda c: store.add_user(c, username, digest, [link]))
-        jsonlog.emit("registered", user=username, bank=link[0])
+        jsonlog.emit(Event.REGISTERED, user=username, bank=link[0])
         return pb.RegisterResponse(username=username)
 
     async def Login(self, request, context) -> pb.LoginResponse:
@@ -242,4 +244,4 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         txn_id = await _valid(context, limits.txn_id, request.txn_id)
         note(txn=txn_id)
         decision = await self.coordinator.resolve(txn_id)
-        return pb.ResolveResponse(decision=pb.COMMIT if decision == "COMMIT" else pb.ABORT)
+        return pb.ResolveResponse(decision=pb.COMMIT if decision == Decision.COMMIT else pb.ABORT)

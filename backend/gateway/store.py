@@ -16,6 +16,9 @@ import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import StrEnum
+
+from backend.common.states import Decision, Outcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -181,11 +184,18 @@ class PaymentFields:
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+class ClaimKind(StrEnum):
+    NEW = "new"  # claimed now: go ahead
+    CONFLICT = "conflict"  # the key holds a different request
+    IN_FLIGHT = "in_flight"  # the key's payment is still PREPARING
+    REPLAY = "replay"  # the key's payment is decided: answer what was recorded
+
+
 @dataclass(frozen=True)
 class Claim:
-    """What claiming a key found: `new` (go ahead), `conflict`, `in_flight` or `replay` (row)."""
+    """What claiming a key found, and the payment that holds it (all but NEW)."""
 
-    kind: str
+    kind: ClaimKind
     row: sqlite3.Row | None = None
 
 
@@ -206,10 +216,10 @@ def claim(conn: sqlite3.Connection, fields: PaymentFields, txn_id: str) -> Claim
     ).fetchone()
     if row is not None:
         if row["fingerprint"] != fingerprint:
-            return Claim("conflict", row)
-        if row["state"] == "PREPARING":
-            return Claim("in_flight", row)
-        return Claim("replay", row)
+            return Claim(ClaimKind.CONFLICT, row)
+        if row["state"] == Decision.PREPARING:
+            return Claim(ClaimKind.IN_FLIGHT, row)
+        return Claim(ClaimKind.REPLAY, row)
     now = time.time()
     conn.execute(
         "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
@@ -223,7 +233,7 @@ def claim(conn: sqlite3.Connection, fields: PaymentFields, txn_id: str) -> Claim
     )
     for bank in sorted({fields.from_bank, fields.to_bank}):
         conn.execute("INSERT INTO participants (txn_id, bank) VALUES (?, ?)", (txn_id, bank))
-    return Claim("new")
+    return Claim(ClaimKind.NEW)
 
 
 def claimed_source(conn: sqlite3.Connection, username: str, idem_key: str) -> tuple[str, str] | None:
@@ -236,21 +246,21 @@ def claimed_source(conn: sqlite3.Connection, username: str, idem_key: str) -> tu
     return (row[0], row[1]) if row else None
 
 
-def decide(conn: sqlite3.Connection, txn_id: str, decision: str, outcome: str, reason: str) -> sqlite3.Row:
+def decide(conn: sqlite3.Connection, txn_id: str, decision: Decision, outcome: Outcome, reason: str) -> sqlite3.Row:
     """Record the decision unless one is already recorded; return the payment as recorded.
 
     A RETRYABLE abort releases the idempotency key, so the client may send it again.
     """
-    assert decision in ("COMMIT", "ABORT") and outcome in ("SUCCEEDED", "DECLINED", "RETRYABLE")
-    assert (decision == "COMMIT") == (outcome == "SUCCEEDED")
+    assert decision in (Decision.COMMIT, Decision.ABORT) and outcome in Outcome
+    assert (decision == Decision.COMMIT) == (outcome == Outcome.SUCCEEDED)
     updated = conn.execute(
         "UPDATE payments SET state = ?, outcome = ?, reason = ?, decided_at = ? "
         "WHERE txn_id = ? AND state = 'PREPARING'",
         (decision, outcome, reason, time.time(), txn_id),
     ).rowcount
     row = payment(conn, txn_id)
-    assert row is not None and row["state"] != "PREPARING", txn_id
-    if updated and outcome == "RETRYABLE":  # by primary key: txn_id has no index there (a full scan each)
+    assert row is not None and row["state"] != Decision.PREPARING, txn_id
+    if updated and outcome == Outcome.RETRYABLE:  # by primary key: txn_id has no index there (a full scan each)
         conn.execute(
             "DELETE FROM idempotency_keys WHERE username = ? AND idem_key = ? AND txn_id = ?",
             (row["username"], row["idem_key"], txn_id),
@@ -258,14 +268,14 @@ def decide(conn: sqlite3.Connection, txn_id: str, decision: str, outcome: str, r
     return row
 
 
-def presume_abort(conn: sqlite3.Connection, txn_id: str, reason: str) -> str:
+def presume_abort(conn: sqlite3.Connection, txn_id: str, reason: str) -> Decision:
     """The decision for a bank that asks: the recorded one, or ABORT recorded now."""
     row = conn.execute("SELECT state FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is None:
-        return "ABORT"  # never logged here, so never committed: presumed abort
-    if row["state"] != "PREPARING":
-        return row["state"]
-    return decide(conn, txn_id, "ABORT", "RETRYABLE", reason)["state"]
+        return Decision.ABORT  # never logged here, so never committed: presumed abort
+    if row["state"] != Decision.PREPARING:
+        return Decision(row["state"])
+    return Decision(decide(conn, txn_id, Decision.ABORT, Outcome.RETRYABLE, reason)["state"])
 
 
 def preparing(conn: sqlite3.Connection) -> list[str]:

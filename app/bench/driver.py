@@ -1,7 +1,7 @@
 """A load-driver process of `strife bench`, and the handle the bench keeps on it.
 
 The bench shares the machine with the stack it measures, so the clients run in
-several driver processes (`python -m app.bench_driver`), not in the process that
+several driver processes (`python -m app.bench.driver`), not in the process that
 supervises the stack. Each driver owns some of the clients: one mTLS channel and
 one login per client. It talks to the bench over stdin/stdout, one JSON object per
 line:
@@ -244,7 +244,7 @@ class DriverHandle:
         import os
 
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "app.bench_driver",
+            sys.executable, "-u", "-m", "app.bench.driver",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, limit=MAX_LINE_BYTES, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from app.chaos_check import Verdict
+from app.chaos.check import Verdict
 
 SHOWN_OFFENDERS = 10
 

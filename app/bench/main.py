@@ -31,10 +31,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from app import bench_report
-from app.bench_driver import DriverHandle
-from app.bench_stack import (MAX_BANKS, MAX_USERS, OwnStack, RunningStack, cpu_seconds, filesystem_of,
+from app.bench import report as bench_report
+from app.bench.driver import DriverHandle
+from app.bench.stack import (BENCH_BALANCE_CENTS, OwnStack, RunningStack, cpu_seconds, filesystem_of,
                              host_busy_cpu_seconds, peak_rss_kib, rss_kib)
+from backend.testbed import MAX_BANKS, MAX_USERS
 
 QUIESCE_TIMEOUT_S = 15.0
 MAX_CLIENTS = MAX_USERS
@@ -81,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     load.add_argument("--rpc-timeout", type=float, default=10.0, metavar="SECONDS",
                       help="a client's deadline for one call; hitting it counts as an error (default 10)")
     load.add_argument("--seed", type=int, default=1, help="random seed of the drivers (default 1)")
-    scen = p.add_argument_group("scenarios (see app/bench_scenarios.py)")
+    scen = p.add_argument_group("scenarios (see app/bench/scenarios.py)")
     scen.add_argument("--scenario", choices=("payments", "soak", "history", "recovery"), default="payments",
                       help="payments: the run above (default); soak: --payments 100000 (unless given) and "
                            "whether the gateway's RSS stays flat; history: time ListPayments pages of one user "
@@ -287,8 +288,6 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
 
 
 def _overdraw_cents(args: argparse.Namespace) -> int:
-    from app.bench_stack import BENCH_BALANCE_CENTS
-
     return BENCH_BALANCE_CENTS + 1  # more than any bench account holds, within the per-payment limit
 
 
@@ -309,7 +308,7 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
     }
     try:
         if args.scenario in ("history", "recovery"):
-            from app import bench_scenarios
+            from app.bench import scenarios as bench_scenarios
 
             run = bench_scenarios.history if args.scenario == "history" else bench_scenarios.recovery
             doc.update(await run(args, base / "run", certs_dir, say))

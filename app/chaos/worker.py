@@ -6,7 +6,7 @@ outbox before it is sent, resent under the same key by a Retrier after retryable
 failures. The nemesis SIGKILLs workers with payments still queued; a restarted
 worker (same profile, next incarnation) picks its outbox up again.
 
-  python -m app.chaos_client '<setup json>'
+  python -m app.chaos.worker '<setup json>'
 
 stdin: a line "drain" stops new payments and sends the outbox until it is empty
 (bounded), then the worker prints {"event": "drained", "remaining": n}. The worker
@@ -249,7 +249,7 @@ class WorkerHandle:
         self.incarnation += 1
         self._drained = asyncio.Event()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "app.chaos_client", json.dumps(setup),
+            sys.executable, "-u", "-m", "app.chaos.worker", json.dumps(setup),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -10,74 +10,20 @@ each server process used.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.common import certs, tls
-from backend.supervisor import StackConfig, Supervisor, free_ports, stack_specs
+from backend.common import tls
+from backend.supervisor import Supervisor, stack_specs
+from backend.testbed import StackLog, stack_config, write_fixtures
 
 BENCH_BALANCE_CENTS = 1_000_000_000   # 10 million units per account: small payments never run out
-MAX_BANKS = 64
-MAX_USERS = 4096
 START_TIMEOUT_S = 120.0
 READ_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class BenchUser:
-    username: str
-    password: str
-    bank: str
-    account_id: str
-
-
-def bank_names(count: int) -> list[str]:
-    return [f"Bank{i + 1:02d}" for i in range(count)]
-
-
-def write_fixtures(directory: Path, banks: int, users: int, balance_cents: int) -> tuple[Path, Path, list[BenchUser]]:
-    """banks.json and users.json for `banks` banks and `users` users, one account each, round-robin."""
-    assert 2 <= banks <= MAX_BANKS and 1 <= users <= MAX_USERS, (banks, users)
-    names = bank_names(banks)
-    people = [
-        BenchUser(f"bench{i:04d}", f"bench-pw-{i:04d}", names[i % banks], f"{names[i % banks]}-{i:06d}")
-        for i in range(users)
-    ]
-    banks_doc = {"banks": [
-        {"name": name, "accounts": [
-            {"id": u.account_id, "owner": u.username, "balance_cents": balance_cents} for u in people if u.bank == name
-        ]}
-        for name in names
-    ]}
-    users_doc = {"users": [
-        {"username": u.username, "password": u.password, "accounts": [[u.bank, u.account_id]]} for u in people
-    ]}
-    directory.mkdir(parents=True, exist_ok=True)
-    banks_path, users_path = directory / "banks.json", directory / "users.json"
-    banks_path.write_text(json.dumps(banks_doc))
-    users_path.write_text(json.dumps(users_doc))
-    return banks_path, users_path, people
-
-
-@dataclass
-class StackLog:
-    """What the stack's processes said: counted, and the first errors kept (bounded)."""
-    lines: int = 0
-    errors: int = 0
-    first_errors: list[str] = field(default_factory=list)
-
-    def __call__(self, record: dict) -> None:
-        self.lines += 1
-        if record.get("level") == "error":
-            self.errors += 1
-            if len(self.first_errors) < 5:
-                self.first_errors.append(f"{record.get('process')}: {record.get('msg') or record.get('event')}"[:300])
 
 
 class OwnStack:
@@ -88,15 +34,10 @@ class OwnStack:
     def __init__(self, root: Path, certs_dir: Path, banks: int, users: int, twopc_timeout_s: float,
                  balance_cents: int = BENCH_BALANCE_CENTS) -> None:
         self.root = root
-        self.names = bank_names(banks)
-        certs.ensure_certs(certs_dir, ["gateway", *self.names])
         banks_path, users_path, self.users = write_fixtures(root / "fixtures", banks, users, balance_cents)
-        ports = free_ports(1 + banks)
-        self.cfg = StackConfig(
-            data_dir=root / "data", certs_dir=certs_dir, gateway_port=ports[0],
-            bank_ports=dict(zip(self.names, ports[1:])), twopc_timeout_s=twopc_timeout_s,
-            bank_fixtures=banks_path, user_fixtures=users_path,
-        )
+        self.cfg = stack_config(root, certs_dir=certs_dir, bank_fixtures=banks_path, user_fixtures=users_path,
+                                twopc_timeout_s=twopc_timeout_s)
+        self.names = list(self.cfg.bank_ports)
         self.log = StackLog()
         self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)
         self.gateway = self.cfg.gateway_address

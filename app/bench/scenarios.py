@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from app.bench_stack import OwnStack
+from app.bench.stack import OwnStack
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import tls

@@ -2,14 +2,14 @@
 
 It starts its own stack on loopback (gateway + N banks, separate processes, temp
 dir, 2PC timeout ~1 s, in-doubt after ~2 s) and, for --duration seconds, runs
---clients client worker processes (app/chaos_client.py) making random payments
+--clients client worker processes (app/chaos/worker.py) making random payments
 between accounts at different banks (some that must be declined, some replayed
-under the same key) while the nemesis (app/chaos_nemesis.py) kills, freezes and
+under the same key) while the nemesis (app/chaos/nemesis.py) kills, freezes and
 restarts banks, the gateway and the clients on a schedule drawn from --seed.
 Then it heals everything, waits (bounded) for the outboxes to drain and the
 in-doubt transactions to resolve, asks the gateway again with every recorded key,
 stops the stack and checks the invariants from the banks' own ledgers and the
-clients' records (app/chaos_check.py). Exit code 0 only if every invariant holds.
+clients' records (app/chaos/check.py). Exit code 0 only if every invariant holds.
 
 Every process it starts is stopped on every path: the servers by the Supervisor,
 the workers by closing their stdin and killing their process groups.
@@ -22,7 +22,6 @@ import asyncio
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -31,12 +30,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from app import chaos_check, chaos_nemesis
-from app.bench_stack import StackLog, bank_names, write_fixtures
-from app.chaos_client import WorkerHandle
-from app.chaos_report import Outcome, render
-from backend.common import certs
-from backend.supervisor import StackConfig, Supervisor, free_ports, stack_specs
+from app.chaos import check as chaos_check
+from app.chaos import nemesis as chaos_nemesis
+from app.chaos.report import Outcome, render
+from app.chaos.worker import WorkerHandle
+from backend.supervisor import Supervisor, stack_specs
+from backend.testbed import StackLog, bank_names, stable_ports, stack_config, write_fixtures
 
 START_BALANCE_CENTS = 20_000      # per account: small, so ordinary payments get declined too
 AMOUNT_MAX_CENTS = 5_000
@@ -88,28 +87,6 @@ async def _main(args: argparse.Namespace) -> Outcome:
     return await run(args)
 
 
-def loopback_ports(count: int) -> list[int]:
-    """Free ports below the kernel's ephemeral range, so a killed server's port is not
-    taken by some outgoing connection before it restarts (falls back to free_ports)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return free_ports(count)
-    rng, ports = random.SystemRandom(), []
-    for _ in range(200):
-        if len(ports) == count or low <= 11000:
-            break
-        port = rng.randrange(10000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports if len(ports) == count else free_ports(count)
-
-
 class Campaign:
     def __init__(self, args: argparse.Namespace, seed: int, root: Path, console: Console) -> None:
         self.args = args
@@ -122,13 +99,11 @@ class Campaign:
         # them and turn every payment into a decline.
         users = max(args.clients, args.banks)
         banks_path, users_path, self.people = write_fixtures(root / "fixtures", args.banks, users, START_BALANCE_CENTS)
-        self.certs_dir = certs.ensure_certs(root / "certs", ["gateway", *self.names])
-        ports = loopback_ports(1 + args.banks)
-        self.cfg = StackConfig(
-            data_dir=root / "data", certs_dir=self.certs_dir, gateway_port=ports[0],
-            bank_ports=dict(zip(self.names, ports[1:])), twopc_timeout_s=args.twopc_timeout,
-            in_doubt_after_s=args.in_doubt_after, bank_fixtures=banks_path, user_fixtures=users_path,
+        self.cfg = stack_config(
+            root, bank_fixtures=banks_path, user_fixtures=users_path, pick_ports=stable_ports,
+            twopc_timeout_s=args.twopc_timeout, in_doubt_after_s=args.in_doubt_after,
         )
+        self.certs_dir = self.cfg.certs_dir
         self.log = StackLog()
         self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)
         total = START_BALANCE_CENTS * len(self.people)

@@ -1,0 +1,1 @@
+"""`strife bench`: throughput, latency and the echo ceiling on a throwaway stack."""

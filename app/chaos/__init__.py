@@ -1,0 +1,1 @@
+"""`strife chaos`: a Jepsen-style fault campaign on a throwaway stack."""

@@ -1,0 +1,1 @@
+"""The `strife` command line: the entry point and its subcommands."""

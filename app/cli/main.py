@@ -1,0 +1,50 @@
+"""`strife`: the control room with no arguments; subcommands for each part."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name, module (with add_arguments(parser) and main(args)), help
+SUBCOMMANDS = (
+    ("certs", "app.cli.certs", "make the CA and the certificates every process needs (keeps existing ones)"),
+    ("bank", "backend.bank.main", "run one bank server"),
+    ("gateway", "backend.gateway.main", "run the payment gateway"),
+    ("up", "app.cli.up", "run the gateway and the banks headless until Ctrl-C"),
+    ("bench", "app.bench.main", "measure committed payments/s, latency and the mTLS echo ceiling on a throwaway stack"),
+    ("chaos", "app.chaos.main", "fault campaign: kill/freeze/restart banks, gateway and clients, then check the invariants"),
+    ("client", "app.cli.client", "the command-line client: login, balance, pay, offline queue"),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand is listed; only the module of `command` (the one being run)
+    is imported to add its flags, so `strife client ...` does not load the bench."""
+    from app.cli import up
+
+    parser = argparse.ArgumentParser(
+        prog="strife", description="Strife payment gateway. With no command, opens the control room."
+    )
+    up.add_stack_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(run=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    named = {name for name, _, _ in SUBCOMMANDS}
+    parser = build_parser(argv[0] if argv and argv[0] in named else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from app import control_room
+
+        control_room.main(args)
+        return
+    args.run(args)

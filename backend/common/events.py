@@ -1,0 +1,113 @@
+"""The log events every process emits and the control room reads: names and
+fields, defined once.
+
+Each event is one JSON line (backend/common/jsonlog.py) with `event`; a 2PC
+event adds `phase` and the fields of `TwoPc`. Who says what, per payment:
+  gateway: begin (key claimed, PREPARING on disk, prepares go out to every
+           participant), vote NONE for a bank that gave no vote, decision (on
+           disk), acked (the banks that acknowledged it), resolved (a bank asked);
+  bank:    vote YES/NO, committed/aborted (applied), in_doubt and resolve_failed
+           (it asks the gateway about a YES vote it heard nothing of).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import StrEnum
+
+from backend.common import jsonlog
+from backend.common.states import Decision
+
+
+class Event(StrEnum):
+    RPC = "rpc"  # one per unary call: method, code, ms, and what the call noted (user, txn, ...)
+    TWOPC = "2pc"
+    SERVING = "serving"
+    STOPPING = "stopping"
+    START_FAILED = "start_failed"
+    SEEDED = "seeded"
+    REGISTERED = "registered"
+    RECOVERED = "recovered"
+    IDEMPOTENT_REPLAY = "idempotent_replay"
+    RESEND_ERROR = "resend_error"
+    RESOLVE_ERROR = "resolve_error"
+    LEDGER_REFUSED = "ledger_refused"
+    FAULT = "fault"
+    OUTPUT = "output"  # a line a child printed that is not one of ours (the supervisor wraps it)
+
+
+class Phase(StrEnum):
+    BEGIN = "begin"
+    VOTE = "vote"
+    DECISION = "decision"
+    ACKED = "acked"
+    DECISION_UNACKED = "decision_unacked"  # a bank did not acknowledge it (yet): sent again later
+    DECISION_REFUSED = "decision_refused"  # a bank's ledger contradicts it: never expected
+    RESOLVED = "resolved"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    IN_DOUBT = "in_doubt"
+    RESOLVE_FAILED = "resolve_failed"
+
+
+class Vote(StrEnum):
+    YES = "YES"
+    NO = "NO"
+    NONE = "NONE"  # the bank gave no vote: offline, timed out, failed
+
+
+@dataclass(frozen=True, slots=True)
+class TwoPc:
+    """One 2PC event. Fields left None are not written."""
+
+    phase: Phase
+    txn: str
+    bank: str | None = None
+    banks: list[str] | None = None
+    vote: Vote | None = None
+    decision: Decision | None = None
+    reason: str | None = None
+    code: str | None = None
+    msg: str | None = None
+    user: str | None = None
+    amount_cents: int | None = None
+    from_bank: str | None = None
+    from_account: str | None = None
+    to_bank: str | None = None
+    to_account: str | None = None
+
+    def emit(self, level: str = "info") -> None:
+        jsonlog.emit(Event.TWOPC, level=level, **{name: getattr(self, name) for name in _TWOPC_FIELDS})
+
+    @classmethod
+    def read(cls, record: dict) -> TwoPc | None:
+        """The event a log line's fields hold, or None if they are not a 2PC event we know."""
+        try:
+            phase = Phase(record.get("phase", ""))
+        except ValueError:
+            return None
+        txn = record.get("txn")
+        if not isinstance(txn, str) or not txn:
+            return None
+        values = {name: record.get(name) for name in _TWOPC_FIELDS if name not in ("phase", "txn")}
+        values["vote"] = _member(Vote, values["vote"])
+        values["decision"] = _member(Decision, values["decision"])
+        banks = values["banks"]
+        values["banks"] = [str(b) for b in banks] if isinstance(banks, list) else None
+        return cls(phase, txn, **values)
+
+
+_TWOPC_FIELDS = tuple(f.name for f in fields(TwoPc))
+
+
+def _member(enum: type[StrEnum], value: object):
+    try:
+        return enum(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def rpc(method: str, code: str, ms: float, level: str, **noted: object) -> None:
+    """One line per unary call; `noted` are the facts the call's wrappers and handler
+    attached (user, role, txn, txns, amount_cents), never a request body."""
+    jsonlog.emit(Event.RPC, level=level, method=method, code=code, ms=ms, **noted)
