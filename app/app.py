@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from functools import partial
-from typing import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial, wraps
+from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
+from textual.worker import Worker, WorkerState
 
 from app import messages as msg
 from app.model import ProcessInfo
@@ -33,9 +37,27 @@ from app.widgets.pay_form import PayForm
 from app.widgets.process_panel import ProcessPanel
 from app.widgets.status_bar import StatusBar
 from app.widgets.txn_panel import TxnPanel
+from backend.common.states import ProcessState
 
 TICK_S = 1.0
 ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
+
+ShowHandler = Callable[["StrifeApp", Any], None]
+
+
+def shows(message_type: type[Message]) -> Callable[[ShowHandler], ShowHandler]:
+    """Bind a handler to what the source reports, behind the one guard: a message still
+    queued when the app begins to stop is dropped (its widgets may be gone already)."""
+
+    def bind(show: ShowHandler) -> ShowHandler:
+        @wraps(show)
+        def while_running(app: StrifeApp, message: Any) -> None:
+            if app.is_running:
+                show(app, message)
+
+        return on(message_type)(while_running)
+
+    return bind
 
 
 class StrifeApp(App):
@@ -111,9 +133,9 @@ class StrifeApp(App):
             await self._stop_source()
             self.exit(return_code=1, message=f"strife could not start: {exc}")
 
-    def _from_source(self, message) -> None:
-        """What the source reports, until the app begins to stop."""
-        if self.is_running and not self._source_stopped:
+    def _from_source(self, message: Message) -> None:
+        """What the source reports, until the source is stopped."""
+        if not self._source_stopped:
             self.post_message(message)
 
     def _tick(self) -> None:
@@ -138,6 +160,7 @@ class StrifeApp(App):
         pane = event.pane
 
         def focus_first() -> None:
+            target: Widget | None
             if pane.id == "client":  # a field to type in, never the Log out button
                 logged_in = self.query_one(LoginForm).username is not None
                 target = self.query_one("#pay-bank" if logged_in else "#login-username")
@@ -149,47 +172,40 @@ class StrifeApp(App):
         self.call_after_refresh(focus_first)
 
     # ------------------------------------------------- from the source --
-    def on_processes_changed(self, message: msg.ProcessesChanged) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.ProcessesChanged)
+    def _show_processes(self, message: msg.ProcessesChanged) -> None:
         self._processes = message.processes
         self.query_one(ProcessPanel).processes = message.processes
         self.query_one(LogView).processes = tuple(p.name for p in message.processes)
 
-    def on_log_received(self, message: msg.LogReceived) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.LogReceived)
+    def _show_log(self, message: msg.LogReceived) -> None:
         self.query_one(LogView).append(message.record)
 
-    def on_txn_changed(self, message: msg.TxnChanged) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.TxnChanged)
+    def _show_txn(self, message: msg.TxnChanged) -> None:
         self.query_one(TxnPanel).upsert(message.row)
 
-    def on_balances_changed(self, message: msg.BalancesChanged) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.BalancesChanged)
+    def _show_balances(self, message: msg.BalancesChanged) -> None:
         self.query_one(BalancesPanel).balances = message.balances
         banks = tuple(b.bank for b in message.balances.banks)
         self.query_one(PayForm).banks = banks
         self.query_one(LoginForm).banks = banks
 
-    def on_outbox_changed(self, message: msg.OutboxChanged) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.OutboxChanged)
+    def _show_outbox(self, message: msg.OutboxChanged) -> None:
         self.query_one(OutboxPanel).entries = message.entries
 
-    def on_client_changed(self, message: msg.ClientChanged) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.ClientChanged)
+    def _show_client(self, message: msg.ClientChanged) -> None:
         state = message.state
         self.query_one(ClientSummary).state = state
         self.query_one(LoginForm).username = state.username
         self.query_one(PayForm).from_accounts = tuple(f"{a.bank}/{a.account_id}" for a in state.accounts)
 
-    def on_stats_changed(self, message: msg.StatsChanged) -> None:
-        if not self.is_running:
-            return  # shutting down: the widgets may be gone already
+    @shows(msg.StatsChanged)
+    def _show_stats(self, message: msg.StatsChanged) -> None:
         self.query_one(StatusBar).stats = message
 
     # ------------------------------------------------ from the widgets --
@@ -214,7 +230,18 @@ class StrifeApp(App):
         self.pay(message)
 
     # -------------------------------------------------------- workers --
-    @work(group="process-actions")
+    # Every worker is started with exit_on_error=False: an error it does not handle
+    # itself reaches _worker_failed, which shows it; it never takes the app down.
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """The one place an unexpected error of any worker goes: the log and a toast."""
+        error = event.worker.error
+        if event.state != WorkerState.ERROR or error is None:
+            return
+        self.log.error(f"worker {event.worker.name} failed", error)
+        self.notify(f"{type(error).__name__}: {error}", title=f"{event.worker.name} failed (a bug)", severity="error")
+
+    @work(group="process-actions", exit_on_error=False)
     async def run_process_action(self, action: str, name: str) -> None:
         try:
             await getattr(self.source, action)(name)
@@ -223,8 +250,10 @@ class StrifeApp(App):
             return
         self.notify(f"{name} {ACTION_DONE[action]}")
 
-    @work(group="client", exclusive=True)
-    async def client_call(self, done: str, focus_next: str, call: Callable, *args: str, refresh: bool = False) -> None:
+    @work(group="client", exclusive=True, exit_on_error=False)
+    async def client_call(
+        self, done: str, focus_next: str, call: Callable[..., Awaitable[None]], *args: str, refresh: bool = False
+    ) -> None:
         """Log in, register or log out; on success say `done`, focus `focus_next` and
         (when `refresh`) fetch the balance and history."""
         form = self.query_one(LoginForm)
@@ -240,7 +269,7 @@ class StrifeApp(App):
         if refresh:
             await self._refresh_client()
 
-    @work(group="pay")
+    @work(group="pay", exit_on_error=False)
     async def pay(self, request: PayForm.PayRequested) -> None:
         form = self.query_one(PayForm)
         form.busy = True
@@ -264,7 +293,7 @@ class StrifeApp(App):
         except ClientError as exc:
             self.notify(str(exc), title=f"Balance not refreshed ({exc.code})", severity="warning")
 
-    @work(group="sync")
+    @work(group="sync", exit_on_error=False)
     async def sync_outbox(self) -> None:
         try:
             await self.source.sync_outbox()
@@ -277,7 +306,7 @@ class StrifeApp(App):
         for p in self._processes:
             run = partial(self.run_process_action, name=p.name)
             yield SystemCommand(f"Kill {p.name}", f"Take {p.name} offline with SIGKILL", partial(run, "kill"))
-            if p.state == "frozen":
+            if p.state == ProcessState.FROZEN:
                 yield SystemCommand(f"Thaw {p.name}", f"SIGCONT {p.name}", partial(run, "thaw"))
             else:
                 yield SystemCommand(f"Freeze {p.name}", f"SIGSTOP {p.name}: up but answering nothing",

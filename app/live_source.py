@@ -19,7 +19,7 @@ from textual.message import Message
 
 from app import messages as msg
 from app.model import (
-    AccountRow, Balances, BankBalances, ClientState, LogRecord, OutboxEntry, PaymentView, ProcessInfo,
+    AccountRow, Balances, BankBalances, BankStep, ClientState, HistoryRow, LogRecord, ProcessInfo, QueuedPayment,
 )
 from app.source import ClientError, ControlSource
 from app.timeline import Timeline
@@ -29,6 +29,8 @@ from backend.client.retrier import Retrier
 from backend.common.money import format_cents
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import datadir, fixtures, tls
+from backend.common.events import Event, Phase, TwoPc
+from backend.common.states import Decision, PaymentStatus, ProcessState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 
 POLL_S = 2.0
@@ -52,8 +54,8 @@ def committing(rows, now: float) -> int:
     """Recent payments decided COMMIT that some bank has not applied yet."""
     return sum(
         1 for r in rows
-        if r.decision == "COMMIT" and now - r.started_at < IN_FLIGHT_WINDOW_S
-        and any(p.phase != "committed" for p in r.participants)
+        if r.decision == Decision.COMMIT and now - r.started_at < IN_FLIGHT_WINDOW_S
+        and any(p.phase != BankStep.COMMITTED for p in r.participants)
     )
 
 
@@ -136,12 +138,12 @@ class LiveSource(ControlSource):
         except RuntimeError as exc:
             raise ClientError("UNAVAILABLE", str(exc)) from None
         self._balances_due.set()
-        if name == "gateway" and self.retrier is not None:
-            self.retrier.wake()
+        if name == "gateway":
+            self._wake_retrier()
 
     # ------------------------------------------------------ process events --
     def _on_change(self, state) -> None:
-        if state.state not in ("serving",):
+        if state.state != ProcessState.SERVING:
             self._health[state.spec.name] = "UNKNOWN"
         self._post_processes()
         if state.spec.kind == "bank":
@@ -169,12 +171,14 @@ class LiveSource(ControlSource):
         row = self.timeline.apply(record)
         if row is not None:
             self._post(msg.TxnChanged(row))
-        if record.event == "2pc" and record.fields.get("phase") in ("acked", "committed", "aborted"):
+        event = TwoPc.read(record.fields) if record.event == Event.TWOPC else None
+        if event is None:
+            return
+        if event.phase in (Phase.ACKED, Phase.COMMITTED, Phase.ABORTED):
             self._balances_due.set()
-        if record.process == "gateway" and record.fields.get("phase") == "decision":
-            if record.fields.get("decision") == "COMMIT":
-                self._commits.append(record.time)
-        if row is not None and row.latency_ms is not None and record.fields.get("phase") == "acked":
+        if record.process == "gateway" and event.phase == Phase.DECISION and event.decision == Decision.COMMIT:
+            self._commits.append(record.time)
+        if row is not None and row.latency_ms is not None and event.phase == Phase.ACKED:
             self._latencies.append(row.latency_ms)
 
     # ------------------------------------------------------------- polling --
@@ -221,7 +225,7 @@ class LiveSource(ControlSource):
             await asyncio.sleep(0.2)  # coalesce bursts of decisions into one refresh
 
     async def _bank_balances(self, name: str) -> BankBalances:
-        if self.sup.procs[name].state != "serving":
+        if self.sup.procs[name].state != ProcessState.SERVING:
             return BankBalances(bank=name, reachable=False)
         try:
             answer = await pb_grpc.BankStub(self._channels[name]).ListAccounts(pb.ListAccountsRequest(), timeout=1.0)
@@ -255,12 +259,17 @@ class LiveSource(ControlSource):
             raise ClientError("UNAVAILABLE", "the control room is still starting")
         return self.client
 
+    def _wake_retrier(self) -> None:
+        """Send the queued payments now rather than at their next retry time."""
+        if self.retrier is not None:
+            self.retrier.wake()
+
     def _post_outbox(self) -> None:
         if self.client is None:
             return
         entries = self.client.outbox.entries()
         self._post(msg.OutboxChanged(tuple(
-            OutboxEntry(
+            QueuedPayment(
                 idempotency_key=e.idempotency_key, username=e.username, payee=e.payee,
                 amount_cents=e.amount_cents, attempts=e.attempts,
                 next_retry_at=e.next_retry_at, last_error=e.last_error, created_at=e.created_at,
@@ -283,7 +292,7 @@ class LiveSource(ControlSource):
 
     async def login(self, username: str, password: str) -> None:
         await self._client().login(username, password)
-        self.retrier.wake()
+        self._wake_retrier()
         self._post_outbox()
         await self.refresh_client()
 
@@ -298,14 +307,14 @@ class LiveSource(ControlSource):
         )
         amount = format_cents(delivery.amount_cents)
         self._post_outbox()
-        if delivery.status == "SUCCEEDED":
+        if delivery.status == PaymentStatus.SUCCEEDED:
             outcome = f"paid {amount} to {delivery.payee}"
-        elif delivery.status == "DECLINED":
+        elif delivery.status == PaymentStatus.DECLINED:
             outcome = f"declined: {delivery.reason}"
         else:
             why = delivery.error.code if delivery.error else "no answer"
             outcome = f"queued {amount} to {delivery.payee} ({why}): retrying with the same key"
-            self.retrier.wake()
+            self._wake_retrier()
         await self._refresh_quietly()
         return outcome
 
@@ -324,7 +333,7 @@ class LiveSource(ControlSource):
                 for a in balance.accounts
             ),
             history=tuple(
-                PaymentView(p.payment_id, p.direction, p.counterparty, p.amount_cents, p.status, p.reason, p.created_at)
+                HistoryRow(p.payment_id, p.direction, p.counterparty, p.amount_cents, p.status, p.reason, p.created_at)
                 for p in history.payments
             ),
         )))

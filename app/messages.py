@@ -2,52 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.message import Message
 
-from app.model import Balances, ClientState, LogRecord, OutboxEntry, ProcessInfo, TxnRow
+from app.model import Balances, ClientState, LogRecord, ProcessInfo, QueuedPayment, TxnRow
 
 
+@dataclass
 class ProcessesChanged(Message):
-    def __init__(self, processes: tuple[ProcessInfo, ...]) -> None:
-        super().__init__()
-        self.processes = processes
+    processes: tuple[ProcessInfo, ...]
 
 
+@dataclass
 class LogReceived(Message):
-    def __init__(self, record: LogRecord) -> None:
-        super().__init__()
-        self.record = record
+    record: LogRecord
 
 
+@dataclass
 class TxnChanged(Message):
-    def __init__(self, row: TxnRow) -> None:
-        super().__init__()
-        self.row = row
+    row: TxnRow
 
 
+@dataclass
 class BalancesChanged(Message):
-    def __init__(self, balances: Balances) -> None:
-        super().__init__()
-        self.balances = balances
+    balances: Balances
 
 
+@dataclass
 class OutboxChanged(Message):
-    def __init__(self, entries: tuple[OutboxEntry, ...]) -> None:
-        super().__init__()
-        self.entries = entries
+    entries: tuple[QueuedPayment, ...]
 
 
+@dataclass
 class ClientChanged(Message):
-    def __init__(self, state: ClientState) -> None:
-        super().__init__()
-        self.state = state
+    state: ClientState
 
 
+@dataclass
 class StatsChanged(Message):
     """Committed payments per second over the last seconds (oldest first) and recent latency."""
 
-    def __init__(self, rate_per_s: tuple[int, ...], p50_ms: float | None, p99_ms: float | None) -> None:
-        super().__init__()
-        self.rate_per_s = rate_per_s
-        self.p50_ms = p50_ms
-        self.p99_ms = p99_ms
+    rate_per_s: tuple[int, ...]
+    p50_ms: float | None
+    p99_ms: float | None

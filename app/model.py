@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from backend.common.states import Decision, PaymentStatus, ProcessState
 
 
 @dataclass(frozen=True)
 class ProcessInfo:
     name: str            # "gateway", "BankA", ...
     kind: str            # "gateway" | "bank"
-    state: str           # "starting" | "serving" | "frozen" | "offline" | "crashed" | "stopped"
+    state: ProcessState
     port: int
     pid: int | None = None
     started_at: float | None = None   # time.time() of the last start, None when not running
@@ -68,10 +71,22 @@ class LogRecord:
     fields: dict = field(default_factory=dict)   # everything else: method, user, code, ms, txn, ...
 
 
+class BankStep(StrEnum):
+    """Where one participant bank is in a payment's two-phase commit, as the 2PC panel shows it."""
+
+    PREPARE_SENT = "prepare sent"
+    VOTED_YES = "voted yes"
+    VOTED_NO = "voted no"
+    NO_ANSWER = "no answer"  # the gateway heard no vote from it
+    IN_DOUBT = "in doubt"  # voted yes, has not heard the decision
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
 @dataclass(frozen=True)
 class Participant:
     bank: str
-    phase: str   # "prepare sent" | "voted yes" | "voted no" | "no answer" | "committed" | "aborted" | "in doubt"
+    phase: BankStep
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,7 @@ class TxnRow:
     payee: str            # "BankB/B-2001"
     amount_cents: int
     participants: tuple[Participant, ...]
-    decision: str = ""    # "" while voting | "COMMIT" | "ABORT"
+    decision: Decision = Decision.PREPARING  # PREPARING while voting, then COMMIT or ABORT
     reason: str = ""      # "declined: insufficient funds", "BankB offline", "timeout", ...
     started_at: float = 0.0
     latency_ms: float | None = None   # from begin to the last acknowledgement
@@ -91,11 +106,13 @@ class TxnRow:
 
     @property
     def in_doubt(self) -> bool:
-        return any(p.phase == "in doubt" for p in self.participants)
+        return any(p.phase == BankStep.IN_DOUBT for p in self.participants)
 
 
 @dataclass(frozen=True)
-class OutboxEntry:
+class QueuedPayment:
+    """A payment in the embedded client's offline queue, waiting to be sent again."""
+
     idempotency_key: str
     username: str
     payee: str            # "BankB/B-2001"
@@ -107,12 +124,14 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
-class PaymentView:
+class HistoryRow:
+    """One of the logged-in user's payments, sent or received."""
+
     payment_id: str
     direction: str        # "sent" | "received"
     counterparty: str     # "BankB/B-2001"
     amount_cents: int
-    status: str           # "SUCCEEDED" | "DECLINED" | "PENDING"
+    status: PaymentStatus
     reason: str
     created_at: float
 
@@ -121,4 +140,4 @@ class PaymentView:
 class ClientState:
     username: str | None            # None when logged out
     accounts: tuple[AccountRow, ...] = ()
-    history: tuple[PaymentView, ...] = ()
+    history: tuple[HistoryRow, ...] = ()

@@ -1,14 +1,13 @@
 """Fold the 2PC events of every process's log into one TxnRow per payment.
 
 Pure: no clock, no I/O. The live source feeds it every LogRecord and posts a
-TxnChanged for each row it returns. Events (LogRecord.event == "2pc", the phase
-and the rest in LogRecord.fields) come from the gateway (process "gateway") and
-from each bank (process = the bank's name); see backend/gateway/coordinator.py
-and backend/bank/service.py. Per payment the gateway says begin (prepares go to
-every participant), decision and acked (with the list of banks), and a vote only
-for a bank that gave none; each bank says its own vote and committed/aborted.
-Lines from different processes may arrive in any
-order, so a participant's phase only moves forward (see _RANK).
+TxnChanged for each row it returns. The fields of a 2PC record are read as a
+backend.common.events.TwoPc; they come from the gateway (process "gateway") and
+from each bank (process = the bank's name). Per payment the gateway says begin
+(prepares go to every participant), decision and acked (with the list of banks),
+and a vote only for a bank that gave none; each bank says its own vote and
+committed/aborted. Lines from different processes may arrive in any order, so a
+participant's step only moves forward (see _RANK).
 """
 
 from __future__ import annotations
@@ -16,32 +15,34 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
-from app.model import LogRecord, Participant, TxnRow
+from app.model import BankStep, LogRecord, Participant, TxnRow
+from backend.common.events import Event, Phase, TwoPc, Vote
+from backend.common.states import Decision
 
 GATEWAY = "gateway"
 DEFAULT_MAX_ROWS = 200
 
-PREPARE_SENT = "prepare sent"
-VOTED_YES = "voted yes"
-VOTED_NO = "voted no"
-NO_ANSWER = "no answer"
-IN_DOUBT = "in doubt"
-COMMITTED = "committed"
-ABORTED = "aborted"
-
 # A later line never moves a participant back: a bank's own vote beats the
 # gateway's "no answer" (the bank did prepare; its answer came too late), and a
 # bank that has committed or aborted is no longer in doubt.
-_RANK = {"": 0, PREPARE_SENT: 1, NO_ANSWER: 2, VOTED_YES: 3, VOTED_NO: 3, IN_DOUBT: 4, COMMITTED: 5, ABORTED: 5}
-_VOTE_PHASE = {"YES": VOTED_YES, "NO": VOTED_NO, "NONE": NO_ANSWER}
-_DONE_PHASE = {"COMMIT": COMMITTED, "ABORT": ABORTED}
+_RANK = {
+    BankStep.PREPARE_SENT: 1,
+    BankStep.NO_ANSWER: 2,
+    BankStep.VOTED_YES: 3,
+    BankStep.VOTED_NO: 3,
+    BankStep.IN_DOUBT: 4,
+    BankStep.COMMITTED: 5,
+    BankStep.ABORTED: 5,
+}
+_VOTE_STEP = {Vote.YES: BankStep.VOTED_YES, Vote.NO: BankStep.VOTED_NO, Vote.NONE: BankStep.NO_ANSWER}
+_DONE_STEP = {Decision.COMMIT: BankStep.COMMITTED, Decision.ABORT: BankStep.ABORTED}
 
 
 @dataclass
 class _Txn:
     row: TxnRow
     no_reasons: set[str] = field(default_factory=set)  # why banks voted NO: a decline, not an outage
-    acked: set[str] = field(default_factory=set)       # banks that acknowledged the decision
+    acked: set[str] = field(default_factory=set)  # banks that acknowledged the decision
 
 
 class Timeline:
@@ -62,102 +63,104 @@ class Timeline:
     def apply(self, record: LogRecord) -> TxnRow | None:
         """Fold one record in; return the row it changed, or None (not a 2PC event,
         an unknown transaction, or nothing new)."""
-        if record.event != "2pc":
+        event = TwoPc.read(record.fields) if record.event == Event.TWOPC else None
+        if event is None:
             return None
-        f = record.fields
-        txn_id, phase = f.get("txn"), f.get("phase")
-        if not txn_id or not phase:
-            return None
-        if phase == "begin" and record.process == GATEWAY:
-            return self._begin(record, txn_id)
-        txn = self._txns.get(txn_id)
+        if event.phase == Phase.BEGIN and record.process == GATEWAY:
+            return self._begin(event, record.time)
+        txn = self._txns.get(event.txn)
         if txn is None:
             return None  # began before we were watching, or long evicted
         before = txn.row
         if record.process == GATEWAY:
-            self._gateway_event(txn, phase, f)
+            _gateway_event(txn, event)
         else:
-            self._bank_event(txn, record.process, phase, f)
-        self._finish_latency(txn, record.time)
+            _bank_event(txn, record.process, event)
+        _finish_latency(txn, record.time)
         return txn.row if txn.row != before else None
 
-    # -------------------------------------------------------------- events --
-    def _begin(self, record: LogRecord, txn_id: str) -> TxnRow | None:
-        if txn_id in self._txns:
+    def _begin(self, event: TwoPc, at: float) -> TxnRow | None:
+        if event.txn in self._txns:
             return None
-        f = record.fields
-        banks = dict.fromkeys([f.get("from_bank", "?"), f.get("to_bank", "?")])  # payer first, no duplicate
+        from_bank, to_bank = event.from_bank or "?", event.to_bank or "?"
         row = TxnRow(
-            txn_id=txn_id,
-            payer=f"{f.get('from_bank', '?')}/{f.get('from_account', '?')}",
-            payee=f"{f.get('to_bank', '?')}/{f.get('to_account', '?')}",
-            amount_cents=int(f.get("amount_cents", 0)),
-            # The gateway sends every prepare right after "begin" (it logs no line per prepare).
-            participants=tuple(Participant(bank, PREPARE_SENT) for bank in banks),
-            started_at=record.time,
-            user=str(f.get("user", "")),
+            txn_id=event.txn,
+            payer=f"{from_bank}/{event.from_account or '?'}",
+            payee=f"{to_bank}/{event.to_account or '?'}",
+            amount_cents=int(event.amount_cents or 0),
+            # The gateway sends every prepare right after "begin" (it logs no line per prepare);
+            # payer first, no duplicate for a payment inside one bank.
+            participants=tuple(Participant(bank, BankStep.PREPARE_SENT) for bank in dict.fromkeys([from_bank, to_bank])),
+            started_at=at,
+            user=event.user or "",
         )
-        self._txns[txn_id] = _Txn(row)
+        self._txns[event.txn] = _Txn(row)
         while len(self._txns) > self.max_rows:
             self._txns.popitem(last=False)
         return row
 
-    def _gateway_event(self, txn: _Txn, phase: str, f: dict) -> None:
-        bank = f.get("bank", "")
-        if phase == "prepare_sent":
-            _advance(txn, bank, PREPARE_SENT)
-        elif phase == "vote":
-            _vote(txn, bank, f)
-        elif phase in ("decision", "resolved"):
-            _decide(txn, f.get("decision", ""), f.get("reason") or "")
-        elif phase == "acked":  # one line for every bank that acknowledged ("banks"), or one ("bank")
-            for acked in f.get("banks") or [bank]:
-                txn.acked.add(acked)
-                _advance(txn, acked, _DONE_PHASE.get(f.get("decision", ""), ""))
-        elif phase == "decision_unacked" and _phase_of(txn, bank) == VOTED_YES:
-            # It voted yes and has not heard the decision: it holds the money, in doubt.
-            _advance(txn, bank, IN_DOUBT)
 
-    def _bank_event(self, txn: _Txn, bank: str, phase: str, f: dict) -> None:
-        if phase == "vote":
-            _vote(txn, bank, f)
-        elif phase == "in_doubt":
-            _advance(txn, bank, IN_DOUBT)
-        elif phase in ("committed", "aborted"):
-            _advance(txn, bank, COMMITTED if phase == "committed" else ABORTED)
-
-    def _finish_latency(self, txn: _Txn, now: float) -> None:
-        row = txn.row
-        if row.latency_ms is None and row.decision and txn.acked >= {p.bank for p in row.participants}:
-            txn.row = replace(row, latency_ms=round((now - row.started_at) * 1000, 1))
+# ------------------------------------------------------------------ events --
+def _gateway_event(txn: _Txn, event: TwoPc) -> None:
+    bank = event.bank or ""
+    if event.phase == Phase.VOTE:
+        _vote(txn, bank, event)
+    elif event.phase in (Phase.DECISION, Phase.RESOLVED):
+        _decide(txn, event.decision, event.reason or "")
+    elif event.phase == Phase.ACKED:  # one line for every bank that acknowledged ("banks"), or one ("bank")
+        for acked in event.banks or [bank]:
+            txn.acked.add(acked)
+            if event.decision in _DONE_STEP:
+                _advance(txn, acked, _DONE_STEP[event.decision])
+    elif event.phase == Phase.DECISION_UNACKED and _step_of(txn, bank) == BankStep.VOTED_YES:
+        # It voted yes and has not heard the decision: it holds the money, in doubt.
+        _advance(txn, bank, BankStep.IN_DOUBT)
 
 
-def _phase_of(txn: _Txn, bank: str) -> str | None:
+def _bank_event(txn: _Txn, bank: str, event: TwoPc) -> None:
+    if event.phase == Phase.VOTE:
+        _vote(txn, bank, event)
+    elif event.phase == Phase.IN_DOUBT:
+        _advance(txn, bank, BankStep.IN_DOUBT)
+    elif event.phase == Phase.COMMITTED:
+        _advance(txn, bank, BankStep.COMMITTED)
+    elif event.phase == Phase.ABORTED:
+        _advance(txn, bank, BankStep.ABORTED)
+
+
+def _finish_latency(txn: _Txn, now: float) -> None:
+    row = txn.row
+    decided = row.decision != Decision.PREPARING
+    if row.latency_ms is None and decided and txn.acked >= {p.bank for p in row.participants}:
+        txn.row = replace(row, latency_ms=round((now - row.started_at) * 1000, 1))
+
+
+def _step_of(txn: _Txn, bank: str) -> BankStep | None:
     return next((p.phase for p in txn.row.participants if p.bank == bank), None)
 
 
-def _advance(txn: _Txn, bank: str, phase: str) -> None:
-    current = _phase_of(txn, bank)
-    if current is None or not phase or _RANK[phase] < _RANK[current]:
+def _advance(txn: _Txn, bank: str, step: BankStep) -> None:
+    current = _step_of(txn, bank)
+    if current is None or _RANK[step] < _RANK[current]:
         return
-    parts = tuple(Participant(p.bank, phase) if p.bank == bank else p for p in txn.row.participants)
+    parts = tuple(Participant(p.bank, step) if p.bank == bank else p for p in txn.row.participants)
     txn.row = replace(txn.row, participants=parts)
 
 
-def _vote(txn: _Txn, bank: str, f: dict) -> None:
-    phase = _VOTE_PHASE.get(f.get("vote", ""))
-    if phase is None:
+def _vote(txn: _Txn, bank: str, event: TwoPc) -> None:
+    if event.vote is None:
         return
-    if phase == VOTED_NO and f.get("reason"):
-        txn.no_reasons.add(f["reason"])
-    _advance(txn, bank, phase)
+    step = _VOTE_STEP[event.vote]
+    if step == BankStep.VOTED_NO and event.reason:
+        txn.no_reasons.add(event.reason)
+    _advance(txn, bank, step)
 
 
-def _decide(txn: _Txn, decision: str, reason: str) -> None:
-    if decision not in _DONE_PHASE or txn.row.decision:
+def _decide(txn: _Txn, decision: Decision | None, reason: str) -> None:
+    if decision not in _DONE_STEP or txn.row.decision != Decision.PREPARING:
         return  # a decision is written once and never changes
     if reason and any(r in reason for r in txn.no_reasons):
         reason = f"declined: {reason}"
-    elif not reason and decision == "ABORT":
+    elif not reason and decision == Decision.ABORT:
         reason = "presumed abort" if not txn.no_reasons else "declined: " + "; ".join(sorted(txn.no_reasons))
     txn.row = replace(txn.row, decision=decision, reason=reason)

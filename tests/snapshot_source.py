@@ -16,12 +16,14 @@ from textual.message import Message
 
 from app import messages as msg
 from app.model import (
-    AccountRow, Balances, BankBalances, ClientState, LogRecord, OutboxEntry, PaymentView, ProcessInfo,
+    AccountRow, Balances, BankBalances, ClientState, HistoryRow, LogRecord, ProcessInfo, QueuedPayment,
 )
 from app.source import ClientError, ControlSource
 from app.timeline import Timeline
+from backend.common.events import Event, Phase, Vote
 from backend.common.limits import InvalidInput
 from backend.common.money import format_cents, parse_cents
+from backend.common.states import Decision, PaymentStatus, ProcessState
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 SCENARIOS = ("idle", "mid_2pc", "bank_offline", "gateway_offline", "money_lost")
@@ -34,6 +36,9 @@ ACCOUNTS = {  # after the payments of `_history`
     "BankC": [("C-3001", "carol", 60_000), ("C-3002", "alice", 27_500)],
 }
 PORTS = {"gateway": 50050, "BankA": 50051, "BankB": 50052, "BankC": 50053}
+# What the operator did, as a line in the Logs tab. No process emits it (the supervisor logs
+# nothing when it kills a child); it stays so the snapshots show an error line.
+KILLED_EVENT = "stopped"
 
 
 def fixed_clock() -> float:
@@ -46,48 +51,46 @@ def _log(t: float, process: str, event: str, level: str = "info", **fields) -> L
     return LogRecord(time=NOW + t, process=process, level=level, event=event, fields=fields)
 
 
-def _2pc(t: float, process: str, phase: str, level: str = "info", **fields) -> LogRecord:
-    return _log(t, process, "2pc", level, phase=phase, **fields)
+def _2pc(t: float, process: str, phase: Phase, level: str = "info", **fields) -> LogRecord:
+    return _log(t, process, Event.TWOPC, level, phase=phase, **fields)
 
 
 def _payment(t: float, txn: str, user: str, payer: str, payee: str, cents: int, *, stop_after: str = "",
-             vote_b: str = "YES", no_reason: str = "", b_down_after_vote: bool = False) -> list[LogRecord]:
+             vote_b: Vote = Vote.YES, no_reason: str = "", b_down_after_vote: bool = False) -> list[LogRecord]:
     """The log lines of one payment: the payer bank votes yes unless `no_reason`; the
     payee bank votes `vote_b`; `stop_after` cuts the story short (mid-2PC)."""
     (bank_a, acct_a), (bank_b, acct_b) = payer.split("/"), payee.split("/")
     lines = [
-        _2pc(t, "gateway", "begin", txn=txn, user=user, amount_cents=cents, from_bank=bank_a,
+        _2pc(t, "gateway", Phase.BEGIN, txn=txn, user=user, amount_cents=cents, from_bank=bank_a,
              from_account=acct_a, to_bank=bank_b, to_account=acct_b),
-        _2pc(t + 0.001, "gateway", "prepare_sent", txn=txn, bank=bank_a),
-        _2pc(t + 0.001, "gateway", "prepare_sent", txn=txn, bank=bank_b),
-        _2pc(t + 0.004, bank_a, "vote", txn=txn, vote="NO" if no_reason else "YES", reason=no_reason or None),
+        _2pc(t + 0.004, bank_a, Phase.VOTE, txn=txn, vote=Vote.NO if no_reason else Vote.YES, reason=no_reason or None),
     ]
     if stop_after == "payer_vote":
         return lines
-    if vote_b == "NONE":
-        lines.append(_2pc(t + 0.006, "gateway", "vote", "warning", txn=txn, bank=bank_b, vote="NONE",
+    if vote_b == Vote.NONE:
+        lines.append(_2pc(t + 0.006, "gateway", Phase.VOTE, "warning", txn=txn, bank=bank_b, vote=Vote.NONE,
                           code="UNAVAILABLE", reason=f"{bank_b} offline"))
-        decision, reason = "ABORT", f"{bank_b} offline"
+        decision, reason = Decision.ABORT, f"{bank_b} offline"
     else:
-        lines.append(_2pc(t + 0.005, bank_b, "vote", txn=txn, vote="YES"))
-        decision, reason = ("ABORT", no_reason) if no_reason else ("COMMIT", "")
-    lines.append(_2pc(t + 0.007, "gateway", "decision", txn=txn, decision=decision, reason=reason or None))
-    lines.append(_2pc(t + 0.011, "gateway", "acked", txn=txn, bank=bank_a, decision=decision))
-    if vote_b == "NONE" or b_down_after_vote:
-        lines.append(_2pc(t + 0.012, "gateway", "decision_unacked", "warning", txn=txn, bank=bank_b,
+        lines.append(_2pc(t + 0.005, bank_b, Phase.VOTE, txn=txn, vote=Vote.YES))
+        decision, reason = (Decision.ABORT, no_reason) if no_reason else (Decision.COMMIT, "")
+    lines.append(_2pc(t + 0.007, "gateway", Phase.DECISION, txn=txn, decision=decision, reason=reason or None))
+    lines.append(_2pc(t + 0.011, "gateway", Phase.ACKED, txn=txn, bank=bank_a, decision=decision))
+    if vote_b == Vote.NONE or b_down_after_vote:
+        lines.append(_2pc(t + 0.012, "gateway", Phase.DECISION_UNACKED, "warning", txn=txn, bank=bank_b,
                           decision=decision, code="UNAVAILABLE"))
     else:
-        lines.append(_2pc(t + 0.013, "gateway", "acked", txn=txn, bank=bank_b, decision=decision))
-    code = {"COMMIT": "OK", "ABORT": "OK" if no_reason else "UNAVAILABLE"}[decision]
-    lines.append(_log(t + 0.014, "gateway", "rpc", "info" if code == "OK" else "warning",
+        lines.append(_2pc(t + 0.013, "gateway", Phase.ACKED, txn=txn, bank=bank_b, decision=decision))
+    code = "OK" if decision == Decision.COMMIT or no_reason else "UNAVAILABLE"
+    lines.append(_log(t + 0.014, "gateway", Event.RPC, "info" if code == "OK" else "warning",
                       method="/strife.Gateway/Pay", user=user, code=code, ms=14.2, txn=txn))
     return lines
 
 
 def _startup() -> list[LogRecord]:
-    lines = [_log(-754 + i * 0.2, name, "serving", address=f"127.0.0.1:{port}")
+    lines = [_log(-754 + i * 0.2, name, Event.SERVING, address=f"127.0.0.1:{port}")
              for i, (name, port) in enumerate(PORTS.items())]
-    lines.append(_log(-700, "gateway", "rpc", method="/strife.Gateway/Login", user="alice", code="OK", ms=3.1))
+    lines.append(_log(-700, "gateway", Event.RPC, method="/strife.Gateway/Login", user="alice", code="OK", ms=3.1))
     return lines
 
 
@@ -102,9 +105,9 @@ def _history() -> list[LogRecord]:
 
 def _processes(down: str = "") -> tuple[ProcessInfo, ...]:
     return tuple(
-        ProcessInfo(name, "gateway" if name == "gateway" else "bank", "offline", port, restarts=0)
+        ProcessInfo(name, "gateway" if name == "gateway" else "bank", ProcessState.OFFLINE, port, restarts=0)
         if name == down else
-        ProcessInfo(name, "gateway" if name == "gateway" else "bank", "serving", port, pid=4101 + i,
+        ProcessInfo(name, "gateway" if name == "gateway" else "bank", ProcessState.SERVING, port, pid=4101 + i,
                     started_at=NOW - 754, health="SERVING", restarts=1 if name == "BankC" else 0)
         for i, (name, port) in enumerate(PORTS.items())
     )
@@ -129,14 +132,14 @@ def _rates(tail: tuple[int, ...] = ()) -> tuple[int, ...]:
     return (base + tail)[-30:]
 
 
-def _alice(history: tuple[PaymentView, ...] = ()) -> ClientState:
+def _alice(history: tuple[HistoryRow, ...] = ()) -> ClientState:
     return ClientState("alice", (AccountRow("BankA", "A-1001", "alice", 98_750, 98_750),
                                  AccountRow("BankC", "C-3002", "alice", 27_500, 27_500)), history)
 
 
 ALICE_HISTORY = (
-    PaymentView("3f2a91c07d", "sent", "BankB/B-2001", 1_250, "SUCCEEDED", "", NOW - 600),
-    PaymentView("c70d55e1f2", "received", "BankB/B-2001", 7_500, "SUCCEEDED", "", NOW - 300),
+    HistoryRow("3f2a91c07d", "sent", "BankB/B-2001", 1_250, PaymentStatus.SUCCEEDED, "", NOW - 600),
+    HistoryRow("c70d55e1f2", "received", "BankB/B-2001", 7_500, PaymentStatus.SUCCEEDED, "", NOW - 300),
 )
 
 
@@ -172,21 +175,21 @@ class SnapshotSource(ControlSource):
             return records, _processes(), _balances(held={"A-1001": 25_000}), (), _rates((7, 9))
         if self.scenario == "bank_offline":
             records += _payment(-40, "d2c4a8e610", "dave", "BankA/A-1002", "BankB/B-2001", 500, b_down_after_vote=True)
-            records.append(_log(-39, "BankB", "stopped", "error", msg="killed by the control room (SIGKILL)"))
-            records += _payment(-5, "7aa3f9015c", "alice", "BankA/A-1001", "BankB/B-2002", 3_000, vote_b="NONE")
+            records.append(_log(-39, "BankB", KILLED_EVENT, "error", msg="killed by the control room (SIGKILL)"))
+            records += _payment(-5, "7aa3f9015c", "alice", "BankA/A-1001", "BankB/B-2002", 3_000, vote_b=Vote.NONE)
             return (records, _processes(down="BankB"), _balances(unreachable="BankB", moved={"A-1002": -500}), (),
                     _rates((6, 2, 0, 0)))
         if self.scenario == "gateway_offline":
             self._client = _alice(ALICE_HISTORY)
             outbox = (
-                OutboxEntry("0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", "alice", "BankB/B-2001", 1_000, 3, NOW + 4,
+                QueuedPayment("0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", "alice", "BankB/B-2001", 1_000, 3, NOW + 4,
                             "UNAVAILABLE: gateway offline", NOW - 50),
-                OutboxEntry("5e6f7081-92a3-4b4c-9d5e-6f708192a3b4", "alice", "BankC/C-3001", 4_200, 1, NOW + 1,
+                QueuedPayment("5e6f7081-92a3-4b4c-9d5e-6f708192a3b4", "alice", "BankC/C-3001", 4_200, 1, NOW + 1,
                             "UNAVAILABLE: gateway offline", NOW - 12),
-                OutboxEntry("a1b2c3d4-e5f6-4071-8293-a4b5c6d7e8f9", "alice", "BankB/B-2002", 725, 5, NOW + 16,
+                QueuedPayment("a1b2c3d4-e5f6-4071-8293-a4b5c6d7e8f9", "alice", "BankB/B-2002", 725, 5, NOW + 16,
                             "DEADLINE_EXCEEDED: no answer in 2s", NOW - 90),
             )
-            records.append(_log(-95, "gateway", "stopped", "error", msg="killed by the control room (SIGKILL)"))
+            records.append(_log(-95, "gateway", KILLED_EVENT, "error", msg="killed by the control room (SIGKILL)"))
             return records, _processes(down="gateway"), _balances(), outbox, _rates((3, 0, 0, 0, 0, 0))
         if self.scenario == "money_lost":  # what the conservation line is there to catch
             return records, _processes(), _balances(moved={"A-1001": -100}), (), _rates()
@@ -203,17 +206,17 @@ class SnapshotSource(ControlSource):
         self._post(msg.ProcessesChanged(self._processes))
 
     async def kill(self, name: str) -> None:
-        self._set_state(name, state="offline", pid=None, started_at=None, health="UNKNOWN")
+        self._set_state(name, state=ProcessState.OFFLINE, pid=None, started_at=None, health="UNKNOWN")
 
     async def freeze(self, name: str) -> None:
-        self._set_state(name, state="frozen", health="UNKNOWN")
+        self._set_state(name, state=ProcessState.FROZEN, health="UNKNOWN")
 
     async def thaw(self, name: str) -> None:
-        self._set_state(name, state="serving", health="SERVING")
+        self._set_state(name, state=ProcessState.SERVING, health="SERVING")
 
     async def restart(self, name: str) -> None:
         restarts = next(p.restarts for p in self._processes if p.name == name)
-        self._set_state(name, state="serving", pid=5000 + restarts, started_at=NOW, health="SERVING",
+        self._set_state(name, state=ProcessState.SERVING, pid=5000 + restarts, started_at=NOW, health="SERVING",
                         restarts=restarts + 1)
 
     # -- the embedded client ---------------------------------------------

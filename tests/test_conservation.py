@@ -2,8 +2,9 @@
 payments still reaching their banks."""
 
 from app.live_source import committing
-from app.model import Balances, BankBalances, Participant, TxnRow
+from app.model import Balances, BankBalances, BankStep, Participant, TxnRow
 from backend.common import fixtures
+from backend.common.states import Decision
 from tests.stack import pay_request
 
 
@@ -15,11 +16,11 @@ def row(decision, *phases, started_at=100.0):
 
 def test_committing_counts_recent_commits_some_bank_has_not_applied():
     rows = [
-        row("COMMIT", "committed", "voted yes"),          # reaching BankB
-        row("COMMIT", "committed", "committed"),          # done
-        row("ABORT", "aborted", "no answer"),             # moves no money
-        row("", "voted yes", "voted yes"),                # undecided: moves no money yet
-        row("COMMIT", "voted yes", "in doubt", started_at=0.0),  # stuck long ago: a problem, not in flight
+        row(Decision.COMMIT, BankStep.COMMITTED, BankStep.VOTED_YES),  # reaching BankB
+        row(Decision.COMMIT, BankStep.COMMITTED, BankStep.COMMITTED),  # done
+        row(Decision.ABORT, BankStep.ABORTED, BankStep.NO_ANSWER),  # moves no money
+        row(Decision.PREPARING, BankStep.VOTED_YES, BankStep.VOTED_YES),  # undecided: moves no money yet
+        row(Decision.COMMIT, BankStep.VOTED_YES, BankStep.IN_DOUBT, started_at=0.0),  # stuck long ago: not in flight
     ]
     assert committing(rows, now=101.0) == 1
 

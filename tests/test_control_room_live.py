@@ -7,10 +7,12 @@ from textual.widgets import DataTable, Input, Select
 
 from app.app import StrifeApp
 from app.live_source import LiveSource
+from app.model import BankStep
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
 from app.widgets.outbox_panel import OutboxPanel
 from app.widgets.process_panel import ProcessPanel
+from backend.common.states import Decision, PaymentStatus, ProcessState
 from tests.stack import quick_config
 
 SIZE = (120, 40)
@@ -31,7 +33,7 @@ async def until(pilot, condition, timeout_s: float = 20.0, what: str = "conditio
     raise AssertionError(f"{what} not met within {timeout_s} s")
 
 
-def states(app) -> dict[str, str]:
+def states(app) -> dict[str, ProcessState]:
     return {p.name: p.state for p in app.query_one(ProcessPanel).processes}
 
 
@@ -49,7 +51,7 @@ def txn_rows(source: LiveSource):
 
 
 async def started(pilot):
-    await until(pilot, lambda: set(states(pilot.app).values()) == {"serving"}, 30, "every process serving")
+    await until(pilot, lambda: set(states(pilot.app).values()) == {ProcessState.SERVING}, 30, "every process serving")
     await until(pilot, lambda: balance(pilot.app, "BankB", "B-2001") is not None, 10, "balances shown")
 
 
@@ -91,12 +93,12 @@ async def restart_and_drain(pilot, name: str):
     """Restart `name` with `r`; wait until it serves and the offline queue is empty."""
     app = pilot.app
     await act_on(pilot, name, "r")
-    await until(pilot, lambda: states(app)[name] == "serving", 20, f"{name} serving again")
+    await until(pilot, lambda: states(app)[name] == ProcessState.SERVING, 20, f"{name} serving again")
     await until(pilot, lambda: not app.query_one(OutboxPanel).entries, 30, "the queue drained")
 
 
 async def committed_rows(pilot, source: LiveSource, count: int):
-    await until(pilot, lambda: [r.decision for r in txn_rows(source)].count("COMMIT") == count, 10,
+    await until(pilot, lambda: [r.decision for r in txn_rows(source)].count(Decision.COMMIT) == count, 10,
                 f"{count} committed row(s) in the 2PC panel")
 
 
@@ -110,12 +112,12 @@ async def test_log_in_and_pay_from_the_client_pane(live_source):
         await until(pilot, lambda: balance(app, "BankB", "B-2001") == 75000 - 1250
                     and balance(app, "BankC", "C-3001") == 60000 + 1250, 10, "both balances moved")
         rows = txn_rows(live_source)
-        assert len(rows) == 1 and rows[0].decision == "COMMIT"
-        await until(pilot, lambda: {p.phase for p in txn_rows(live_source)[0].participants} == {"committed"},
+        assert len(rows) == 1 and rows[0].decision == Decision.COMMIT
+        await until(pilot, lambda: {p.phase for p in txn_rows(live_source)[0].participants} == {BankStep.COMMITTED},
                     10, "both banks committed in the 2PC row")
         assert app.query_one(BalancesPanel).balances.conserved
         history = app.query_one(ClientSummary).state.history
-        assert [(p.direction, p.amount_cents, p.status) for p in history] == [("sent", 1250, "SUCCEEDED")]
+        assert [(p.direction, p.amount_cents, p.status) for p in history] == [("sent", 1250, PaymentStatus.SUCCEEDED)]
 
 
 async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
@@ -124,14 +126,14 @@ async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
         await started(pilot)
         bankc_pid = live_source.sup.procs["BankC"].pid
         await act_on(pilot, "BankC", "k")
-        await until(pilot, lambda: states(app)["BankC"] == "offline", 10, "BankC offline")
+        await until(pilot, lambda: states(app)["BankC"] == ProcessState.OFFLINE, 10, "BankC offline")
         assert not os.path.exists(f"/proc/{bankc_pid}") or _zombie(bankc_pid)
 
         await log_in(pilot, "bob", "bob-demo-pw")
         outcome = await pay(pilot, "BankC", "C-3001", "5.00")
         assert outcome.startswith("queued 5.00 to BankC/C-3001")
-        await until(pilot, lambda: any(r.decision == "ABORT" for r in txn_rows(live_source)), 10, "an aborted row")
-        aborted = [r for r in txn_rows(live_source) if r.decision == "ABORT"][0]
+        await until(pilot, lambda: any(r.decision == Decision.ABORT for r in txn_rows(live_source)), 10, "an aborted row")
+        aborted = [r for r in txn_rows(live_source) if r.decision == Decision.ABORT][0]
         assert "BankC offline" in aborted.reason
         assert balance(app, "BankB", "B-2001") == 75000  # nothing moved, nothing held
         assert len(app.query_one(OutboxPanel).entries) == 1
@@ -148,7 +150,7 @@ async def test_gateway_offline_queues_payments_and_delivers_each_once(live_sourc
         await started(pilot)
         await log_in(pilot, "bob", "bob-demo-pw")
         await act_on(pilot, "gateway", "k")
-        await until(pilot, lambda: states(app)["gateway"] == "offline", 10, "gateway offline")
+        await until(pilot, lambda: states(app)["gateway"] == ProcessState.OFFLINE, 10, "gateway offline")
         await pilot.press("c")
         for amount in ("1.00", "2.00"):
             outcome = await pay(pilot, "BankA", "A-1001", amount)

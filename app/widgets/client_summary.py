@@ -10,9 +10,10 @@ from textual.widgets import DataTable, Static
 
 from app.format import relative
 from app.model import ClientState
+from backend.common.states import PaymentStatus
 from backend.common.money import format_cents
 
-STATUS_STYLE = {"SUCCEEDED": "green", "DECLINED": "red", "PENDING": "yellow"}
+STATUS_STYLE = {PaymentStatus.SUCCEEDED: "green", PaymentStatus.DECLINED: "red", PaymentStatus.PENDING: "yellow"}
 
 
 class ClientSummary(Vertical):

@@ -66,7 +66,7 @@ class LogView(Vertical):
         level = self.query_one("#log-level", Select).value
         if process != _ALL and record.process != process:
             return False
-        return level == _ALL or LEVELS.get(record.level, 20) >= LEVELS[level]
+        return level == _ALL or LEVELS.get(record.level, 20) >= LEVELS[str(level)]
 
 
 def format_record(r: LogRecord) -> Text:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -15,19 +18,17 @@ class LoginForm(Vertical):
     banks: reactive[tuple[str, ...]] = reactive(tuple, init=False)
     error: reactive[str] = reactive("", init=False)
 
+    @dataclass
     class LoginRequested(Message):
-        def __init__(self, username: str, password: str) -> None:
-            super().__init__()
-            self.username = username
-            self.password = password
+        username: str
+        password: str
 
+    @dataclass
     class RegisterRequested(Message):
-        def __init__(self, username: str, password: str, bank: str, account_id: str) -> None:
-            super().__init__()
-            self.username = username
-            self.password = password
-            self.bank = bank
-            self.account_id = account_id
+        username: str
+        password: str
+        bank: str
+        account_id: str
 
     class LogoutRequested(Message):
         pass
@@ -80,29 +81,24 @@ class LoginForm(Vertical):
         line.update(error)
         line.display = bool(error)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted, "#login-username, #login-password")
+    @on(Button.Pressed, "#login-submit")
+    def _login(self, event: Input.Submitted | Button.Pressed) -> None:
         event.stop()
-        if event.input.id in ("login-username", "login-password"):
-            self._login()
-        elif event.input.id == "register-account":
-            self._register()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "login-submit":
-            self._login()
-        elif event.button.id == "register-submit":
-            self._register()
-        elif event.button.id == "logout":
-            self.post_message(self.LogoutRequested())
-
-    def _credentials(self) -> tuple[str, str]:
-        return self.query_one("#login-username", Input).value.strip(), self.query_one("#login-password", Input).value
-
-    def _login(self) -> None:
         self.post_message(self.LoginRequested(*self._credentials()))
 
-    def _register(self) -> None:
+    @on(Input.Submitted, "#register-account")
+    @on(Button.Pressed, "#register-submit")
+    def _register(self, event: Input.Submitted | Button.Pressed) -> None:
+        event.stop()
         bank = self.query_one("#register-bank", Select).value
         account = self.query_one("#register-account", Input).value.strip()
         self.post_message(self.RegisterRequested(*self._credentials(), "" if bank is Select.BLANK else str(bank), account))
+
+    @on(Button.Pressed, "#logout")
+    def _logout(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.post_message(self.LogoutRequested())
+
+    def _credentials(self) -> tuple[str, str]:
+        return self.query_one("#login-username", Input).value.strip(), self.query_one("#login-password", Input).value

@@ -11,14 +11,14 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from app.format import relative, short_id
-from app.model import OutboxEntry
+from app.model import QueuedPayment
 from backend.common.money import format_cents
 
 
 class OutboxPanel(Vertical):
     BINDINGS = [Binding("s", "sync", "Retry queue now")]
 
-    entries: reactive[tuple[OutboxEntry, ...]] = reactive(tuple, init=False)
+    entries: reactive[tuple[QueuedPayment, ...]] = reactive(tuple, init=False)
     now: reactive[float] = reactive(0.0, init=False)
 
     class SyncRequested(Message):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -31,15 +34,13 @@ class PayForm(Vertical):
     outcome: reactive[str] = reactive("", init=False)
     busy: reactive[bool] = reactive(False, init=False)
 
+    @dataclass
     class PayRequested(Message):
-        def __init__(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None,
-                     from_account: str | None) -> None:
-            super().__init__()
-            self.to_bank = to_bank
-            self.to_account = to_account
-            self.amount_text = amount_text
-            self.from_bank = from_bank
-            self.from_account = from_account
+        to_bank: str
+        to_account: str
+        amount_text: str
+        from_bank: str | None
+        from_account: str | None
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -101,15 +102,10 @@ class PayForm(Vertical):
         line.update(text)
         line.display = bool(text)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#pay-submit")
+    def _pay(self, event: Input.Submitted | Button.Pressed) -> None:
         event.stop()
-        self._pay()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        self._pay()
-
-    def _pay(self) -> None:
         if self.busy:
             return
         source = self.query_one("#pay-from", Select).value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,15 +14,17 @@ from textual.widgets import DataTable, Static
 
 from app.format import duration
 from app.model import ProcessInfo
+from backend.common.states import ProcessState
 
 STATE_STYLE = {
-    "serving": "bold green",
-    "starting": "yellow",
-    "frozen": "bold cyan",
-    "offline": "bold red",
-    "crashed": "bold white on red",
-    "stopped": "dim",
+    ProcessState.SERVING: "bold green",
+    ProcessState.STARTING: "yellow",
+    ProcessState.FROZEN: "bold cyan",
+    ProcessState.OFFLINE: "bold red",
+    ProcessState.CRASHED: "bold white on red",
+    ProcessState.STOPPED: "dim",
 }
+RUNNING = (ProcessState.STARTING, ProcessState.SERVING, ProcessState.FROZEN)
 COLUMNS = ("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
 HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "UNKNOWN": "dim"}
 LEGEND = (
@@ -43,13 +47,12 @@ class ProcessPanel(Vertical):
     processes: reactive[tuple[ProcessInfo, ...]] = reactive(tuple, init=False)
     now: reactive[float] = reactive(0.0, init=False)
 
+    @dataclass
     class ActionRequested(Message):
         """The user asked to kill/freeze/thaw/restart `process`."""
 
-        def __init__(self, action: str, process: str) -> None:
-            super().__init__()
-            self.action = action
-            self.process = process
+        action: str
+        process: str
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -87,11 +90,11 @@ class ProcessPanel(Vertical):
 
     def action_freeze_or_thaw(self) -> None:
         if (p := self._selected()) is not None:
-            self.post_message(self.ActionRequested("thaw" if p.state == "frozen" else "freeze", p.name))
+            self.post_message(self.ActionRequested("thaw" if p.state == ProcessState.FROZEN else "freeze", p.name))
 
 
 def _cells(p: ProcessInfo, now: float) -> tuple:
-    running = p.started_at is not None and p.state in ("starting", "serving", "frozen")
+    uptime = "-" if p.started_at is None or p.state not in RUNNING else duration(now - p.started_at)
     if p.pid is not None:
         pid = Text(str(p.pid))
     elif p.exit_code is not None:
@@ -103,7 +106,7 @@ def _cells(p: ProcessInfo, now: float) -> tuple:
         Text(p.state, style=STATE_STYLE.get(p.state, "")),
         pid,
         str(p.port),
-        duration(now - p.started_at) if running else "-",
+        uptime,
         Text(str(p.restarts), justify="right"),
         Text(p.health.lower().replace("_", " "), style=HEALTH_STYLE.get(p.health, "")),
     )

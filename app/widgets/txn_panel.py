@@ -11,7 +11,8 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from app.format import short_id
-from app.model import TxnRow
+from app.model import BankStep, TxnRow
+from backend.common.states import Decision
 from backend.common.money import format_cents
 
 MAX_ROWS = 200
@@ -19,16 +20,16 @@ COMPACT_BELOW_COLUMNS = 110  # narrower than this, a phase is shown by its mark 
 SUBTITLE = "beside each account, its bank's phase: prepare → vote → commit/abort"
 COMPACT_SUBTITLE = "phases: … prepare sent  ✓ yes/committed  ✗ no/aborted  ? in doubt"
 
+SAME_BANK = "same bank"  # the payee side of a payment inside one bank: no second participant
 PHASE_STYLE = {
-    "": ("·", "waiting", "dim"),
-    "prepare sent": ("…", "prepare sent", "yellow"),
-    "same bank": ("", "(same bank)", "dim"),
-    "voted yes": ("✓", "voted yes", "cyan"),
-    "voted no": ("✗", "voted no", "red"),
-    "no answer": ("✗", "no answer", "bold red"),
-    "in doubt": ("?", "IN DOUBT", "bold black on yellow"),
-    "committed": ("✓", "committed", "green"),
-    "aborted": ("✗", "aborted", "red"),
+    BankStep.PREPARE_SENT: ("…", "prepare sent", "yellow"),
+    SAME_BANK: ("", "(same bank)", "dim"),
+    BankStep.VOTED_YES: ("✓", "voted yes", "cyan"),
+    BankStep.VOTED_NO: ("✗", "voted no", "red"),
+    BankStep.NO_ANSWER: ("✗", "no answer", "bold red"),
+    BankStep.IN_DOUBT: ("?", "IN DOUBT", "bold black on yellow"),
+    BankStep.COMMITTED: ("✓", "committed", "green"),
+    BankStep.ABORTED: ("✗", "aborted", "red"),
 }
 
 
@@ -101,7 +102,7 @@ def _cells(row: TxnRow, compact: bool) -> tuple:
     return (
         Text(short_id(row.txn_id), style=style or "dim"),
         _side(row.payer, payer.phase, style, compact),
-        _side(row.payee, rest[0].phase if rest else "same bank", style, compact),
+        _side(row.payee, rest[0].phase if rest else SAME_BANK, style, compact),
         Text(format_cents(row.amount_cents), style=style, justify="right"),
         Text("…" if row.latency_ms is None else f"{row.latency_ms:.0f}", justify="right", style="dim"),
         _outcome(row),
@@ -118,10 +119,11 @@ def _side(account: str, phase: str, style: str, compact: bool) -> Text:
 
 def _outcome(row: TxnRow) -> Text:
     if row.in_doubt:
-        detail = f" {row.decision} not acknowledged yet" if row.decision else " asking the gateway"
+        decided = row.decision != Decision.PREPARING
+        detail = f" {row.decision} not acknowledged yet" if decided else " asking the gateway"
         return Text.assemble(("⚠ IN DOUBT", "bold black on yellow"), (detail, "bold yellow"))
-    if not row.decision:
+    if row.decision == Decision.PREPARING:
         return Text("voting…", style="yellow")
-    if row.decision == "COMMIT":
-        return Text("COMMIT", style="bold green")
-    return Text.assemble(("ABORT", "bold red"), (f" {row.reason}" if row.reason else "", "red"))
+    if row.decision == Decision.COMMIT:
+        return Text(Decision.COMMIT.value, style="bold green")
+    return Text.assemble((Decision.ABORT.value, "bold red"), (f" {row.reason}" if row.reason else "", "red"))
