@@ -13,6 +13,8 @@ import grpc
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import certs, fixtures, jsonlog, tls
+from backend.common.events import Event, Phase
+from backend.common.states import LedgerState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 from backend.testbed import stack_config
 
@@ -91,42 +93,42 @@ class Stack:
         e.g. to bring it back without the fault point that made it exit."""
         self.sup.procs[name].spec.env = dict(env)
 
-    async def txn_states(self, *banks: str) -> dict[str, dict[str, str]]:
-        """{txn_id: {bank: state name}} over every bank's ledger (or those named)."""
-        states: dict[str, dict[str, str]] = {}
+    async def txn_states(self, *banks: str) -> dict[str, dict[str, LedgerState]]:
+        """{txn_id: {bank: state}} over every bank's ledger (or those named)."""
+        states: dict[str, dict[str, LedgerState]] = {}
         for bank in banks or self.cfg.bank_ports:
             for t in await self.transactions(bank):
-                states.setdefault(t.txn_id, {})[bank] = pb.TxnState.Name(t.state)
+                states.setdefault(t.txn_id, {})[bank] = LedgerState(pb.TxnState.Name(t.state))
         return states
 
     def begun(self) -> dict[str, dict]:
         """The gateway's `2pc begin` records by transaction id (banks, accounts, amount)."""
         return {
             r["txn"]: r for r in self.log_lines("gateway")
-            if r.get("event") == "2pc" and r.get("phase") == "begin"
+            if r.get("event") == Event.TWOPC and r.get("phase") == Phase.BEGIN
         }
 
     async def settled(self) -> bool:
         """True once no bank holds money or has a transaction in PREPARED."""
         ledgers = await self.ledgers()
-        if any(l.held_cents for l in ledgers.values()):
+        if any(ledger.held_cents for ledger in ledgers.values()):
             return False
-        return all("PREPARED" not in s.values() for s in (await self.txn_states()).values())
+        return all(LedgerState.PREPARED not in s.values() for s in (await self.txn_states()).values())
 
-    async def assert_atomic(self) -> dict[str, dict[str, str]]:
+    async def assert_atomic(self) -> dict[str, dict[str, LedgerState]]:
         """Every transaction the gateway began is COMMITTED at both of its banks or at
         neither; nothing is PREPARED and nothing is held. Returns txn_states()."""
         states = await self.txn_states()
         for txn, rec in self.begun().items():
             banks = {rec["from_bank"], rec["to_bank"]}
             seen = {b: states.get(txn, {}).get(b, "ABSENT") for b in banks}
-            committed = {b for b, s in seen.items() if s == "COMMITTED"}
+            committed = {b for b, s in seen.items() if s == LedgerState.COMMITTED}
             assert committed in (set(), banks), f"txn {txn} split across banks: {seen}"
-            assert "PREPARED" not in seen.values(), f"txn {txn} still in doubt: {seen}"
+            assert LedgerState.PREPARED not in seen.values(), f"txn {txn} still in doubt: {seen}"
         for txn, per_bank in states.items():
-            assert "PREPARED" not in per_bank.values(), f"txn {txn} still in doubt: {per_bank}"
+            assert LedgerState.PREPARED not in per_bank.values(), f"txn {txn} still in doubt: {per_bank}"
         ledgers = await self.ledgers()
-        assert {b: l.held_cents for b, l in ledgers.items()} == {b: 0 for b in ledgers}
+        assert {b: ledger.held_cents for b, ledger in ledgers.items()} == {b: 0 for b in ledgers}
         return states
 
     async def balances(self) -> dict[tuple[str, str], int]:

@@ -8,8 +8,9 @@ import sys
 
 from app.bench.main import _split
 from app.bench.report import latency_summary, percentile
-from backend.testbed import write_fixtures
 from backend.common import fixtures
+from backend.common.states import Decision
+from backend.testbed import write_fixtures
 
 
 def test_percentiles_are_nearest_rank():
@@ -84,7 +85,7 @@ def test_recovery_scenario_aborts_every_preparing_transaction(tmp_path):
     doc = _bench_json(tmp_path, "--scenario", "recovery", "--recovery-txns", "2000", "--recovery-preparing", "50",
                       "--banks", "2")
     assert doc["scenario"] == "recovery" and doc["ok"] is True
-    assert doc["states_after"] == {"ABORT": 50, "COMMIT": 1950}
+    assert doc["states_after"] == {Decision.ABORT: 50, Decision.COMMIT: 1950}
     assert doc["unacked_after"] == 0 and doc["held_after_cents"] == 0 and doc["start_to_serving_s"] > 0
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from app.chaos import check as chaos_check, nemesis as chaos_nemesis
+from app.chaos import check as chaos_check
+from app.chaos import nemesis as chaos_nemesis
 from backend.bank import ledger
 from backend.client.outbox import Outbox
 from backend.common.db import connect
+from backend.common.states import Decision, Outcome, PaymentStatus
 from backend.gateway import store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,15 +106,15 @@ class World:
         yes_a = ledger.prepare(self.banks[self.A], txn, [(f"{self.A}-acc", -amount)]).yes
         yes_b = ledger.prepare(self.banks[self.B], txn, [(f"{self.B}-acc", amount)]).yes
         if yes_a and yes_b:
-            store.decide(self.gw, txn, "COMMIT", "SUCCEEDED", "")
+            store.decide(self.gw, txn, Decision.COMMIT, Outcome.SUCCEEDED, "")
             for conn in self.banks.values():
                 ledger.commit(conn, txn)
-            status = "SUCCEEDED"
+            status = PaymentStatus.SUCCEEDED
         else:
-            store.decide(self.gw, txn, "ABORT", "DECLINED", "insufficient funds")
+            store.decide(self.gw, txn, Decision.ABORT, Outcome.DECLINED, "insufficient funds")
             for conn in self.banks.values():
                 ledger.abort(conn, txn)
-            status = "DECLINED"
+            status = PaymentStatus.DECLINED
         store.ack_pairs(self.gw, [(txn, self.A), (txn, self.B)])
         self.outbox.finish(key, status, payment_id=txn)
         (self.profile / chaos_check.JOURNAL_FILE).open("a").write(json.dumps({"q": key}) + "\n")
@@ -134,8 +136,8 @@ def _offenders(v: chaos_check.Verdict) -> str:
 
 def test_checker_passes_a_consistent_world(tmp_path):
     world = World(tmp_path)
-    again = [chaos_check.Again("alice", world.ok_key, "SUCCEEDED", world.ok_txn),
-             chaos_check.Again("alice", world.no_key, "DECLINED", world.no_txn)]
+    again = [chaos_check.Again("alice", world.ok_key, PaymentStatus.SUCCEEDED, world.ok_txn),
+             chaos_check.Again("alice", world.no_key, PaymentStatus.DECLINED, world.no_txn)]
     verdicts = world.check(again)
     assert _failed(verdicts) == set(), {n: v.offenders for n, v in verdicts.items()}
     assert verdicts[3].checked == 1 and verdicts[6].checked == 2
@@ -146,7 +148,7 @@ def test_checker_catches_a_txn_committed_at_one_bank_only(tmp_path):
     txn = "t3-split"
     fields = store.PaymentFields("alice", "k-split", world.A, f"{world.A}-acc", world.B, f"{world.B}-acc", 100)
     store.claim(world.gw, fields, txn)
-    store.decide(world.gw, txn, "COMMIT", "SUCCEEDED", "")
+    store.decide(world.gw, txn, Decision.COMMIT, Outcome.SUCCEEDED, "")
     ledger.prepare(world.banks[world.A], txn, [(f"{world.A}-acc", -100)])
     ledger.commit(world.banks[world.A], txn)        # Bank02 never heard of it
     verdicts = world.check()
@@ -164,7 +166,7 @@ def test_checker_catches_a_key_charged_twice(tmp_path):
     for name, delta in ((world.A, -300), (world.B, 300)):
         ledger.prepare(world.banks[name], "t1-again", [(f"{name}-acc", delta)])
         ledger.commit(world.banks[name], "t1-again")
-    store.decide(world.gw, "t1-again", "COMMIT", "SUCCEEDED", "")
+    store.decide(world.gw, "t1-again", Decision.COMMIT, Outcome.SUCCEEDED, "")
     verdicts = world.check()
     assert 5 in _failed(verdicts)
     assert f"key {world.ok_key} of alice committed 2 times" in _offenders(verdicts[5])
@@ -187,11 +189,11 @@ def test_checker_catches_a_lost_success_a_hold_a_queued_key_and_a_changed_answer
     world = World(tmp_path)
     # The client was told SUCCEEDED for a payment the banks never committed.
     key = world.outbox.add("alice", world.B, f"{world.B}-acc", 10, world.A, f"{world.A}-acc").idempotency_key
-    world.outbox.finish(key, "SUCCEEDED", payment_id="t-ghost")
+    world.outbox.finish(key, PaymentStatus.SUCCEEDED, payment_id="t-ghost")
     # A hold left behind, and a payment still in the outbox.
     ledger.prepare(world.banks[world.A], "t-held", [(f"{world.A}-acc", -50)])
     stuck = world.outbox.add("alice", world.B, f"{world.B}-acc", 20, world.A, f"{world.A}-acc").idempotency_key
-    again = [chaos_check.Again("alice", world.ok_key, "SUCCEEDED", "some-other-payment")]
+    again = [chaos_check.Again("alice", world.ok_key, PaymentStatus.SUCCEEDED, "some-other-payment")]
     verdicts = world.check(again)
     assert {3, 4, 5, 6} <= _failed(verdicts)
     assert f"key {key} (payment t-ghost): ABSENT at {world.A}" in _offenders(verdicts[3])

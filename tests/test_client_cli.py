@@ -3,6 +3,7 @@
 import stat
 
 from backend.common import fixtures
+from backend.common.states import PaymentStatus
 from tests.client_helpers import cli
 
 PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
@@ -29,7 +30,7 @@ async def test_register_login_balance_pay_history(stack, tmp_path):
 
     code, paid = await cli(stack, profile, "pay", "BankB", "B-2001", "12.50")
     assert code == 0, paid
-    assert paid["status"] == "SUCCEEDED" and paid["amount_cents"] == 1250 and paid["error"] is None
+    assert paid["status"] == PaymentStatus.SUCCEEDED and paid["amount_cents"] == 1250 and paid["error"] is None
     assert (paid["from_bank"], paid["from_account"]) == ("BankA", "A-1002")
     assert paid["payment_id"] and paid["idempotency_key"]
     balances = await stack.balances()
@@ -41,10 +42,10 @@ async def test_register_login_balance_pay_history(stack, tmp_path):
     assert code == 0
     [p] = history["payments"]
     assert (p["payment_id"], p["direction"], p["amount_cents"], p["status"]) == (
-        paid["payment_id"], "sent", 1250, "SUCCEEDED")
+        paid["payment_id"], "sent", 1250, PaymentStatus.SUCCEEDED)
     code, queue = await cli(stack, profile, "queue")
     assert code == 0 and queue["queued"] == []
-    assert [(f["idempotency_key"], f["status"]) for f in queue["finished"]] == [(paid["idempotency_key"], "SUCCEEDED")]
+    assert [(f["idempotency_key"], f["status"]) for f in queue["finished"]] == [(paid["idempotency_key"], PaymentStatus.SUCCEEDED)]
 
     # The profile is private: the directory 0700, its files 0600.
     assert stat.S_IMODE(profile.stat().st_mode) == 0o700
@@ -71,7 +72,7 @@ async def test_user_with_accounts_at_two_banks(stack, tmp_path):
     assert code == 1 and out["error"]["code"] == "INVALID_ARGUMENT", out
     assert "which one" in out["error"]["message"]
     code, paid = await cli(stack, profile, "pay", "BankB", "B-2001", "7.05", "--from", "BankC")
-    assert code == 0 and paid["status"] == "SUCCEEDED"
+    assert code == 0 and paid["status"] == PaymentStatus.SUCCEEDED
     assert (paid["from_bank"], paid["from_account"]) == ("BankC", "C-3002")
     code, out = await cli(stack, profile, "balance")
     assert out["total_cents"] == 120000 - 705
@@ -109,10 +110,10 @@ async def test_errors_have_their_code_and_change_nothing(stack, tmp_path):
     code, out = await cli(stack, profile, "queue")
     assert out["queued"] == []  # final errors leave the outbox, with what happened
     assert [(f["status"], f["code"]) for f in out["finished"]] == [
-        ("REJECTED", "PERMISSION_DENIED"), ("REJECTED", "NOT_FOUND"), ("REJECTED", "NOT_FOUND")]
+        (PaymentStatus.REJECTED, "PERMISSION_DENIED"), (PaymentStatus.REJECTED, "NOT_FOUND"), (PaymentStatus.REJECTED, "NOT_FOUND")]
 
     code, out = await cli(stack, profile, "pay", "BankA", "A-1001", "750.01")
-    assert code == 4 and out["status"] == "DECLINED" and out["reason"] == "insufficient funds", out
+    assert code == 4 and out["status"] == PaymentStatus.DECLINED and out["reason"] == "insufficient funds", out
     assert await stack.balances() == before
 
     code, out = await cli(stack, profile, "pay", "BankA")  # usage error: still one JSON object

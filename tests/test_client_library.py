@@ -9,6 +9,8 @@ import pytest
 from backend.client import ClientError, GatewayClient, Outbox, Profile, Retrier, Session, backoff_s
 from backend.client import outbox as outbox_module
 from backend.common import fixtures
+from backend.common.events import Event
+from backend.common.states import PaymentStatus
 from tests.client_helpers import begun_by
 from tests.stack import eventually, pay_request
 
@@ -43,12 +45,12 @@ async def test_lost_answer_is_resent_under_the_same_key_and_charged_once(stack, 
 
         report = await client.sync()
         [delivery] = report.deliveries
-        assert (delivery.idempotency_key, delivery.status, delivery.replayed) == (entry.idempotency_key, "SUCCEEDED", True)
+        assert (delivery.idempotency_key, delivery.status, delivery.replayed) == (entry.idempotency_key, PaymentStatus.SUCCEEDED, True)
         assert delivery.attempts == 2
         assert report.remaining == []
         assert await stack.balances() == charged  # the resend changed nothing
         assert len(await begun_by(stack, "bob")) == 1
-        assert await stack.seen(lambda r: r.get("event") == "idempotent_replay")
+        assert await stack.seen(lambda r: r.get("event") == Event.IDEMPOTENT_REPLAY)
 
 
 async def test_answer_lost_on_the_wire_then_resent(stack, tmp_path):
@@ -62,7 +64,7 @@ async def test_answer_lost_on_the_wire_then_resent(stack, tmp_path):
                                          from_bank="BankB", from_account="B-2001"), metadata=md, timeout=10)
         after_first = await stack.balances()
         delivery = await client.resend(entry.idempotency_key)
-        assert delivery.status == "SUCCEEDED" and delivery.replayed
+        assert delivery.status == PaymentStatus.SUCCEEDED and delivery.replayed
         assert delivery.payment_id == first.payment_id
         assert await stack.balances() == after_first
         assert client.outbox.entries() == []
@@ -76,7 +78,7 @@ async def test_queued_payment_is_never_sent_with_another_users_session(stack, tm
         await client.login("bob", PASSWORDS["bob"])
         await stack.sup.kill("gateway")
         queued = await client.pay("BankA", "A-1001", "2.00")
-        assert queued.status == "QUEUED"
+        assert queued.status == PaymentStatus.QUEUED
         assert await client.logout() is False  # gateway down: forgotten here, not revoked there
         await stack.sup.restart("gateway")
 
@@ -87,7 +89,7 @@ async def test_queued_payment_is_never_sent_with_another_users_session(stack, tm
         for _ in range(3):
             await retrier.round()
         paid = await client.pay("BankB", "B-2001", "1.00", from_bank="BankA")  # alice's own still flows
-        assert paid.status == "SUCCEEDED"
+        assert paid.status == PaymentStatus.SUCCEEDED
         [still] = client.queued(all_users=True)
         assert (still.idempotency_key, still.username, still.attempts) == (queued.idempotency_key, "bob", 1)
         assert await begun_by(stack, "bob") == []
@@ -96,7 +98,7 @@ async def test_queued_payment_is_never_sent_with_another_users_session(stack, tm
         await client.login("bob", PASSWORDS["bob"])
         async with Retrier(client, idle_poll_s=0.1):
             await eventually(lambda: _no_entries(client))
-        assert client.outbox.get_sent(queued.idempotency_key).status == "SUCCEEDED"
+        assert client.outbox.get_sent(queued.idempotency_key).status == PaymentStatus.SUCCEEDED
         after = await stack.balances()
         assert after["BankB", "B-2001"] == before["BankB", "B-2001"] + 100 - 200
         assert after["BankA", "A-1001"] == before["BankA", "A-1001"] - 100 + 200
@@ -112,11 +114,11 @@ async def test_refused_token_keeps_the_payment_queued(stack, tmp_path):
         await client.login("bob", PASSWORDS["bob"])
         profile.save_session(Session("bob", "revoked-or-forged-token", time.time() + 3600, (("BankB", "B-2001"),)))
         delivery = await client.pay("BankA", "A-1001", "1.00")
-        assert delivery.status == "QUEUED" and delivery.error.code == "UNAUTHENTICATED"
+        assert delivery.status == PaymentStatus.QUEUED and delivery.error.code == "UNAUTHENTICATED"
         assert "log in as bob" in delivery.error.message
         await client.login("bob", PASSWORDS["bob"])
         report = await client.sync()
-        assert [d.status for d in report.deliveries] == ["SUCCEEDED"]
+        assert [d.status for d in report.deliveries] == [PaymentStatus.SUCCEEDED]
 
 
 # ------------------------------------------------------------ local parts --
@@ -146,8 +148,8 @@ def test_outbox_is_bounded_and_durable_across_reopen(tmp_path, monkeypatch):
     reopened = Outbox(tmp_path / "outbox.sqlite")
     assert [e.idempotency_key for e in reopened.entries("bob")] == keys
     assert reopened.entries("alice") == []
-    assert reopened.finish(keys[0], "SUCCEEDED", payment_id="t1").status == "SUCCEEDED"
-    assert reopened.finish(keys[0], "REJECTED", "NOT_FOUND") .status == "SUCCEEDED"  # the first answer stays
+    assert reopened.finish(keys[0], PaymentStatus.SUCCEEDED, payment_id="t1").status == PaymentStatus.SUCCEEDED
+    assert reopened.finish(keys[0], PaymentStatus.REJECTED, "NOT_FOUND") .status == PaymentStatus.SUCCEEDED  # the first answer stays
     assert stat.S_IMODE((tmp_path / "outbox.sqlite").stat().st_mode) == 0o600
 
 
@@ -179,6 +181,6 @@ async def test_entry_older_than_the_key_window_is_not_resent(tmp_path):
         old = client.outbox.add("bob", "BankA", "A-1001", 100, "BankB", "B-2001", now=time.time() - 24 * 3600)
         report = await client.sync()
         [delivery] = report.deliveries
-        assert (delivery.status, delivery.error.code) == ("EXPIRED", "DEADLINE_EXCEEDED")
+        assert (delivery.status, delivery.error.code) == (PaymentStatus.EXPIRED, "DEADLINE_EXCEEDED")
         assert client.outbox.entries() == []
-        assert client.outbox.get_sent(old.idempotency_key).status == "EXPIRED"
+        assert client.outbox.get_sent(old.idempotency_key).status == PaymentStatus.EXPIRED

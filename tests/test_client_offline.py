@@ -5,6 +5,7 @@ import asyncio
 
 from backend.client import GatewayClient, Retrier
 from backend.common import fixtures
+from backend.common.states import PaymentStatus
 from tests.client_helpers import begun_by, cli
 from tests.stack import eventually
 
@@ -25,7 +26,7 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     for amount in ("1.00", "2.50", "10.00"):
         code, out = await cli(stack, profile, "pay", "BankA", "A-1001", amount)
         assert code == 3, out
-        assert out["status"] == "QUEUED" and out["error"]["code"] == "UNAVAILABLE", out
+        assert out["status"] == PaymentStatus.QUEUED and out["error"]["code"] == "UNAVAILABLE", out
         keys.append(out["idempotency_key"])
     assert len(set(keys)) == 3
     code, queue = await cli(stack, profile, "queue")
@@ -38,7 +39,7 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     await stack.sup.restart("gateway")
     code, out = await cli(stack, profile, "sync")
     assert code == 0, out
-    assert [(d["idempotency_key"], d["status"]) for d in out["delivered"]] == [(k, "SUCCEEDED") for k in keys]
+    assert [(d["idempotency_key"], d["status"]) for d in out["delivered"]] == [(k, PaymentStatus.SUCCEEDED) for k in keys]
     assert out["remaining"] == []
 
     after = await stack.balances()
@@ -52,7 +53,7 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     code, queue = await cli(stack, profile, "queue")
     assert queue["queued"] == []
     assert sorted((f["idempotency_key"], f["status"]) for f in queue["finished"]) == sorted(
-        (k, "SUCCEEDED") for k in keys)
+        (k, PaymentStatus.SUCCEEDED) for k in keys)
     assert await stack.balances() == after
     assert len(await begun_by(stack, "bob")) == 3
     await stack.assert_atomic()
@@ -74,7 +75,7 @@ async def test_cli_sync_wait_retries_until_the_gateway_is_back(stack, tmp_path):
     code, out = await waiting
     assert code == 0, out
     assert [(d["idempotency_key"], d["status"]) for d in out["delivered"]] == [
-        (queued["idempotency_key"], "SUCCEEDED")]
+        (queued["idempotency_key"], PaymentStatus.SUCCEEDED)]
     assert out["rounds"] >= 2
     after = await stack.balances()
     assert after["BankC", "C-3001"] == before["BankC", "C-3001"] + 400
@@ -97,7 +98,7 @@ async def test_retrier_delivers_after_the_gateway_returns(stack, tmp_path):
         await stack.sup.kill("gateway")
         first = await client.pay("BankB", "B-2001", "3.00", from_bank="BankA")
         second = await client.pay("BankB", "B-2002", 125, from_bank="BankC")
-        assert (first.status, second.status) == ("QUEUED", "QUEUED")
+        assert (first.status, second.status) == (PaymentStatus.QUEUED, PaymentStatus.QUEUED)
         assert first.error.code == "UNAVAILABLE"
         assert [e.payee for e in client.queued()] == ["BankB/B-2001", "BankB/B-2002"]
 
@@ -109,9 +110,9 @@ async def test_retrier_delivers_after_the_gateway_returns(stack, tmp_path):
             await eventually(lambda: _empty(client), timeout_s=30)
         assert not retrier.running
         sent = {s.idempotency_key: s for s in client.outbox.sent("alice")}
-        assert sent[first.idempotency_key].status == "SUCCEEDED"
-        assert sent[second.idempotency_key].status == "SUCCEEDED"
-        assert any(d.status == "SUCCEEDED" for r in rounds for d in r.deliveries)
+        assert sent[first.idempotency_key].status == PaymentStatus.SUCCEEDED
+        assert sent[second.idempotency_key].status == PaymentStatus.SUCCEEDED
+        assert any(d.status == PaymentStatus.SUCCEEDED for r in rounds for d in r.deliveries)
         assert changes
     after = await stack.balances()
     assert after["BankA", "A-1001"] == before["BankA", "A-1001"] - 300

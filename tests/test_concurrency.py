@@ -5,6 +5,7 @@ import asyncio
 import grpc
 
 from backend.api import strife_pb2 as pb
+from backend.common.states import LedgerState
 from tests.stack import pay_request, start_stack
 
 
@@ -49,7 +50,7 @@ async def test_fifty_concurrent_payments_never_overdraw(tmp_path, certs_dir):
         assert all(v >= 0 for v in after.values())
         assert sum(after.values()) == sum(before.values())
         states = await stack.assert_atomic()
-        committed = {t for t, s in states.items() if "COMMITTED" in s.values()}
+        committed = {t for t, s in states.items() if LedgerState.COMMITTED in s.values()}
         assert committed == {p.payment_id for _, p in succeeded}
 
         # the account is empty now: one more cent is declined, and changes nothing

@@ -12,6 +12,8 @@ import pytest
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
+from backend.common.events import Phase, Vote
+from backend.common.states import Decision, LedgerState, ProcessState
 from tests.stack import eventually, fault_env, pay_request, start_stack
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
@@ -19,7 +21,7 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 
 async def exited(stack, name: str) -> int:
     """Wait until process `name` exited on its own; return its exit code."""
-    await eventually(lambda: _async(stack.sup.procs[name].state == "crashed"), timeout_s=10)
+    await eventually(lambda: _async(stack.sup.procs[name].state == ProcessState.CRASHED), timeout_s=10)
     return stack.sup.procs[name].exit_code
 
 
@@ -42,7 +44,7 @@ async def pay_until_final(gw, md, request, deadline_s=30.0):
 
 async def txn_of(stack) -> str:
     """The one transaction the gateway began (asserted)."""
-    begun = await stack.seen(lambda r: r.get("process") == "gateway" and r.get("phase") == "begin")
+    begun = await stack.seen(lambda r: r.get("process") == "gateway" and r.get("phase") == Phase.BEGIN)
     assert len(begun) == 1, begun
     return begun[0]["txn"]
 
@@ -81,7 +83,7 @@ async def test_bank_killed_while_payments_flow(tmp_path, certs_dir):
         await asyncio.gather(*workers)
 
         # the kill really hit payments in flight
-        refused = [r for r in stack.log_lines("gateway") if r.get("phase") == "vote" and r.get("vote") == "NONE"]
+        refused = [r for r in stack.log_lines("gateway") if r.get("phase") == Phase.VOTE and r.get("vote") == Vote.NONE]
         assert refused, "no payment saw BankB down: the kill hit nothing"
 
         await eventually(stack.settled, timeout_s=20)
@@ -93,7 +95,7 @@ async def test_bank_killed_while_payments_flow(tmp_path, certs_dir):
         assert len(succeeded) >= 40
         for request, payment in succeeded:
             banks = {getattr(request, "from").bank, request.to.bank}
-            assert {b: states[payment.payment_id].get(b) for b in banks} == {b: "COMMITTED" for b in banks}
+            assert {b: states[payment.payment_id].get(b) for b in banks} == {b: LedgerState.COMMITTED for b in banks}
         # money moved exactly as the clients were told, once per key
         expected = dict(before)
         for request, payment in succeeded:
@@ -101,7 +103,7 @@ async def test_bank_killed_while_payments_flow(tmp_path, certs_dir):
             expected[(request.to.bank, request.to.account_id)] += payment.amount_cents
         assert await stack.balances() == expected
         assert sum(expected.values()) == sum(before.values())
-        committed = {t for t, s in states.items() if "COMMITTED" in s.values()}
+        committed = {t for t, s in states.items() if LedgerState.COMMITTED in s.values()}
         assert committed == {p.payment_id for _, p in succeeded}
     finally:
         await stack.close()
@@ -123,20 +125,20 @@ async def test_gateway_crash_after_recording_commit(tmp_path, certs_dir):
 
         # both banks voted YES and now wait: they never decide alone
         states = await stack.txn_states()
-        assert states[txn] == {"BankA": "PREPARED", "BankB": "PREPARED"}
+        assert states[txn] == {"BankA": LedgerState.PREPARED, "BankB": LedgerState.PREPARED}
         assert (await stack.ledgers("BankA"))["BankA"].held_cents == 1500
 
         async def asked_in_vain():
-            return any(r.get("phase") == "resolve_failed" and r.get("txn") == txn for r in stack.records)
+            return any(r.get("phase") == Phase.RESOLVE_FAILED and r.get("txn") == txn for r in stack.records)
 
         await eventually(asked_in_vain, timeout_s=10)
-        assert (await stack.txn_states())[txn] == {"BankA": "PREPARED", "BankB": "PREPARED"}
+        assert (await stack.txn_states())[txn] == {"BankA": LedgerState.PREPARED, "BankB": LedgerState.PREPARED}
 
         stack.set_env("gateway", {})
         await stack.sup.restart("gateway")
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert states[txn] == {"BankA": "COMMITTED", "BankB": "COMMITTED"}
+        assert states[txn] == {"BankA": LedgerState.COMMITTED, "BankB": LedgerState.COMMITTED}
         after = await stack.balances()
         assert after[("BankA", "A-1001")] == before[("BankA", "A-1001")] - 1500
         assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] + 1500
@@ -162,13 +164,13 @@ async def test_gateway_crash_after_first_commit(tmp_path, certs_dir):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert await exited(stack, "gateway") == 77
         txn = await txn_of(stack)
-        assert "COMMITTED" in (await stack.txn_states())[txn].values()  # one bank heard it
+        assert LedgerState.COMMITTED in (await stack.txn_states())[txn].values()  # one bank heard it
 
         stack.set_env("gateway", {})
         await stack.sup.restart("gateway")
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert states[txn] == {"BankB": "COMMITTED", "BankC": "COMMITTED"}
+        assert states[txn] == {"BankB": LedgerState.COMMITTED, "BankC": LedgerState.COMMITTED}
         after = await stack.balances()
         assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] - 2200
         assert after[("BankC", "C-3001")] == before[("BankC", "C-3001")] + 2200
@@ -191,13 +193,13 @@ async def test_bank_crash_after_voting_yes(tmp_path, certs_dir):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert await exited(stack, "BankB") == 77
         txn = await txn_of(stack)
-        assert (await stack.txn_states("BankA", "BankC"))[txn] == {"BankA": "ABORTED"}
+        assert (await stack.txn_states("BankA", "BankC"))[txn] == {"BankA": LedgerState.ABORTED}
 
         stack.set_env("BankB", {})
         await stack.sup.restart("BankB")
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert states[txn] == {"BankA": "ABORTED", "BankB": "ABORTED"}  # its durable YES, then aborted
+        assert states[txn] == {"BankA": LedgerState.ABORTED, "BankB": LedgerState.ABORTED}  # its durable YES, then aborted
         assert await stack.balances() == before
 
         # the refused payment can be made with the same key now, once
@@ -223,14 +225,14 @@ async def test_frozen_bank_past_the_2pc_timeout(tmp_path, certs_dir):
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "BankB timed out" in err.value.details()
         txn = await txn_of(stack)
-        decisions = await stack.seen(lambda r: r.get("phase") == "decision" and r.get("txn") == txn)
-        assert [r["decision"] for r in decisions] == ["ABORT"]
+        decisions = await stack.seen(lambda r: r.get("phase") == Phase.DECISION and r.get("txn") == txn)
+        assert [r["decision"] for r in decisions] == [Decision.ABORT]
         assert (await stack.ledgers("BankA"))["BankA"].held_cents == 0
 
         await stack.sup.thaw("BankB")
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert "COMMITTED" not in states.get(txn, {}).values()
+        assert LedgerState.COMMITTED not in states.get(txn, {}).values()
         assert await stack.balances() == before
 
         paid = await pay_until_final(gw, md, request)
@@ -253,7 +255,7 @@ async def test_presumed_abort_while_in_flight_is_final(tmp_path, certs_dir):
         first = asyncio.ensure_future(gw.Pay(request, metadata=md, timeout=15))
 
         async def bank_a_voted():
-            return any(r.get("process") == "BankA" and r.get("phase") == "vote" for r in stack.records)
+            return any(r.get("process") == "BankA" and r.get("phase") == Phase.VOTE for r in stack.records)
 
         await eventually(bank_a_voted, timeout_s=5, interval_s=0.02)
         txn = await txn_of(stack)
@@ -265,14 +267,14 @@ async def test_presumed_abort_while_in_flight_is_final(tmp_path, certs_dir):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await first
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        await stack.seen(lambda r: r.get("phase") == "decision" and r.get("txn") == txn)
+        await stack.seen(lambda r: r.get("phase") == Phase.DECISION and r.get("txn") == txn)
         await stack.logs_caught_up()
         decisions = [r["decision"] for r in stack.log_lines("gateway")
-                     if r.get("phase") in ("decision", "resolved") and r.get("txn") == txn]
-        assert set(decisions) == {"ABORT"}, decisions
+                     if r.get("phase") in (Phase.DECISION, Phase.RESOLVED) and r.get("txn") == txn]
+        assert set(decisions) == {Decision.ABORT}, decisions
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert "COMMITTED" not in states[txn].values()
+        assert LedgerState.COMMITTED not in states[txn].values()
         assert await stack.balances() == before
         again = await coordinator.ResolveTransaction(pb.ResolveRequest(txn_id=txn), timeout=5)
         assert again.decision == pb.ABORT
@@ -292,7 +294,7 @@ async def test_gateway_killed_during_prepare_aborts_on_restart(tmp_path, certs_d
         request = pay_request("BankA", "A-1001", 900)  # BankB debits (holds), BankA credits
         await stack.sup.freeze("BankA")
         paying = asyncio.ensure_future(gw.Pay(request, metadata=md, timeout=10))
-        await stack.seen(lambda r: r.get("process") == "BankB" and r.get("phase") == "vote")
+        await stack.seen(lambda r: r.get("process") == "BankB" and r.get("phase") == Phase.VOTE)
         txn = await txn_of(stack)
         await stack.sup.kill("gateway")
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -302,11 +304,11 @@ async def test_gateway_killed_during_prepare_aborts_on_restart(tmp_path, certs_d
         assert (await stack.ledgers("BankB"))["BankB"].held_cents == 900
 
         await stack.sup.restart("gateway")
-        recovered = await stack.seen(lambda r: r.get("phase") == "decision" and r.get("txn") == txn)
-        assert [r["decision"] for r in recovered] == ["ABORT"]
+        recovered = await stack.seen(lambda r: r.get("phase") == Phase.DECISION and r.get("txn") == txn)
+        assert [r["decision"] for r in recovered] == [Decision.ABORT]
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert "COMMITTED" not in states[txn].values()
+        assert LedgerState.COMMITTED not in states[txn].values()
         assert await stack.balances() == before
 
         paid = await pay_until_final(gw, md, request)

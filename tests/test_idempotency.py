@@ -10,6 +10,8 @@ import grpc
 import pytest
 
 from backend.api import strife_pb2 as pb
+from backend.common.events import Phase
+from backend.common.states import LedgerState
 from tests.stack import eventually, fault_env, pay_request, start_stack
 
 REPLAYED = ("idempotent-replayed", "true")
@@ -165,7 +167,7 @@ async def test_same_key_while_in_flight_is_aborted(tmp_path, certs_dir):
         first = asyncio.ensure_future(gw.Pay(request, metadata=md, timeout=10))
 
         def bank_b_voted():
-            return any(r.get("process") == "BankB" and r.get("phase") == "vote" for r in stack.records)
+            return any(r.get("process") == "BankB" and r.get("phase") == Phase.VOTE for r in stack.records)
 
         async def voted():
             return bank_b_voted()
@@ -226,7 +228,7 @@ async def test_payment_refused_while_a_bank_is_down_succeeds_on_retry_with_same_
     # the aborted first attempt reaches BankB too, and nothing is left in doubt
     await eventually(stack.settled)
     states = await stack.assert_atomic()
-    committed = [t for t, s in states.items() if "COMMITTED" in s.values()]
+    committed = [t for t, s in states.items() if LedgerState.COMMITTED in s.values()]
     assert committed == [paid.payment_id]
 
 
@@ -269,7 +271,7 @@ async def test_client_giving_up_mid_payment_then_retrying_is_charged_once(tmp_pa
         assert same_answer(again, paid) and REPLAYED in trailers
         await eventually(stack.settled)
         states = await stack.assert_atomic()
-        assert [t for t, s in states.items() if "COMMITTED" in s.values()] == [paid.payment_id]
+        assert [t for t, s in states.items() if LedgerState.COMMITTED in s.values()] == [paid.payment_id]
         after = await stack.balances()
         assert after[("BankA", "A-1001")] == before[("BankA", "A-1001")] - 650
         assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] + 650

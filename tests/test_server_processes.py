@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 
+from backend.common.events import Event
 from backend.testbed import free_ports
 
 
@@ -80,7 +81,7 @@ async def test_fault_points_are_refused_outside_test_mode(tmp_path, certs_dir):
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode != 0
     assert b"fault points are for tests only" in err
-    assert b"serving" not in out
+    assert Event.SERVING.encode() not in out
 
 
 async def test_children_exit_when_their_supervisor_is_killed(tmp_path, certs_dir):

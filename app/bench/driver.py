@@ -26,12 +26,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from backend.common.states import PaymentStatus
 from backend.supervisor import close_child
 
 MAX_LATENCY_SAMPLES = 1_000_000   # per driver and phase; a reservoir sample beyond that
 MAX_LINE_BYTES = 256 * 1024 * 1024  # a "done" line carries the latencies
 SETUP_TIMEOUT_S = 120.0
-ECHO_METHOD = "/grpc.health.v1.Health/Check"
 
 # How a Pay answer is counted. A refusal that says "payment not made, retry" is an
 # abort (the 2PC aborted or the key was busy); anything else unexpected is an error.
@@ -187,7 +187,7 @@ class Driver:
         if answer.status == pb.SUCCEEDED:
             phase.record("committed", elapsed_ms)
         elif answer.status == pb.DECLINED:
-            phase.record("declined", elapsed_ms, "DECLINED")
+            phase.record("declined", elapsed_ms, PaymentStatus.DECLINED)
         else:
             phase.record("error", elapsed_ms, pb.PaymentStatus.Name(answer.status), answer.reason)
 

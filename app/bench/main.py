@@ -33,8 +33,16 @@ from rich.console import Console
 
 from app.bench import report as bench_report
 from app.bench.driver import DriverHandle
-from app.bench.stack import (BENCH_BALANCE_CENTS, OwnStack, RunningStack, cpu_seconds, filesystem_of,
-                             host_busy_cpu_seconds, peak_rss_kib, rss_kib)
+from app.bench.stack import (
+    BENCH_BALANCE_CENTS,
+    OwnStack,
+    RunningStack,
+    cpu_seconds,
+    filesystem_of,
+    host_busy_cpu_seconds,
+    peak_rss_kib,
+    rss_kib,
+)
 from backend.testbed import MAX_BANKS, MAX_USERS
 
 QUIESCE_TIMEOUT_S = 15.0

@@ -26,6 +26,7 @@ from app.bench.stack import OwnStack
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import tls
+from backend.common.states import Decision, Outcome
 from backend.gateway import store
 
 SEED_CHUNK = 50_000
@@ -41,11 +42,11 @@ def _gateway_db(stack: OwnStack) -> Path:
     return Path(stack.cfg.data_dir) / "gateway.sqlite"
 
 
-def _row(i: int, user, other, state: str, outcome: str | None, now: float, sent: bool) -> tuple:
+def _row(i: int, user, other, state: Decision, outcome: Outcome | None, now: float, sent: bool) -> tuple:
     payer, payee = (user, other) if sent else (other, user)
     return (uuid.uuid4().hex, payer.username, f"seed-{i}", "0" * 64, payer.bank, payer.account_id,
             payee.bank, payee.account_id, 1 + i % 100, state, outcome, "", now - 1e-3 * i,
-            None if state == "PREPARING" else now)
+            None if state == Decision.PREPARING else now)
 
 
 def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, with_keys: bool = False) -> float:
@@ -65,8 +66,8 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
             batch = []
             for i in range(start, min(rows, start + SEED_CHUNK)):
                 in_doubt = i >= rows - preparing
-                batch.append(_row(i, user, other, "PREPARING" if in_doubt else "COMMIT",
-                                  None if in_doubt else "SUCCEEDED", now, sent=i % 3 != 2))
+                batch.append(_row(i, user, other, Decision.PREPARING if in_doubt else Decision.COMMIT,
+                                  None if in_doubt else Outcome.SUCCEEDED, now, sent=i % 3 != 2))
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
@@ -76,7 +77,7 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
                 conn.executemany("INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) "
                                  "VALUES (?, ?, ?, ?)", [(r[1], r[2], r[0], r[12]) for r in batch])
                 conn.executemany("INSERT INTO participants (txn_id, bank, acked) VALUES (?, ?, ?)",
-                                 [(r[0], bank, 0 if r[9] == "PREPARING" else 1) for r in batch for bank in {r[4], r[6]}])
+                                 [(r[0], bank, 0 if r[9] == Decision.PREPARING else 1) for r in batch for bank in {r[4], r[6]}])
             conn.execute("COMMIT")
     finally:
         conn.close()
@@ -198,5 +199,5 @@ async def recovery(args, root: Path, certs_dir: Path, say) -> dict:
         "scenario": "recovery", "logged_txns": txns, "preparing_before": preparing, "seed_s": round(seed_s, 1),
         "start_to_serving_s": round(start_s, 2), "aborts_delivered_s": round(drain_s, 2), "unacked_after": left,
         "states_after": states, "held_after_cents": money["held_cents"],
-        "ok": states.get("PREPARING", 0) == 0 and left == 0,
+        "ok": states.get(Decision.PREPARING, 0) == 0 and left == 0,
     }

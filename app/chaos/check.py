@@ -17,9 +17,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.common.states import Decision, LedgerState, Outcome, PaymentStatus
+
 MAX_OFFENDERS = 50   # ids kept per invariant (the count is always exact)
 JOURNAL_FILE = "chaos-journal.jsonl"
-FINAL_OUTCOMES = ("SUCCEEDED", "DECLINED")
+FINAL_OUTCOMES = (Outcome.SUCCEEDED, Outcome.DECLINED)  # a client sees them as PaymentStatus: same names
 
 
 # ---------------------------------------------------------------- snapshot --
@@ -27,7 +29,7 @@ FINAL_OUTCOMES = ("SUCCEEDED", "DECLINED")
 class BankLedger:
     name: str
     accounts: dict[str, tuple[int, int]]                 # account_id -> (balance_cents, held_cents)
-    txns: dict[str, str]                                  # txn_id -> PREPARED | COMMITTED | ABORTED
+    txns: dict[str, LedgerState]                          # txn_id -> its state at this bank
     legs: dict[str, list[tuple[str, int]]]                # txn_id -> [(account_id, delta_cents)]
     journal: list[tuple[int, str, str, int, int]]         # (seq, txn_id, account_id, delta_cents, balance_after_cents)
 
@@ -59,7 +61,7 @@ class Again:
     """What asking again with a recorded key returned after the heal."""
     username: str
     key: str
-    status: str          # SUCCEEDED | DECLINED | PENDING | an error code name
+    status: str          # a PaymentStatus (SUCCEEDED | DECLINED | PENDING) or an error code name
     payment_id: str
 
 
@@ -97,7 +99,7 @@ def load_bank(name: str, path: Path) -> BankLedger:
     try:
         accounts = {r["account_id"]: (r["balance_cents"], r["held_cents"])
                     for r in conn.execute("SELECT account_id, balance_cents, held_cents FROM accounts")}
-        txns = {r["txn_id"]: r["state"] for r in conn.execute("SELECT txn_id, state FROM txns")}
+        txns = {r["txn_id"]: LedgerState(r["state"]) for r in conn.execute("SELECT txn_id, state FROM txns")}
         legs: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for r in conn.execute("SELECT txn_id, account_id, delta_cents FROM legs"):
             legs[r["txn_id"]].append((r["account_id"], r["delta_cents"]))
@@ -180,9 +182,9 @@ def _money_conserved(snap: Snapshot) -> Verdict:
         for acc, (bal, _) in bank.accounts.items():
             if running.get(acc) != bal:
                 v.fail(f"{bank.name}/{acc}: balance {bal} but start + journal = {running.get(acc)}")
-    for (bank, acc) in snap.start_balances:
-        if bank in snap.banks and acc not in snap.banks[bank].accounts:
-            v.fail(f"{bank}/{acc}: account vanished")
+    for bank_name, acc in snap.start_balances:
+        if bank_name in snap.banks and acc not in snap.banks[bank_name].accounts:
+            v.fail(f"{bank_name}/{acc}: account vanished")
     return v
 
 
@@ -207,7 +209,7 @@ def _successes_committed(snap: Snapshot) -> Verdict:
     v = Verdict(3, "every payment a client saw succeed is committed at both banks")
     for client in snap.clients:
         for s in client.sent:
-            if s["status"] != "SUCCEEDED":
+            if s["status"] != PaymentStatus.SUCCEEDED:
                 continue
             v.checked += 1
             txn = s["payment_id"]
@@ -215,8 +217,9 @@ def _successes_committed(snap: Snapshot) -> Verdict:
                     s["to_bank"]: (s["to_account"], s["amount_cents"])}
             for bank_name, leg in want.items():
                 bank = snap.banks.get(bank_name)
-                state = bank.txns.get(txn, "ABSENT") if bank else "NO SUCH BANK"
-                if state != "COMMITTED":
+                if bank is None:
+                    v.fail(f"key {s['idem_key']} (payment {txn}): NO SUCH BANK at {bank_name}")
+                elif (state := bank.txns.get(txn, "ABSENT")) != LedgerState.COMMITTED:
                     v.fail(f"key {s['idem_key']} (payment {txn}): {state} at {bank_name}")
                 elif leg not in bank.legs.get(txn, []):
                     v.fail(f"key {s['idem_key']} (payment {txn}): legs at {bank_name} {bank.legs.get(txn)} != {leg}")
@@ -236,10 +239,10 @@ def _atomic(snap: Snapshot) -> Verdict:
     for txn in sorted(set(seen) | set(payments)):
         v.checked += 1
         states = seen.get(txn, {})
-        if "PREPARED" in states.values():
-            v.fail(f"txn {txn} still PREPARED at {sorted(b for b, s in states.items() if s == 'PREPARED')}")
+        if LedgerState.PREPARED in states.values():
+            v.fail(f"txn {txn} still PREPARED at {sorted(b for b, s in states.items() if s == LedgerState.PREPARED)}")
         p = payments.get(txn)
-        committed = {b for b, s in states.items() if s == "COMMITTED"}
+        committed = {b for b, s in states.items() if s == LedgerState.COMMITTED}
         if p is None:
             if committed:
                 v.fail(f"txn {txn} COMMITTED at {sorted(committed)} but unknown to the gateway")
@@ -248,15 +251,15 @@ def _atomic(snap: Snapshot) -> Verdict:
         if committed and committed != banks:
             v.fail(f"txn {txn} split: COMMITTED at {sorted(committed)}, "
                    f"{ {b: states.get(b, 'ABSENT') for b in sorted(banks - committed)} }")
-        if p["state"] == "PREPARING":
+        if p["state"] == Decision.PREPARING:
             v.fail(f"txn {txn} still PREPARING at the gateway")
-        elif p["state"] == "COMMIT" and committed != banks:
+        elif p["state"] == Decision.COMMIT and committed != banks:
             v.fail(f"txn {txn} decided COMMIT but committed only at {sorted(committed)}")
-        elif p["state"] == "ABORT" and committed:
+        elif p["state"] == Decision.ABORT and committed:
             v.fail(f"txn {txn} decided ABORT but COMMITTED at {sorted(committed)}")
-    for txn, bank in snap.gateway.unacked:
-        if payments.get(txn, {}).get("state") != "PREPARING":
-            v.fail(f"txn {txn}: decision never acknowledged by {bank}")
+    for txn, bank_name in snap.gateway.unacked:
+        if payments.get(txn, {}).get("state") != Decision.PREPARING:
+            v.fail(f"txn {txn}: decision never acknowledged by {bank_name}")
     return v
 
 
@@ -268,7 +271,7 @@ def _once_per_key(snap: Snapshot) -> Verdict:
             finals[(p["username"], p["idem_key"])].append(p)
     for (user, key), rows in finals.items():
         v.checked += 1
-        commits = [r["txn_id"] for r in rows if r["state"] == "COMMIT"]
+        commits = [r["txn_id"] for r in rows if r["state"] == Decision.COMMIT]
         if len(commits) > 1:
             v.fail(f"key {key} of {user} committed {len(commits)} times: {commits}")
         elif len(rows) > 1:
@@ -279,13 +282,13 @@ def _once_per_key(snap: Snapshot) -> Verdict:
             if n > 1:
                 v.fail(f"txn {txn} moved {bank.name}/{acc} {n} times")
         by_txn = _journal_by_txn(bank)
-        for txn, rows in by_txn.items():
-            if bank.txns.get(txn) != "COMMITTED":
+        for txn, moved in by_txn.items():
+            if bank.txns.get(txn) != LedgerState.COMMITTED:
                 v.fail(f"txn {txn} moved money at {bank.name} but is {bank.txns.get(txn, 'ABSENT')} there")
-            elif sorted(rows) != sorted(bank.legs.get(txn, [])):
-                v.fail(f"txn {txn} at {bank.name}: journal {sorted(rows)} != legs {sorted(bank.legs.get(txn, []))}")
+            elif sorted(moved) != sorted(bank.legs.get(txn, [])):
+                v.fail(f"txn {txn} at {bank.name}: journal {sorted(moved)} != legs {sorted(bank.legs.get(txn, []))}")
         for txn, state in bank.txns.items():
-            if state == "COMMITTED" and txn not in by_txn:
+            if state == LedgerState.COMMITTED and txn not in by_txn:
                 v.fail(f"txn {txn} COMMITTED at {bank.name} with no journal rows")
     answered: dict[tuple[str, str], dict] = {}
     for client in snap.clients:
@@ -312,7 +315,7 @@ def _once_per_key(snap: Snapshot) -> Verdict:
             v.fail(f"key {key} of {user}: client saw {s['status']} ({s['code']}) but the gateway has "
                    f"{[(r['txn_id'], r['outcome']) for r in rows]}")
     for (user, key), rows in finals.items():
-        if any(r["state"] == "COMMIT" for r in rows) and (user, key) not in answered:
+        if any(r["state"] == Decision.COMMIT for r in rows) and (user, key) not in answered:
             if any(c.username == user for c in snap.clients):
                 v.fail(f"key {key} of {user} moved money but no client has an answer for it")
     return v
@@ -356,18 +359,18 @@ def tally(snap: Snapshot) -> dict[str, int]:
     overdraws = {line["q"] for line in lines if line.get("overdraw")}
     return {
         "payments tried (keys queued)": len(sent) + sum(len(c.queued) for c in snap.clients),
-        "succeeded": status["SUCCEEDED"],
-        "declined": status["DECLINED"],
+        "succeeded": status[PaymentStatus.SUCCEEDED],
+        "declined": status[PaymentStatus.DECLINED],
         "must-decline (amount > all money) declined": sum(
-            1 for s in sent if s["idem_key"] in overdraws and s["status"] == "DECLINED"),
+            1 for s in sent if s["idem_key"] in overdraws and s["status"] == PaymentStatus.DECLINED),
         "must-decline that did not end DECLINED": sum(
-            1 for s in sent if s["idem_key"] in overdraws and s["status"] != "DECLINED"),
-        "rejected / expired": status["REJECTED"] + status["EXPIRED"],
+            1 for s in sent if s["idem_key"] in overdraws and s["status"] != PaymentStatus.DECLINED),
+        "rejected / expired": status[PaymentStatus.REJECTED] + status[PaymentStatus.EXPIRED],
         "payments sent more than once (same key)": sum(1 for s in sent if s["attempts"] > 1),
         "resends under the same key": sum(max(0, s["attempts"] - 1) for s in sent),
         "retryable failures seen by clients": sum(1 for line in lines if "retry" in line),
-        "2PC aborted, key released (gateway)": sum(1 for p in snap.gateway.payments if p["outcome"] == "RETRYABLE"),
+        "2PC aborted, key released (gateway)": sum(1 for p in snap.gateway.payments if p["outcome"] == Outcome.RETRYABLE),
         "same-key replays during the run": sum(1 for line in lines if "replay" in line),
         "key-reuse conflicts probed": sum(1 for line in lines if "conflict" in line),
-        "txns committed (gateway)": sum(1 for p in snap.gateway.payments if p["state"] == "COMMIT"),
+        "txns committed (gateway)": sum(1 for p in snap.gateway.payments if p["state"] == Decision.COMMIT),
     }

@@ -34,6 +34,7 @@ from app.chaos import check as chaos_check
 from app.chaos import nemesis as chaos_nemesis
 from app.chaos.report import Outcome, render
 from app.chaos.worker import WorkerHandle
+from backend.common.states import Decision, LedgerState
 from backend.supervisor import Supervisor, stack_specs
 from backend.testbed import StackLog, bank_names, stable_ports, stack_config, write_fixtures
 
@@ -81,6 +82,7 @@ def main(args: argparse.Namespace) -> None:
 
 async def _main(args: argparse.Namespace) -> Outcome:
     task = asyncio.current_task()
+    assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, task.cancel)
@@ -172,13 +174,13 @@ class Campaign:
         parts = []
         for name in self.names:
             prepared, held = _scalars(self.cfg.data_dir / f"bank-{name}.sqlite",
-                                      "SELECT (SELECT COUNT(*) FROM txns WHERE state = 'PREPARED'), "
-                                      "(SELECT COALESCE(SUM(held_cents), 0) FROM accounts)")
+                                      "SELECT (SELECT COUNT(*) FROM txns WHERE state = ?), "
+                                      "(SELECT COALESCE(SUM(held_cents), 0) FROM accounts)", (LedgerState.PREPARED,))
             if prepared or held:
                 parts.append(f"{name}: {prepared} prepared, {held} cents held")
         preparing, unacked = _scalars(self.cfg.data_dir / "gateway.sqlite",
-                                      "SELECT (SELECT COUNT(*) FROM payments WHERE state = 'PREPARING'), "
-                                      "(SELECT COUNT(*) FROM participants WHERE acked = 0)")
+                                      "SELECT (SELECT COUNT(*) FROM payments WHERE state = ?), "
+                                      "(SELECT COUNT(*) FROM participants WHERE acked = 0)", (Decision.PREPARING,))
         if preparing or unacked:
             parts.append(f"gateway: {preparing} preparing, {unacked} decisions unacknowledged")
         return "; ".join(parts)
@@ -201,6 +203,7 @@ class Campaign:
 
         from backend.api import strife_pb2 as pb
         from backend.api import strife_pb2_grpc as pb_grpc
+        from backend.client import payment_status
         from backend.common import tls
 
         out: list[chaos_check.Again] = []
@@ -228,8 +231,7 @@ class Campaign:
                                 code = exc.code().name
                                 await asyncio.sleep(0.5 * (attempt + 1))
                                 continue
-                            status = {pb.SUCCEEDED: "SUCCEEDED", pb.DECLINED: "DECLINED"}.get(p.status, "PENDING")
-                            return chaos_check.Again(username, s["idem_key"], status, p.payment_id)
+                            return chaos_check.Again(username, s["idem_key"], payment_status(p.status), p.payment_id)
                     return chaos_check.Again(username, s["idem_key"], code, "")
 
                 # A REJECTED answer saved nothing at the gateway: asking again could pay. Only final outcomes.
@@ -256,10 +258,10 @@ class Campaign:
         )
 
 
-def _scalars(path: Path, sql: str) -> tuple:
+def _scalars(path: Path, sql: str, params: tuple = ()) -> tuple:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
-        return conn.execute(sql).fetchone()
+        return conn.execute(sql, params).fetchone()
     finally:
         conn.close()
 

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from backend.common.states import ProcessState
+
 KINDS = {  # kind: (weight, min hold s, max hold s)
     "kill_bank": (3, 0.3, 3.0),
     "freeze_bank": (3, 1.5, 4.0),
@@ -122,12 +124,12 @@ class Nemesis:
     async def _apply(self, record: Done) -> None:
         f = record.fault
         if f.kind in ("kill_bank", "kill_gateway"):
-            if self.sup.procs[f.target].state not in ("serving", "frozen", "starting"):
+            if self.sup.procs[f.target].state not in (ProcessState.SERVING, ProcessState.FROZEN, ProcessState.STARTING):
                 record.note = f"already {self.sup.procs[f.target].state}"
                 return
             await self.sup.kill(f.target)
         elif f.kind == "freeze_bank":
-            if self.sup.procs[f.target].state != "serving":
+            if self.sup.procs[f.target].state != ProcessState.SERVING:
                 record.note = f"not serving ({self.sup.procs[f.target].state})"
                 return
             await self.sup.freeze(f.target)
@@ -150,9 +152,9 @@ class Nemesis:
 
     async def _heal_process(self, name: str) -> None:
         p = self.sup.procs[name]
-        if p.state == "frozen":
+        if p.state == ProcessState.FROZEN:
             await self.sup.thaw(name)
-        elif p.state not in ("serving", "starting"):
+        elif p.state not in (ProcessState.SERVING, ProcessState.STARTING):
             await self.sup.start(name)
         await self.sup.wait_serving(name, RESTART_TIMEOUT_S)
 

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from backend.common.states import PaymentStatus
 from backend.supervisor import close_child, killpg
 
 JOURNAL_FILE = "chaos-journal.jsonl"
@@ -120,9 +121,10 @@ class Worker:
             self.journal.write({"note": entry.idempotency_key, "code": exc.code})
         else:
             if not delivery.final:
+                assert delivery.error is not None  # a queued delivery says why
                 self.journal.write({"retry": delivery.idempotency_key, "code": delivery.error.code})
                 retrier.wake()
-            elif delivery.status in ("SUCCEEDED", "DECLINED"):
+            elif delivery.status in (PaymentStatus.SUCCEEDED, PaymentStatus.DECLINED):
                 if replay < self.setup["replay_fraction"]:
                     await self.replay(delivery)
                 if conflict < self.setup["conflict_fraction"]:
@@ -138,17 +140,18 @@ class Worker:
             **{"from": pb.AccountRef(bank=d.from_bank, account_id=d.from_account)},
         )
 
-    async def _pay_again(self, request) -> tuple[str, str]:
+    async def _pay_again(self, request) -> tuple[PaymentStatus | str, str]:
+        """(the payment's status, its id), or (the failed call's status code name, "")."""
         import grpc
 
-        from backend.api import strife_pb2 as pb
+        from backend.client import payment_status
 
         session = self.client.require_session()
         try:
             p = await self.client.stub.Pay(request, timeout=REPLAY_TIMEOUT_S, metadata=session.metadata)
         except grpc.aio.AioRpcError as exc:
             return exc.code().name, ""
-        return {pb.SUCCEEDED: "SUCCEEDED", pb.DECLINED: "DECLINED"}.get(p.status, "PENDING"), p.payment_id
+        return payment_status(p.status), p.payment_id
 
     async def replay(self, d) -> None:
         """Send the same key and request again: the same answer must come back."""
@@ -169,7 +172,7 @@ class Worker:
         if status in RETRYABLE_CODES:
             return
         self.journal.write({"conflict": d.idempotency_key,
-                            "code": "OK" if status in ("SUCCEEDED", "DECLINED", "PENDING") else status})
+                            "code": "OK" if isinstance(status, PaymentStatus) else status})
 
     async def drain(self, timeout_s: float) -> int:
         """Send the outbox until it is empty or timeout_s passed; return what is left."""
@@ -272,6 +275,7 @@ class WorkerHandle:
     async def kill(self) -> None:
         if not self.alive:
             return
+        assert self.proc is not None
         self.kills += 1
         killpg(self.proc.pid)
         await self.proc.wait()
@@ -303,6 +307,7 @@ class WorkerHandle:
     def kill_now(self) -> None:
         """Synchronous last resort for error paths."""
         if self.alive:
+            assert self.proc is not None
             killpg(self.proc.pid)
 
     def errors(self) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend.client import DEFAULT_GATEWAY, DEFAULT_PROFILE, ClientError, GatewayClient
 from backend.common.money import format_cents
+from backend.common.states import PaymentStatus
 
 EXIT_OK = 0        # done: paid, or the command succeeded
 EXIT_ERROR = 1     # an error; with --json its code is the gRPC status name
@@ -206,9 +207,9 @@ async def _pay(client: GatewayClient, args) -> Result:
     d = await client.pay(args.bank, args.account, args.amount, from_bank=from_bank, from_account=from_account)
     amount = format_cents(d.amount_cents)
     source = f" from {d.from_bank}/{d.from_account}" if d.from_bank else ""
-    if d.status == "SUCCEEDED":
+    if d.status == PaymentStatus.SUCCEEDED:
         return Result(d.to_json(), f"paid {amount}{source} to {d.payee} (payment {d.payment_id})")
-    if d.status == "DECLINED":
+    if d.status == PaymentStatus.DECLINED:
         return Result(d.to_json(), f"declined: {d.reason}; {amount} to {d.payee} was not paid", EXIT_DECLINED)
     why = d.error.message if d.error else d.status
     return Result(d.to_json(),
@@ -279,9 +280,9 @@ async def _sync(client: GatewayClient, args) -> Result:
     lines = []
     for d in deliveries:
         amount = format_cents(d.amount_cents)
-        if d.status == "SUCCEEDED":
+        if d.status == PaymentStatus.SUCCEEDED:
             lines.append(f"paid {amount} to {d.payee} (key {d.idempotency_key}{', replayed' if d.replayed else ''})")
-        elif d.status == "DECLINED":
+        elif d.status == PaymentStatus.DECLINED:
             lines.append(f"declined: {d.reason}; {amount} to {d.payee} (key {d.idempotency_key})")
         elif d.final:
             lines.append(f"{d.status.lower()}: {d.error.code}: {d.error.message}; {amount} to {d.payee}")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from backend.common import certs, datadir, fixtures
+from backend.common.states import ProcessState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 
 
@@ -63,10 +64,10 @@ async def _up(args: argparse.Namespace) -> int:
             print(f"{record.get('process')}: {record.get('msg') or record.get('event')}", file=sys.stderr, flush=True)
 
     def on_change(p) -> None:
-        if p.state == "serving" and p.spec.name not in announced:
+        if p.state == ProcessState.SERVING and p.spec.name not in announced:
             announced.add(p.spec.name)
             print(f"{p.spec.name:<8} serving on {cfg.host}:{p.spec.port} (pid {p.pid})", flush=True)
-        elif p.state == "crashed":
+        elif p.state == ProcessState.CRASHED:
             print(f"{p.spec.name:<8} exited with code {p.exit_code}", file=sys.stderr, flush=True)
 
     sup = Supervisor(stack_specs(cfg), on_record, on_change)

@@ -19,6 +19,7 @@ from backend.client.gateway_client import (
     PaymentView,
     SyncReport,
     backoff_s,
+    payment_status,
 )
 from backend.client.outbox import MAX_QUEUED, Outbox, OutboxEntry, SentEntry
 from backend.client.profile import DEFAULT_PROFILE, Profile, Session
@@ -27,5 +28,5 @@ from backend.client.retrier import Retrier
 __all__ = [
     "AccountBalance", "Balance", "ClientError", "DEFAULT_GATEWAY", "DEFAULT_PROFILE", "Delivery",
     "GatewayClient", "History", "MAX_QUEUED", "Outbox", "OutboxEntry", "PaymentView", "Profile",
-    "RETRYABLE_CODES", "Retrier", "SentEntry", "Session", "SyncReport", "backoff_s",
+    "RETRYABLE_CODES", "Retrier", "SentEntry", "Session", "SyncReport", "backoff_s", "payment_status",
 ]

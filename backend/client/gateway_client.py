@@ -22,6 +22,7 @@ from backend.client.errors import ClientError
 from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
 from backend.common import limits, money, tls
+from backend.common.states import PaymentStatus
 
 DEFAULT_GATEWAY = "127.0.0.1:50060"
 CALL_TIMEOUT_S = 5.0         # deadline of every call but Pay and Register
@@ -35,7 +36,17 @@ BACKOFF_CAP_S = 30.0
 # charged a second time, so an older entry is not sent again: it ends EXPIRED
 # and the user checks `history` before paying again.
 MAX_ENTRY_AGE_S = 23 * 3600.0
-_STATUS_NAMES = {pb.SUCCEEDED: "SUCCEEDED", pb.DECLINED: "DECLINED", pb.PENDING: "PENDING"}
+# The gateway's payment status (a proto enum) as the client names it: the one table.
+_PAYMENT_STATUS: dict[int, PaymentStatus] = {
+    pb.SUCCEEDED: PaymentStatus.SUCCEEDED,
+    pb.DECLINED: PaymentStatus.DECLINED,
+    pb.PENDING: PaymentStatus.PENDING,
+}
+
+
+def payment_status(proto_status: int) -> PaymentStatus:
+    """A pb.PaymentStatus as a PaymentStatus; UNSPECIFIED for a value this client does not know."""
+    return _PAYMENT_STATUS.get(proto_status, PaymentStatus.UNSPECIFIED)
 
 
 def backoff_s(attempts: int, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S, rng=random.random) -> float:
@@ -78,7 +89,7 @@ class PaymentView:
     to_bank: str
     to_account: str
     amount_cents: int
-    status: str           # SUCCEEDED | DECLINED | PENDING
+    status: PaymentStatus  # SUCCEEDED | DECLINED | PENDING
     reason: str
     created_at: float
 
@@ -109,7 +120,7 @@ class Delivery:
     error, in `error`), EXPIRED (too old to resend safely), QUEUED (a retryable
     failure, in `error`: it stays in the outbox until `next_retry_at`)."""
 
-    status: str
+    status: PaymentStatus
     idempotency_key: str
     username: str
     from_bank: str
@@ -124,9 +135,16 @@ class Delivery:
     next_retry_at: float | None = None
     error: ClientError | None = None
 
+    @classmethod
+    def of(cls, entry: OutboxEntry, status: PaymentStatus, *, payment_id: str = "", reason: str = "",
+           replayed: bool = False, next_retry_at: float | None = None, error: ClientError | None = None) -> Delivery:
+        return cls(status, entry.idempotency_key, entry.username, entry.from_bank, entry.from_account, entry.to_bank,
+                   entry.to_account, entry.amount_cents, entry.attempts, payment_id, reason, replayed, next_retry_at,
+                   error)
+
     @property
     def final(self) -> bool:
-        return self.status != "QUEUED"
+        return self.status != PaymentStatus.QUEUED
 
     @property
     def payee(self) -> str:
@@ -356,7 +374,7 @@ class GatewayClient:
             payment_id=p.payment_id, idempotency_key=p.idempotency_key if p.username == username else "",
             direction="sent" if p.username == username else "received",
             from_bank=source.bank, from_account=source.account_id, to_bank=p.to.bank, to_account=p.to.account_id,
-            amount_cents=p.amount_cents, status=_STATUS_NAMES.get(p.status, "UNSPECIFIED"), reason=p.reason,
+            amount_cents=p.amount_cents, status=payment_status(p.status), reason=p.reason,
             created_at=p.created_at_ms / 1000.0,
         )
 
@@ -393,7 +411,8 @@ class GatewayClient:
         [claimed] = await asyncio.to_thread(
             self.outbox.claim, session.username, time.time(), LEASE_S, False, [entry.idempotency_key])
         delivery = await self._send(session, claimed)
-        if delivery.status == "REJECTED":
+        if delivery.status == PaymentStatus.REJECTED:
+            assert delivery.error is not None
             raise delivery.error
         return delivery
 
@@ -430,14 +449,12 @@ class GatewayClient:
     async def _send(self, session: Session, entry: OutboxEntry) -> Delivery:
         """Send one claimed entry under its key and record what came of it."""
         assert entry.username == session.username, "a payment is sent only with its own user's session"
-        base = dict(idempotency_key=entry.idempotency_key, username=entry.username, from_bank=entry.from_bank,
-                    from_account=entry.from_account, to_bank=entry.to_bank, to_account=entry.to_account,
-                    amount_cents=entry.amount_cents, attempts=entry.attempts)
         if time.time() - entry.created_at > MAX_ENTRY_AGE_S:
             message = "not sent: queued for more than 23 h, past the gateway's idempotency window; check history"
-            await asyncio.to_thread(self.outbox.finish, entry.idempotency_key, "EXPIRED", "DEADLINE_EXCEEDED", message)
+            await asyncio.to_thread(
+                self.outbox.finish, entry.idempotency_key, PaymentStatus.EXPIRED, "DEADLINE_EXCEEDED", message)
             self._changed()
-            return Delivery("EXPIRED", **base, error=ClientError("DEADLINE_EXCEEDED", message))
+            return Delivery.of(entry, PaymentStatus.EXPIRED, error=ClientError("DEADLINE_EXCEEDED", message))
         request = pb.PayRequest(
             idempotency_key=entry.idempotency_key,
             to=pb.AccountRef(bank=entry.to_bank, account_id=entry.to_account),
@@ -451,29 +468,29 @@ class GatewayClient:
             payment = await call
             trailers = await call.trailing_metadata() or ()
         except grpc.aio.AioRpcError as exc:
-            return await self._failed(entry, base, ClientError.from_rpc(exc))
+            return await self._failed(entry, ClientError.from_rpc(exc))
         finally:
             self._sending.discard(entry.idempotency_key)
-        status = _STATUS_NAMES.get(payment.status, "UNSPECIFIED")
-        if status not in ("SUCCEEDED", "DECLINED"):
-            return await self._failed(entry, base, ClientError("ABORTED", f"payment {payment.payment_id} is {status}"))
+        status = payment_status(payment.status)
+        if status not in (PaymentStatus.SUCCEEDED, PaymentStatus.DECLINED):
+            return await self._failed(entry, ClientError("ABORTED", f"payment {payment.payment_id} is {status}"))
         replayed = any(k == "idempotent-replayed" for k, _ in trailers)
         await asyncio.to_thread(
             self.outbox.finish, entry.idempotency_key, status, "OK", payment.reason, payment.payment_id)
         self._changed()
-        return Delivery(status, **base, payment_id=payment.payment_id, reason=payment.reason, replayed=replayed)
+        return Delivery.of(entry, status, payment_id=payment.payment_id, reason=payment.reason, replayed=replayed)
 
-    async def _failed(self, entry: OutboxEntry, base: dict, err: ClientError) -> Delivery:
+    async def _failed(self, entry: OutboxEntry, err: ClientError) -> Delivery:
         if err.retryable:
             if err.code == "UNAUTHENTICATED":
                 err = ClientError(err.code, f"{err.message} (queued: log in as {entry.username} to send it)")
             next_at = time.time() + backoff_s(entry.attempts, self.backoff_base_s, self.backoff_cap_s, self._rng)
             await asyncio.to_thread(self.outbox.retry_later, entry.idempotency_key, err.code, err.message, next_at)
             self._changed()
-            return Delivery("QUEUED", **base, next_retry_at=next_at, error=err)
-        await asyncio.to_thread(self.outbox.finish, entry.idempotency_key, "REJECTED", err.code, err.message)
+            return Delivery.of(entry, PaymentStatus.QUEUED, next_retry_at=next_at, error=err)
+        await asyncio.to_thread(self.outbox.finish, entry.idempotency_key, PaymentStatus.REJECTED, err.code, err.message)
         self._changed()
-        return Delivery("REJECTED", **base, error=err)
+        return Delivery.of(entry, PaymentStatus.REJECTED, error=err)
 
     async def resend(self, key: str) -> Delivery:
         """Send one queued entry of the logged-in user now, whatever its next_retry_at."""
@@ -503,6 +520,7 @@ class GatewayClient:
                 report.deliveries.append(delivery)
                 if delivery.error is not None and not delivery.final and _ends_round(delivery.error):
                     report.stopped_by = delivery.error
+                    assert delivery.next_retry_at is not None  # a queued delivery has its next try
                     await asyncio.to_thread(self.outbox.defer, session.username, delivery.next_retry_at)
                     break
             report.remaining = await asyncio.to_thread(self.outbox.entries, session.username)

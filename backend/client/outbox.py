@@ -13,19 +13,20 @@ import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 from backend.client.errors import ClientError
+from backend.common.states import PaymentStatus
 
 MAX_QUEUED = 1000          # queued entries over all users; more is refused
 MAX_FINISHED = 1000        # final answers kept in `sent` (oldest dropped)
 BUSY_TIMEOUT_S = 10.0
 
-FINAL_STATUSES = ("SUCCEEDED", "DECLINED", "REJECTED", "EXPIRED")
+FINAL_STATUSES = tuple(s for s in PaymentStatus if s.final)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     idem_key TEXT NOT NULL UNIQUE,
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS sent (
     attempts INTEGER NOT NULL,
     created_at REAL NOT NULL,
     finished_at REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('SUCCEEDED', 'DECLINED', 'REJECTED', 'EXPIRED')),
+    status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in FINAL_STATUSES)})),
     code TEXT NOT NULL,
     reason TEXT NOT NULL,
     payment_id TEXT NOT NULL
@@ -110,7 +111,7 @@ class SentEntry:
     attempts: int
     created_at: float
     finished_at: float
-    status: str          # SUCCEEDED | DECLINED | REJECTED (a final error) | EXPIRED (too old to resend)
+    status: PaymentStatus  # SUCCEEDED | DECLINED | REJECTED (a final error) | EXPIRED (too old to resend)
     code: str            # "OK" or the status code name of the final error
     reason: str          # why declined, or the error message
     payment_id: str
@@ -128,7 +129,8 @@ def _entry(row) -> OutboxEntry:
 
 
 def _sent(row) -> SentEntry:
-    return SentEntry(*row)
+    entry = SentEntry(*row)
+    return replace(entry, status=PaymentStatus(entry.status))
 
 
 class Outbox:
@@ -188,7 +190,8 @@ class Outbox:
         """Take entries of `username` for sending: each gets attempts + 1 and is not due
         again for `lease_s` (so another sender skips it while this one waits for an answer).
         Oldest first; `keys` restricts to those entries."""
-        where, args = "username = ?", [username]
+        where = "username = ?"
+        args: list[object] = [username]
         if due_only:
             where += " AND next_retry_at <= ?"
             args.append(now)
@@ -230,7 +233,7 @@ class Outbox:
             conn.execute("UPDATE outbox SET next_retry_at = ? WHERE username = ? AND next_retry_at > ?",
                          (now, username, now))
 
-    def finish(self, key: str, status: str, code: str = "OK", reason: str = "", payment_id: str = "",
+    def finish(self, key: str, status: PaymentStatus, code: str = "OK", reason: str = "", payment_id: str = "",
                now: float | None = None) -> SentEntry | None:
         """Move the entry to `sent` with its final answer, in one transaction. If another
         sender finished it first, return that answer; None if the key was never queued."""
@@ -282,11 +285,6 @@ class Outbox:
         with self._connect() as conn:
             row = conn.execute(f"SELECT {_SENT_COLUMNS} FROM sent WHERE idem_key = ?", (key,)).fetchone()
         return _sent(row) if row else None
-
-    def next_due_at(self, username: str) -> float | None:
-        with self._connect() as conn:
-            (due,) = conn.execute("SELECT MIN(next_retry_at) FROM outbox WHERE username = ?", (username,)).fetchone()
-        return due
 
     def count(self, username: str | None = None) -> int:
         with self._connect() as conn:
