@@ -91,9 +91,9 @@ class LoginForm(Vertical):
     @on(Button.Pressed, "#register-submit")
     def _register(self, event: Input.Submitted | Button.Pressed) -> None:
         event.stop()
-        bank = self.query_one("#register-bank", Select).value
+        bank = self.query_one("#register-bank", Select).selection
         account = self.query_one("#register-account", Input).value.strip()
-        self.post_message(self.RegisterRequested(*self._credentials(), "" if bank is Select.BLANK else str(bank), account))
+        self.post_message(self.RegisterRequested(*self._credentials(), str(bank or ""), account))
 
     @on(Button.Pressed, "#logout")
     def _logout(self, event: Button.Pressed) -> None:

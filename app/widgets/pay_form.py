@@ -108,12 +108,13 @@ class PayForm(Vertical):
         event.stop()
         if self.busy:
             return
-        source = self.query_one("#pay-from", Select).value
-        bank = self.query_one("#pay-bank", Select).value
+        source = self.query_one("#pay-from", Select).selection  # "BankA/A-1001", None when logged out
+        bank = self.query_one("#pay-bank", Select).selection
+        from_bank, _, from_account = str(source or "").partition("/")
         self.post_message(self.PayRequested(
-            to_bank="" if bank is Select.BLANK else str(bank),
+            to_bank=str(bank or ""),
             to_account=self.query_one("#pay-account", Input).value.strip(),
             amount_text=self.query_one("#pay-amount", Input).value,
-            from_bank=None if source is Select.BLANK else str(source).split("/", 1)[0],
-            from_account=None if source is Select.BLANK else str(source).split("/", 1)[1],
+            from_bank=from_bank or None,
+            from_account=from_account or None,
         ))
