@@ -216,12 +216,25 @@ class StrifeApp(App):
         self.sync_outbox()
 
     def on_login_form_login_requested(self, message: LoginForm.LoginRequested) -> None:
-        self.client_call(f"Logged in as {message.username}", "#pay-bank", self.source.login,
-                         message.username, message.password, refresh=True)
+        self.client_call(
+            f"Logged in as {message.username}",
+            "#pay-bank",
+            self.source.login,
+            message.username,
+            message.password,
+            refresh=True,
+        )
 
     def on_login_form_register_requested(self, message: LoginForm.RegisterRequested) -> None:
-        self.client_call(f"Registered {message.username}: now log in", "#login-password", self.source.register,
-                         message.username, message.password, message.bank, message.account_id)
+        self.client_call(
+            f"Registered {message.username}: now log in",
+            "#login-password",
+            self.source.register,
+            message.username,
+            message.password,
+            message.bank,
+            message.account_id,
+        )
 
     def on_login_form_logout_requested(self) -> None:
         self.client_call("Logged out", "#login-username", self.source.logout)
@@ -309,7 +322,8 @@ class StrifeApp(App):
             if p.state == ProcessState.FROZEN:
                 yield SystemCommand(f"Thaw {p.name}", f"SIGCONT {p.name}", partial(run, "thaw"))
             else:
-                yield SystemCommand(f"Freeze {p.name}", f"SIGSTOP {p.name}: up but answering nothing",
-                                    partial(run, "freeze"))
+                yield SystemCommand(
+                    f"Freeze {p.name}", f"SIGSTOP {p.name}: up but answering nothing", partial(run, "freeze")
+                )
             yield SystemCommand(f"Restart {p.name}", f"Start {p.name} again", partial(run, "restart"))
         yield SystemCommand("Retry offline queue", "Send the queued payments now", self.sync_outbox)

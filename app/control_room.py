@@ -6,8 +6,8 @@ import argparse
 import atexit
 import sys
 
-from app.live_source import LiveSource
 from app.cli.up import stack_config
+from app.live_source import LiveSource
 
 
 def main(args: argparse.Namespace) -> None:

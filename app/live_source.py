@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,17 +19,25 @@ from textual.message import Message
 
 from app import messages as msg
 from app.model import (
-    AccountRow, Balances, BankBalances, BankStep, ClientState, HistoryRow, LogRecord, ProcessInfo, QueuedPayment,
+    AccountRow,
+    Balances,
+    BankBalances,
+    BankStep,
+    ClientState,
+    HistoryRow,
+    LogRecord,
+    ProcessInfo,
+    QueuedPayment,
 )
 from app.source import ClientError, ControlSource
 from app.timeline import Timeline
 from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
 from backend.client.gateway_client import GatewayClient
 from backend.client.retrier import Retrier
-from backend.common.money import format_cents
-from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import datadir, fixtures, tls
 from backend.common.events import Event, Phase, TwoPc
+from backend.common.money import format_cents
 from backend.common.states import Decision, PaymentStatus, ProcessState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 
@@ -45,16 +53,16 @@ IN_FLIGHT_WINDOW_S = 30.0
 
 def fixture_total_cents(cfg: StackConfig) -> int:
     """What the fixtures seed: the expected total until every bank has said what it was seeded with."""
-    return sum(
-        a["balance_cents"] for name in cfg.bank_ports for a in fixtures.bank_accounts(cfg.bank_fixtures, name)
-    )
+    return sum(a["balance_cents"] for name in cfg.bank_ports for a in fixtures.bank_accounts(cfg.bank_fixtures, name))
 
 
 def committing(rows, now: float) -> int:
     """Recent payments decided COMMIT that some bank has not applied yet."""
     return sum(
-        1 for r in rows
-        if r.decision == Decision.COMMIT and now - r.started_at < IN_FLIGHT_WINDOW_S
+        1
+        for r in rows
+        if r.decision == Decision.COMMIT
+        and now - r.started_at < IN_FLIGHT_WINDOW_S
         and any(p.phase != BankStep.COMMITTED for p in r.participants)
     )
 
@@ -92,7 +100,9 @@ class LiveSource(ControlSource):
             asyncio.create_task(self._poll_balances()),
             asyncio.create_task(self._tick_stats()),
         ]
-        self.client = GatewayClient(self.cfg.gateway_address, self.cfg.certs_dir, self.cfg.data_dir / "control-room-client")
+        self.client = GatewayClient(
+            self.cfg.gateway_address, self.cfg.certs_dir, self.cfg.data_dir / "control-room-client"
+        )
         self.client.on_outbox_change = self._post_outbox
         self.retrier = Retrier(self.client, on_round=lambda report: self._after_payments())
         self.retrier.start()
@@ -154,9 +164,15 @@ class LiveSource(ControlSource):
 
     def _info(self, p) -> ProcessInfo:
         return ProcessInfo(
-            name=p.spec.name, kind=p.spec.kind, state=p.state, port=p.spec.port, pid=p.pid,
-            started_at=p.started_at if p.pid else None, restarts=p.restarts,
-            health=self._health.get(p.spec.name, "UNKNOWN"), exit_code=p.exit_code,
+            name=p.spec.name,
+            kind=p.spec.kind,
+            state=p.state,
+            port=p.spec.port,
+            pid=p.pid,
+            started_at=p.started_at if p.pid else None,
+            restarts=p.restarts,
+            health=self._health.get(p.spec.name, "UNKNOWN"),
+            exit_code=p.exit_code,
         )
 
     def _on_record(self, raw: dict) -> None:
@@ -208,7 +224,7 @@ class LiveSource(ControlSource):
         while True:
             try:
                 await asyncio.wait_for(self._balances_due.wait(), POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._balances_due.clear()
             in_flight = committing(self.timeline.rows(), time.time())
@@ -233,7 +249,10 @@ class LiveSource(ControlSource):
             return BankBalances(bank=name, reachable=False)
         self._seeded[name] = answer.seeded_total_cents
         return BankBalances(
-            bank=name, reachable=True, total_cents=answer.total_cents, held_cents=answer.held_cents,
+            bank=name,
+            reachable=True,
+            total_cents=answer.total_cents,
+            held_cents=answer.held_cents,
             accounts=tuple(
                 AccountRow(name, a.account_id, a.owner, a.balance_cents, a.available_cents) for a in answer.accounts
             ),
@@ -268,14 +287,23 @@ class LiveSource(ControlSource):
         if self.client is None:
             return
         entries = self.client.outbox.entries()
-        self._post(msg.OutboxChanged(tuple(
-            QueuedPayment(
-                idempotency_key=e.idempotency_key, username=e.username, payee=e.payee,
-                amount_cents=e.amount_cents, attempts=e.attempts,
-                next_retry_at=e.next_retry_at, last_error=e.last_error, created_at=e.created_at,
+        self._post(
+            msg.OutboxChanged(
+                tuple(
+                    QueuedPayment(
+                        idempotency_key=e.idempotency_key,
+                        username=e.username,
+                        payee=e.payee,
+                        amount_cents=e.amount_cents,
+                        attempts=e.attempts,
+                        next_retry_at=e.next_retry_at,
+                        last_error=e.last_error,
+                        created_at=e.created_at,
+                    )
+                    for e in entries
+                )
             )
-            for e in entries
-        )))
+        )
 
     def _after_payments(self) -> None:
         self._post_outbox()
@@ -300,8 +328,14 @@ class LiveSource(ControlSource):
         await self._client().logout()
         self._post(msg.ClientChanged(ClientState(username=None)))
 
-    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None,
-                  from_account: str | None = None) -> str:
+    async def pay(
+        self,
+        to_bank: str,
+        to_account: str,
+        amount_text: str,
+        from_bank: str | None = None,
+        from_account: str | None = None,
+    ) -> str:
         delivery = await self._client().pay(
             to_bank, to_account, amount_text, from_bank=from_bank or None, from_account=from_account or None
         )
@@ -326,17 +360,23 @@ class LiveSource(ControlSource):
             return
         balance = await client.balance()
         history = await client.history(page_size=20)
-        self._post(msg.ClientChanged(ClientState(
-            username=session.username,
-            accounts=tuple(
-                AccountRow(a.bank, a.account_id, session.username, a.balance_cents, a.available_cents)
-                for a in balance.accounts
-            ),
-            history=tuple(
-                HistoryRow(p.payment_id, p.direction, p.counterparty, p.amount_cents, p.status, p.reason, p.created_at)
-                for p in history.payments
-            ),
-        )))
+        self._post(
+            msg.ClientChanged(
+                ClientState(
+                    username=session.username,
+                    accounts=tuple(
+                        AccountRow(a.bank, a.account_id, session.username, a.balance_cents, a.available_cents)
+                        for a in balance.accounts
+                    ),
+                    history=tuple(
+                        HistoryRow(
+                            p.payment_id, p.direction, p.counterparty, p.amount_cents, p.status, p.reason, p.created_at
+                        )
+                        for p in history.payments
+                    ),
+                )
+            )
+        )
 
     async def sync_outbox(self) -> None:
         client = self._client()

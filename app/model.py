@@ -10,14 +10,14 @@ from backend.common.states import Decision, PaymentStatus, ProcessState
 
 @dataclass(frozen=True)
 class ProcessInfo:
-    name: str            # "gateway", "BankA", ...
-    kind: str            # "gateway" | "bank"
+    name: str  # "gateway", "BankA", ...
+    kind: str  # "gateway" | "bank"
     state: ProcessState
     port: int
     pid: int | None = None
-    started_at: float | None = None   # time.time() of the last start, None when not running
+    started_at: float | None = None  # time.time() of the last start, None when not running
     restarts: int = 0
-    health: str = "UNKNOWN"           # gRPC health: "SERVING" | "NOT_SERVING" | "UNKNOWN"
+    health: str = "UNKNOWN"  # gRPC health: "SERVING" | "NOT_SERVING" | "UNKNOWN"
     exit_code: int | None = None
 
 
@@ -42,7 +42,7 @@ class BankBalances:
 @dataclass(frozen=True)
 class Balances:
     banks: tuple[BankBalances, ...]
-    expected_total_cents: int   # what the total over all banks must be (money is conserved)
+    expected_total_cents: int  # what the total over all banks must be (money is conserved)
     # True while committed payments are still reaching their banks: between the two banks'
     # commits the total is off by their amounts for a moment, which is not a loss.
     settling: bool = False
@@ -68,7 +68,7 @@ class LogRecord:
     process: str
     level: str
     event: str
-    fields: dict = field(default_factory=dict)   # everything else: method, user, code, ms, txn, ...
+    fields: dict = field(default_factory=dict)  # everything else: method, user, code, ms, txn, ...
 
 
 class BankStep(StrEnum):
@@ -94,14 +94,14 @@ class TxnRow:
     """One payment as it moves through two-phase commit."""
 
     txn_id: str
-    payer: str            # "BankA/A-1001"
-    payee: str            # "BankB/B-2001"
+    payer: str  # "BankA/A-1001"
+    payee: str  # "BankB/B-2001"
     amount_cents: int
     participants: tuple[Participant, ...]
     decision: Decision = Decision.PREPARING  # PREPARING while voting, then COMMIT or ABORT
-    reason: str = ""      # "declined: insufficient funds", "BankB offline", "timeout", ...
+    reason: str = ""  # "declined: insufficient funds", "BankB offline", "timeout", ...
     started_at: float = 0.0
-    latency_ms: float | None = None   # from begin to the last acknowledgement
+    latency_ms: float | None = None  # from begin to the last acknowledgement
     user: str = ""
 
     @property
@@ -115,7 +115,7 @@ class QueuedPayment:
 
     idempotency_key: str
     username: str
-    payee: str            # "BankB/B-2001"
+    payee: str  # "BankB/B-2001"
     amount_cents: int
     attempts: int
     next_retry_at: float | None
@@ -128,8 +128,8 @@ class HistoryRow:
     """One of the logged-in user's payments, sent or received."""
 
     payment_id: str
-    direction: str        # "sent" | "received"
-    counterparty: str     # "BankB/B-2001"
+    direction: str  # "sent" | "received"
+    counterparty: str  # "BankB/B-2001"
     amount_cents: int
     status: PaymentStatus
     reason: str
@@ -138,6 +138,6 @@ class HistoryRow:
 
 @dataclass(frozen=True)
 class ClientState:
-    username: str | None            # None when logged out
+    username: str | None  # None when logged out
     accounts: tuple[AccountRow, ...] = ()
     history: tuple[HistoryRow, ...] = ()

@@ -9,7 +9,7 @@ return when done and raise ClientError for an error to show the user.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 from textual.message import Message
 
@@ -53,8 +53,14 @@ class ControlSource(ABC):
     async def logout(self) -> None: ...
 
     @abstractmethod
-    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None,
-                  from_account: str | None = None) -> str:
+    async def pay(
+        self,
+        to_bank: str,
+        to_account: str,
+        amount_text: str,
+        from_bank: str | None = None,
+        from_account: str | None = None,
+    ) -> str:
         """Pay; `amount_text` as typed ("12.50"). Returns a one-line outcome to show
         ("paid 12.50 to BankB/B-2001", "declined: insufficient funds", "queued: gateway offline").
         Raises ClientError with INVALID_ARGUMENT for a bad amount before anything is sent."""

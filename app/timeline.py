@@ -90,7 +90,9 @@ class Timeline:
             amount_cents=int(event.amount_cents or 0),
             # The gateway sends every prepare right after "begin" (it logs no line per prepare);
             # payer first, no duplicate for a payment inside one bank.
-            participants=tuple(Participant(bank, BankStep.PREPARE_SENT) for bank in dict.fromkeys([from_bank, to_bank])),
+            participants=tuple(
+                Participant(bank, BankStep.PREPARE_SENT) for bank in dict.fromkeys([from_bank, to_bank])
+            ),
             started_at=at,
             user=event.user or "",
         )

@@ -9,14 +9,21 @@ The 2PC rows come from app.timeline folding fixed log lines, as in the live sour
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from textual.message import Message
 
 from app import messages as msg
 from app.model import (
-    AccountRow, Balances, BankBalances, ClientState, HistoryRow, LogRecord, ProcessInfo, QueuedPayment,
+    AccountRow,
+    Balances,
+    BankBalances,
+    ClientState,
+    HistoryRow,
+    LogRecord,
+    ProcessInfo,
+    QueuedPayment,
 )
 from app.source import ClientError, ControlSource
 from app.timeline import Timeline
@@ -55,21 +62,53 @@ def _2pc(t: float, process: str, phase: Phase, level: str = "info", **fields) ->
     return _log(t, process, Event.TWOPC, level, phase=phase, **fields)
 
 
-def _payment(t: float, txn: str, user: str, payer: str, payee: str, cents: int, *, stop_after: str = "",
-             vote_b: Vote = Vote.YES, no_reason: str = "", b_down_after_vote: bool = False) -> list[LogRecord]:
+def _payment(
+    t: float,
+    txn: str,
+    user: str,
+    payer: str,
+    payee: str,
+    cents: int,
+    *,
+    stop_after: str = "",
+    vote_b: Vote = Vote.YES,
+    no_reason: str = "",
+    b_down_after_vote: bool = False,
+) -> list[LogRecord]:
     """The log lines of one payment: the payer bank votes yes unless `no_reason`; the
     payee bank votes `vote_b`; `stop_after` cuts the story short (mid-2PC)."""
     (bank_a, acct_a), (bank_b, acct_b) = payer.split("/"), payee.split("/")
     lines = [
-        _2pc(t, "gateway", Phase.BEGIN, txn=txn, user=user, amount_cents=cents, from_bank=bank_a,
-             from_account=acct_a, to_bank=bank_b, to_account=acct_b),
+        _2pc(
+            t,
+            "gateway",
+            Phase.BEGIN,
+            txn=txn,
+            user=user,
+            amount_cents=cents,
+            from_bank=bank_a,
+            from_account=acct_a,
+            to_bank=bank_b,
+            to_account=acct_b,
+        ),
         _2pc(t + 0.004, bank_a, Phase.VOTE, txn=txn, vote=Vote.NO if no_reason else Vote.YES, reason=no_reason or None),
     ]
     if stop_after == "payer_vote":
         return lines
     if vote_b == Vote.NONE:
-        lines.append(_2pc(t + 0.006, "gateway", Phase.VOTE, "warning", txn=txn, bank=bank_b, vote=Vote.NONE,
-                          code="UNAVAILABLE", reason=f"{bank_b} offline"))
+        lines.append(
+            _2pc(
+                t + 0.006,
+                "gateway",
+                Phase.VOTE,
+                "warning",
+                txn=txn,
+                bank=bank_b,
+                vote=Vote.NONE,
+                code="UNAVAILABLE",
+                reason=f"{bank_b} offline",
+            )
+        )
         decision, reason = Decision.ABORT, f"{bank_b} offline"
     else:
         lines.append(_2pc(t + 0.005, bank_b, Phase.VOTE, txn=txn, vote=Vote.YES))
@@ -77,19 +116,42 @@ def _payment(t: float, txn: str, user: str, payer: str, payee: str, cents: int, 
     lines.append(_2pc(t + 0.007, "gateway", Phase.DECISION, txn=txn, decision=decision, reason=reason or None))
     lines.append(_2pc(t + 0.011, "gateway", Phase.ACKED, txn=txn, bank=bank_a, decision=decision))
     if vote_b == Vote.NONE or b_down_after_vote:
-        lines.append(_2pc(t + 0.012, "gateway", Phase.DECISION_UNACKED, "warning", txn=txn, bank=bank_b,
-                          decision=decision, code="UNAVAILABLE"))
+        lines.append(
+            _2pc(
+                t + 0.012,
+                "gateway",
+                Phase.DECISION_UNACKED,
+                "warning",
+                txn=txn,
+                bank=bank_b,
+                decision=decision,
+                code="UNAVAILABLE",
+            )
+        )
     else:
         lines.append(_2pc(t + 0.013, "gateway", Phase.ACKED, txn=txn, bank=bank_b, decision=decision))
     code = "OK" if decision == Decision.COMMIT or no_reason else "UNAVAILABLE"
-    lines.append(_log(t + 0.014, "gateway", Event.RPC, "info" if code == "OK" else "warning",
-                      method="/strife.Gateway/Pay", user=user, code=code, ms=14.2, txn=txn))
+    lines.append(
+        _log(
+            t + 0.014,
+            "gateway",
+            Event.RPC,
+            "info" if code == "OK" else "warning",
+            method="/strife.Gateway/Pay",
+            user=user,
+            code=code,
+            ms=14.2,
+            txn=txn,
+        )
+    )
     return lines
 
 
 def _startup() -> list[LogRecord]:
-    lines = [_log(-754 + i * 0.2, name, Event.SERVING, address=f"127.0.0.1:{port}")
-             for i, (name, port) in enumerate(PORTS.items())]
+    lines = [
+        _log(-754 + i * 0.2, name, Event.SERVING, address=f"127.0.0.1:{port}")
+        for i, (name, port) in enumerate(PORTS.items())
+    ]
     lines.append(_log(-700, "gateway", Event.RPC, method="/strife.Gateway/Login", user="alice", code="OK", ms=3.1))
     return lines
 
@@ -106,24 +168,43 @@ def _history() -> list[LogRecord]:
 def _processes(down: str = "") -> tuple[ProcessInfo, ...]:
     return tuple(
         ProcessInfo(name, "gateway" if name == "gateway" else "bank", ProcessState.OFFLINE, port, restarts=0)
-        if name == down else
-        ProcessInfo(name, "gateway" if name == "gateway" else "bank", ProcessState.SERVING, port, pid=4101 + i,
-                    started_at=NOW - 754, health="SERVING", restarts=1 if name == "BankC" else 0)
+        if name == down
+        else ProcessInfo(
+            name,
+            "gateway" if name == "gateway" else "bank",
+            ProcessState.SERVING,
+            port,
+            pid=4101 + i,
+            started_at=NOW - 754,
+            health="SERVING",
+            restarts=1 if name == "BankC" else 0,
+        )
         for i, (name, port) in enumerate(PORTS.items())
     )
 
 
-def _balances(unreachable: str = "", held: dict[str, int] | None = None, moved: dict[str, int] | None = None) -> Balances:
+def _balances(
+    unreachable: str = "", held: dict[str, int] | None = None, moved: dict[str, int] | None = None
+) -> Balances:
     held, moved = held or {}, moved or {}
     banks = []
     for bank, rows in ACCOUNTS.items():
         if bank == unreachable:
             banks.append(BankBalances(bank, reachable=False))
             continue
-        accounts = tuple(AccountRow(bank, acct, owner, cents + moved.get(acct, 0),
-                                    cents + moved.get(acct, 0) - held.get(acct, 0)) for acct, owner, cents in rows)
-        banks.append(BankBalances(bank, True, accounts, sum(a.balance_cents for a in accounts),
-                                  sum(held.get(a.account_id, 0) for a in accounts)))
+        accounts = tuple(
+            AccountRow(bank, acct, owner, cents + moved.get(acct, 0), cents + moved.get(acct, 0) - held.get(acct, 0))
+            for acct, owner, cents in rows
+        )
+        banks.append(
+            BankBalances(
+                bank,
+                True,
+                accounts,
+                sum(a.balance_cents for a in accounts),
+                sum(held.get(a.account_id, 0) for a in accounts),
+            )
+        )
     return Balances(tuple(banks), EXPECTED_TOTAL_CENTS)
 
 
@@ -133,8 +214,14 @@ def _rates(tail: tuple[int, ...] = ()) -> tuple[int, ...]:
 
 
 def _alice(history: tuple[HistoryRow, ...] = ()) -> ClientState:
-    return ClientState("alice", (AccountRow("BankA", "A-1001", "alice", 98_750, 98_750),
-                                 AccountRow("BankC", "C-3002", "alice", 27_500, 27_500)), history)
+    return ClientState(
+        "alice",
+        (
+            AccountRow("BankA", "A-1001", "alice", 98_750, 98_750),
+            AccountRow("BankC", "C-3002", "alice", 27_500, 27_500),
+        ),
+        history,
+    )
 
 
 ALICE_HISTORY = (
@@ -170,24 +257,54 @@ class SnapshotSource(ControlSource):
     def _scenario(self):
         records = _startup() + _history()
         if self.scenario == "mid_2pc":
-            records += _payment(-0.5, "e81f0c9b27", "alice", "BankA/A-1001", "BankB/B-2001", 25_000,
-                                stop_after="payer_vote")
+            records += _payment(
+                -0.5, "e81f0c9b27", "alice", "BankA/A-1001", "BankB/B-2001", 25_000, stop_after="payer_vote"
+            )
             return records, _processes(), _balances(held={"A-1001": 25_000}), (), _rates((7, 9))
         if self.scenario == "bank_offline":
             records += _payment(-40, "d2c4a8e610", "dave", "BankA/A-1002", "BankB/B-2001", 500, b_down_after_vote=True)
             records.append(_log(-39, "BankB", KILLED_EVENT, "error", msg="killed by the control room (SIGKILL)"))
             records += _payment(-5, "7aa3f9015c", "alice", "BankA/A-1001", "BankB/B-2002", 3_000, vote_b=Vote.NONE)
-            return (records, _processes(down="BankB"), _balances(unreachable="BankB", moved={"A-1002": -500}), (),
-                    _rates((6, 2, 0, 0)))
+            return (
+                records,
+                _processes(down="BankB"),
+                _balances(unreachable="BankB", moved={"A-1002": -500}),
+                (),
+                _rates((6, 2, 0, 0)),
+            )
         if self.scenario == "gateway_offline":
             self._client = _alice(ALICE_HISTORY)
             outbox = (
-                QueuedPayment("0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", "alice", "BankB/B-2001", 1_000, 3, NOW + 4,
-                            "UNAVAILABLE: gateway offline", NOW - 50),
-                QueuedPayment("5e6f7081-92a3-4b4c-9d5e-6f708192a3b4", "alice", "BankC/C-3001", 4_200, 1, NOW + 1,
-                            "UNAVAILABLE: gateway offline", NOW - 12),
-                QueuedPayment("a1b2c3d4-e5f6-4071-8293-a4b5c6d7e8f9", "alice", "BankB/B-2002", 725, 5, NOW + 16,
-                            "DEADLINE_EXCEEDED: no answer in 2s", NOW - 90),
+                QueuedPayment(
+                    "0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5",
+                    "alice",
+                    "BankB/B-2001",
+                    1_000,
+                    3,
+                    NOW + 4,
+                    "UNAVAILABLE: gateway offline",
+                    NOW - 50,
+                ),
+                QueuedPayment(
+                    "5e6f7081-92a3-4b4c-9d5e-6f708192a3b4",
+                    "alice",
+                    "BankC/C-3001",
+                    4_200,
+                    1,
+                    NOW + 1,
+                    "UNAVAILABLE: gateway offline",
+                    NOW - 12,
+                ),
+                QueuedPayment(
+                    "a1b2c3d4-e5f6-4071-8293-a4b5c6d7e8f9",
+                    "alice",
+                    "BankB/B-2002",
+                    725,
+                    5,
+                    NOW + 16,
+                    "DEADLINE_EXCEEDED: no answer in 2s",
+                    NOW - 90,
+                ),
             )
             records.append(_log(-95, "gateway", KILLED_EVENT, "error", msg="killed by the control room (SIGKILL)"))
             return records, _processes(down="gateway"), _balances(), outbox, _rates((3, 0, 0, 0, 0, 0))
@@ -216,8 +333,14 @@ class SnapshotSource(ControlSource):
 
     async def restart(self, name: str) -> None:
         restarts = next(p.restarts for p in self._processes if p.name == name)
-        self._set_state(name, state=ProcessState.SERVING, pid=5000 + restarts, started_at=NOW, health="SERVING",
-                        restarts=restarts + 1)
+        self._set_state(
+            name,
+            state=ProcessState.SERVING,
+            pid=5000 + restarts,
+            started_at=NOW,
+            health="SERVING",
+            restarts=restarts + 1,
+        )
 
     # -- the embedded client ---------------------------------------------
     async def register(self, username: str, password: str, bank: str, account_id: str) -> None:
@@ -233,8 +356,14 @@ class SnapshotSource(ControlSource):
         self._client = ClientState(None)
         self._post(msg.ClientChanged(self._client))
 
-    async def pay(self, to_bank: str, to_account: str, amount_text: str, from_bank: str | None = None,
-                  from_account: str | None = None) -> str:
+    async def pay(
+        self,
+        to_bank: str,
+        to_account: str,
+        amount_text: str,
+        from_bank: str | None = None,
+        from_account: str | None = None,
+    ) -> str:
         if self._client.username is None:
             raise ClientError("UNAUTHENTICATED", "log in first")
         try:

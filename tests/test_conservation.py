@@ -9,9 +9,15 @@ from tests.stack import pay_request
 
 
 def row(decision, *phases, started_at=100.0):
-    return TxnRow("t", "BankA/A-1", "BankB/B-1", 500,
-                  tuple(Participant(b, p) for b, p in zip(("BankA", "BankB"), phases)),
-                  decision=decision, started_at=started_at)
+    return TxnRow(
+        "t",
+        "BankA/A-1",
+        "BankB/B-1",
+        500,
+        tuple(Participant(b, p) for b, p in zip(("BankA", "BankB"), phases, strict=True)),
+        decision=decision,
+        started_at=started_at,
+    )
 
 
 def test_committing_counts_recent_commits_some_bank_has_not_applied():
@@ -34,11 +40,13 @@ def test_a_total_off_while_settling_is_not_a_loss_but_off_when_settled_is():
 
 
 async def test_each_bank_reports_what_it_was_seeded_with(stack):
-    seeded = {name: sum(a["balance_cents"] for a in fixtures.bank_accounts(fixtures.DEFAULT_BANKS, name))
-              for name in stack.cfg.bank_ports}
+    seeded = {
+        name: sum(a["balance_cents"] for a in fixtures.bank_accounts(fixtures.DEFAULT_BANKS, name))
+        for name in stack.cfg.bank_ports
+    }
     gw, md = await stack.login("bob")
     await gw.Pay(pay_request("BankA", "A-1001", 2500), metadata=md, timeout=10)
     ledgers = await stack.ledgers()
-    assert {n: l.seeded_total_cents for n, l in ledgers.items()} == seeded
+    assert {n: ledger.seeded_total_cents for n, ledger in ledgers.items()} == seeded
     assert ledgers["BankA"].total_cents == seeded["BankA"] + 2500  # moved, yet the seed stays put
-    assert sum(l.total_cents for l in ledgers.values()) == sum(seeded.values())
+    assert sum(ledger.total_cents for ledger in ledgers.values()) == sum(seeded.values())

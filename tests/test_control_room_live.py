@@ -61,8 +61,12 @@ async def log_in(pilot, username: str, password: str):
     app.query_one("#login-username", Input).value = username
     app.query_one("#login-password", Input).value = password
     await pilot.click("#login-submit")
-    await until(pilot, lambda: (s := app.query_one(ClientSummary).state) is not None and s.username == username,
-                15, f"logged in as {username}")
+    await until(
+        pilot,
+        lambda: (s := app.query_one(ClientSummary).state) is not None and s.username == username,
+        15,
+        f"logged in as {username}",
+    )
 
 
 async def pay(pilot, bank: str, account: str, amount: str):
@@ -98,8 +102,12 @@ async def restart_and_drain(pilot, name: str):
 
 
 async def committed_rows(pilot, source: LiveSource, count: int):
-    await until(pilot, lambda: [r.decision for r in txn_rows(source)].count(Decision.COMMIT) == count, 10,
-                f"{count} committed row(s) in the 2PC panel")
+    await until(
+        pilot,
+        lambda: [r.decision for r in txn_rows(source)].count(Decision.COMMIT) == count,
+        10,
+        f"{count} committed row(s) in the 2PC panel",
+    )
 
 
 async def test_log_in_and_pay_from_the_client_pane(live_source):
@@ -109,12 +117,20 @@ async def test_log_in_and_pay_from_the_client_pane(live_source):
         await log_in(pilot, "bob", "bob-demo-pw")
         outcome = await pay(pilot, "BankC", "C-3001", "12.50")
         assert "paid 12.50 to BankC/C-3001" in outcome
-        await until(pilot, lambda: balance(app, "BankB", "B-2001") == 75000 - 1250
-                    and balance(app, "BankC", "C-3001") == 60000 + 1250, 10, "both balances moved")
+        await until(
+            pilot,
+            lambda: balance(app, "BankB", "B-2001") == 75000 - 1250 and balance(app, "BankC", "C-3001") == 60000 + 1250,
+            10,
+            "both balances moved",
+        )
         rows = txn_rows(live_source)
         assert len(rows) == 1 and rows[0].decision == Decision.COMMIT
-        await until(pilot, lambda: {p.phase for p in txn_rows(live_source)[0].participants} == {BankStep.COMMITTED},
-                    10, "both banks committed in the 2PC row")
+        await until(
+            pilot,
+            lambda: {p.phase for p in txn_rows(live_source)[0].participants} == {BankStep.COMMITTED},
+            10,
+            "both banks committed in the 2PC row",
+        )
         assert app.query_one(BalancesPanel).balances.conserved
         history = app.query_one(ClientSummary).state.history
         assert [(p.direction, p.amount_cents, p.status) for p in history] == [("sent", 1250, PaymentStatus.SUCCEEDED)]
@@ -132,7 +148,9 @@ async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
         await log_in(pilot, "bob", "bob-demo-pw")
         outcome = await pay(pilot, "BankC", "C-3001", "5.00")
         assert outcome.startswith("queued 5.00 to BankC/C-3001")
-        await until(pilot, lambda: any(r.decision == Decision.ABORT for r in txn_rows(live_source)), 10, "an aborted row")
+        await until(
+            pilot, lambda: any(r.decision == Decision.ABORT for r in txn_rows(live_source)), 10, "an aborted row"
+        )
         aborted = [r for r in txn_rows(live_source) if r.decision == Decision.ABORT][0]
         assert "BankC offline" in aborted.reason
         assert balance(app, "BankB", "B-2001") == 75000  # nothing moved, nothing held

@@ -15,8 +15,18 @@ def ev(process: str, phase: Phase, t: float = T0, **fields) -> LogRecord:
 
 
 def begin(txn: str = "t1", t: float = T0, from_bank: str = "BankA", to_bank: str = "BankB") -> LogRecord:
-    return ev("gateway", Phase.BEGIN, t, txn=txn, user="alice", amount_cents=1250,
-              from_bank=from_bank, from_account="A-1001", to_bank=to_bank, to_account="B-2001")
+    return ev(
+        "gateway",
+        Phase.BEGIN,
+        t,
+        txn=txn,
+        user="alice",
+        amount_cents=1250,
+        from_bank=from_bank,
+        from_account="A-1001",
+        to_bank=to_bank,
+        to_account="B-2001",
+    )
 
 
 def phases(row) -> dict[str, str]:
@@ -72,9 +82,11 @@ def test_happy_commit_with_latency_from_begin_to_last_ack():
     )
     assert row.decision == Decision.COMMIT and row.reason == ""
     assert row.latency_ms is None  # BankB has not acknowledged yet
-    _, row = fold(ev("BankB", Phase.COMMITTED, T0 + 0.012, txn="t1"),
-                  ev("gateway", Phase.ACKED, T0 + 0.014, txn="t1", bank="BankB", decision=Decision.COMMIT),
-                  timeline=tl)
+    _, row = fold(
+        ev("BankB", Phase.COMMITTED, T0 + 0.012, txn="t1"),
+        ev("gateway", Phase.ACKED, T0 + 0.014, txn="t1", bank="BankB", decision=Decision.COMMIT),
+        timeline=tl,
+    )
     assert phases(row) == {"BankA": BankStep.COMMITTED, "BankB": BankStep.COMMITTED}
     assert row.latency_ms == 14.0
 
@@ -128,7 +140,15 @@ def test_unacked_yes_voter_is_in_doubt_until_it_commits():
 def test_late_yes_from_a_bank_beats_the_gateways_timeout():
     _, row = fold(
         begin(),
-        ev("gateway", Phase.VOTE, txn="t1", bank="BankB", vote=Vote.NONE, code="DEADLINE_EXCEEDED", reason="BankB timed out"),
+        ev(
+            "gateway",
+            Phase.VOTE,
+            txn="t1",
+            bank="BankB",
+            vote=Vote.NONE,
+            code="DEADLINE_EXCEEDED",
+            reason="BankB timed out",
+        ),
         ev("BankB", Phase.VOTE, txn="t1", vote=Vote.YES),
         ev("gateway", Phase.DECISION, txn="t1", decision=Decision.ABORT, reason="BankB timed out"),
     )
@@ -136,8 +156,12 @@ def test_late_yes_from_a_bank_beats_the_gateways_timeout():
 
 
 def test_phases_never_move_back():
-    _, row = fold(begin(), ev("BankA", Phase.COMMITTED, txn="t1"), ev("BankA", Phase.IN_DOUBT, txn="t1"),
-                  ev("gateway", Phase.VOTE, txn="t1", bank="BankA", vote=Vote.YES))
+    _, row = fold(
+        begin(),
+        ev("BankA", Phase.COMMITTED, txn="t1"),
+        ev("BankA", Phase.IN_DOUBT, txn="t1"),
+        ev("gateway", Phase.VOTE, txn="t1", bank="BankA", vote=Vote.YES),
+    )
     assert phases(row)["BankA"] == BankStep.COMMITTED
 
 
@@ -148,7 +172,9 @@ def test_decision_is_written_once():
 
 
 def test_resolve_without_decision_is_presumed_abort():
-    _, row = fold(begin(), ev("BankB", Phase.IN_DOUBT, txn="t1"), ev("gateway", Phase.RESOLVED, txn="t1", decision=Decision.ABORT))
+    _, row = fold(
+        begin(), ev("BankB", Phase.IN_DOUBT, txn="t1"), ev("gateway", Phase.RESOLVED, txn="t1", decision=Decision.ABORT)
+    )
     assert row.decision == Decision.ABORT and row.reason == "presumed abort" and row.in_doubt
 
 

@@ -26,7 +26,9 @@ class BalancesPanel(Vertical):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("Bank", "Account", "Owner", Text("Balance", justify="right"), Text("Available", justify="right"))
+        table.add_columns(
+            "Bank", "Account", "Owner", Text("Balance", justify="right"), Text("Available", justify="right")
+        )
 
     def watch_balances(self, balances: Balances) -> None:
         table = self.query_one(DataTable)
@@ -44,13 +46,15 @@ class BalancesPanel(Vertical):
 def _bank_rows(bank: BankBalances) -> list[tuple]:
     if not bank.reachable:
         return [(Text(bank.bank, style="bold"), Text("?", style="dim"), "", Text("unreachable", style="bold red"), "")]
-    rows: list[tuple] = [(
-        Text(bank.bank, style="bold"),
-        Text("total", style="bold"),
-        Text(f"held {format_cents(bank.held_cents)}", style="dim") if bank.held_cents else "",
-        Text(format_cents(bank.total_cents), style="bold", justify="right"),
-        "",
-    )]
+    rows: list[tuple] = [
+        (
+            Text(bank.bank, style="bold"),
+            Text("total", style="bold"),
+            Text(f"held {format_cents(bank.held_cents)}", style="dim") if bank.held_cents else "",
+            Text(format_cents(bank.total_cents), style="bold", justify="right"),
+            "",
+        )
+    ]
     for a in bank.accounts:
         rows.append(("", Text(a.account_id), Text(a.owner), _money(a.balance_cents), _money(a.available_cents)))
     return rows

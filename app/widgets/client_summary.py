@@ -10,8 +10,8 @@ from textual.widgets import DataTable, Static
 
 from app.format import relative
 from app.model import ClientState
-from backend.common.states import PaymentStatus
 from backend.common.money import format_cents
+from backend.common.states import PaymentStatus
 
 STATUS_STYLE = {PaymentStatus.SUCCEEDED: "green", PaymentStatus.DECLINED: "red", PaymentStatus.PENDING: "yellow"}
 
@@ -25,8 +25,9 @@ class ClientSummary(Vertical):
         self.border_title = "Your accounts and payments"
 
     def compose(self) -> ComposeResult:
-        yield Static("Log in to see your balance and history. Demo users are in fixtures/users.json.",
-                     classes="empty-hint")
+        yield Static(
+            "Log in to see your balance and history. Demo users are in fixtures/users.json.", classes="empty-hint"
+        )
         yield DataTable(cursor_type="none", id="client-accounts")
         yield DataTable(cursor_type="row", id="client-history")
 

@@ -39,9 +39,18 @@ class LogView(Vertical):
             yield Label("Process")
             yield Select([("all processes", _ALL)], value=_ALL, allow_blank=False, id="log-process", compact=True)
             yield Label("Level")
-            yield Select([("info and up", "info"), ("all, with health probes", _ALL),
-                          ("warnings and errors", "warning"), ("errors only", "error")],
-                         value="info", allow_blank=False, id="log-level", compact=True)
+            yield Select(
+                [
+                    ("info and up", "info"),
+                    ("all, with health probes", _ALL),
+                    ("warnings and errors", "warning"),
+                    ("errors only", "error"),
+                ],
+                value="info",
+                allow_blank=False,
+                id="log-level",
+                compact=True,
+            )
 
     def watch_processes(self, names: tuple[str, ...]) -> None:
         select = self.query_one("#log-process", Select)

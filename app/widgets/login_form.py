@@ -44,8 +44,9 @@ class LoginForm(Vertical):
                 yield Input(placeholder="e.g. alice", id="login-username", max_length=64, compact=True)
             with Horizontal(classes="row"):
                 yield Label("Password", classes="field-label")
-                yield Input(placeholder="e.g. alice-demo-pw", password=True, id="login-password",
-                            max_length=128, compact=True)
+                yield Input(
+                    placeholder="e.g. alice-demo-pw", password=True, id="login-password", max_length=128, compact=True
+                )
             with Horizontal(classes="row"):
                 yield Label("", classes="field-label")
                 yield Button("Log in", variant="primary", id="login-submit", compact=True)

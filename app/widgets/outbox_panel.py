@@ -30,9 +30,11 @@ class OutboxPanel(Vertical):
         self.border_subtitle = "s retry now"
 
     def compose(self) -> ComposeResult:
-        yield Static("Empty. A payment waits here until the gateway gives a final answer; "
-                     "it is retried with the same idempotency key, so it is never charged twice.",
-                     classes="empty-hint")
+        yield Static(
+            "Empty. A payment waits here until the gateway gives a final answer; "
+            "it is retried with the same idempotency key, so it is never charged twice.",
+            classes="empty-hint",
+        )
         yield DataTable(cursor_type="row")
 
     def on_mount(self) -> None:

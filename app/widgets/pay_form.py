@@ -28,7 +28,7 @@ class AmountValidator(Validator):
 
 
 class PayForm(Vertical):
-    from_accounts: reactive[tuple[str, ...]] = reactive(tuple, init=False)   # "BankA/A-1001"
+    from_accounts: reactive[tuple[str, ...]] = reactive(tuple, init=False)  # "BankA/A-1001"
     banks: reactive[tuple[str, ...]] = reactive(tuple, init=False)
     error: reactive[str] = reactive("", init=False)
     outcome: reactive[str] = reactive("", init=False)
@@ -57,8 +57,14 @@ class PayForm(Vertical):
             yield Input(placeholder="account, e.g. B-2001", id="pay-account", max_length=64, compact=True)
         with Horizontal(classes="row"):
             yield Label("Amount", classes="field-label")
-            yield Input(placeholder="e.g. 12.50", id="pay-amount", max_length=20, compact=True,
-                        validators=[AmountValidator()], validate_on=["changed"])
+            yield Input(
+                placeholder="e.g. 12.50",
+                id="pay-amount",
+                max_length=20,
+                compact=True,
+                validators=[AmountValidator()],
+                validate_on=["changed"],
+            )
         with Horizontal(classes="row"):
             yield Label("", classes="field-label")
             yield Button("Pay", variant="success", id="pay-submit", compact=True)
@@ -111,10 +117,12 @@ class PayForm(Vertical):
         source = self.query_one("#pay-from", Select).selection  # "BankA/A-1001", None when logged out
         bank = self.query_one("#pay-bank", Select).selection
         from_bank, _, from_account = str(source or "").partition("/")
-        self.post_message(self.PayRequested(
-            to_bank=str(bank or ""),
-            to_account=self.query_one("#pay-account", Input).value.strip(),
-            amount_text=self.query_one("#pay-amount", Input).value,
-            from_bank=from_bank or None,
-            from_account=from_account or None,
-        ))
+        self.post_message(
+            self.PayRequested(
+                to_bank=str(bank or ""),
+                to_account=self.query_one("#pay-account", Input).value.strip(),
+                amount_text=self.query_one("#pay-amount", Input).value,
+                from_bank=from_bank or None,
+                from_account=from_account or None,
+            )
+        )

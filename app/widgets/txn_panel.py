@@ -12,24 +12,22 @@ from textual.widgets import DataTable, Static
 
 from app.format import short_id
 from app.model import BankStep, TxnRow
-from backend.common.states import Decision
 from backend.common.money import format_cents
+from backend.common.states import Decision
 
 MAX_ROWS = 200
 COMPACT_BELOW_COLUMNS = 110  # narrower than this, a phase is shown by its mark alone
 SUBTITLE = "beside each account, its bank's phase: prepare → vote → commit/abort"
 COMPACT_SUBTITLE = "phases: … prepare sent  ✓ yes/committed  ✗ no/aborted  ? in doubt"
 
-SAME_BANK = "same bank"  # the payee side of a payment inside one bank: no second participant
-PHASE_STYLE = {
-    BankStep.PREPARE_SENT: ("…", "prepare sent", "yellow"),
-    SAME_BANK: ("", "(same bank)", "dim"),
-    BankStep.VOTED_YES: ("✓", "voted yes", "cyan"),
-    BankStep.VOTED_NO: ("✗", "voted no", "red"),
-    BankStep.NO_ANSWER: ("✗", "no answer", "bold red"),
-    BankStep.IN_DOUBT: ("?", "IN DOUBT", "bold black on yellow"),
-    BankStep.COMMITTED: ("✓", "committed", "green"),
-    BankStep.ABORTED: ("✗", "aborted", "red"),
+STEP_STYLE = {  # mark, style; the label is the step's name
+    BankStep.PREPARE_SENT: ("…", "yellow"),
+    BankStep.VOTED_YES: ("✓", "cyan"),
+    BankStep.VOTED_NO: ("✗", "red"),
+    BankStep.NO_ANSWER: ("✗", "bold red"),
+    BankStep.IN_DOUBT: ("?", "bold black on yellow"),
+    BankStep.COMMITTED: ("✓", "green"),
+    BankStep.ABORTED: ("✗", "red"),
 }
 
 
@@ -55,8 +53,9 @@ class TxnPanel(Vertical):
         self._rows: OrderedDict[str, TxnRow] = OrderedDict()
 
     def compose(self) -> ComposeResult:
-        yield Static("No payments yet. Pay from the Client tab (c) and watch it go through both banks.",
-                     classes="empty-hint")
+        yield Static(
+            "No payments yet. Pay from the Client tab (c) and watch it go through both banks.", classes="empty-hint"
+        )
         yield DataTable(cursor_type="row")
 
     def on_mount(self) -> None:
@@ -82,7 +81,7 @@ class TxnPanel(Vertical):
         table = self.query_one(DataTable)
         cells = _cells(row, self.compact)
         if row.txn_id in table.rows:
-            for (_, key), value in zip(COLUMNS, cells):
+            for (_, key), value in zip(COLUMNS, cells, strict=True):
                 table.update_cell(row.txn_id, key, value, update_width=True)
             return
         follow = table.cursor_row >= table.row_count - 1
@@ -102,19 +101,21 @@ def _cells(row: TxnRow, compact: bool) -> tuple:
     return (
         Text(short_id(row.txn_id), style=style or "dim"),
         _side(row.payer, payer.phase, style, compact),
-        _side(row.payee, rest[0].phase if rest else SAME_BANK, style, compact),
+        _side(row.payee, rest[0].phase if rest else None, style, compact),
         Text(format_cents(row.amount_cents), style=style, justify="right"),
         Text("…" if row.latency_ms is None else f"{row.latency_ms:.0f}", justify="right", style="dim"),
         _outcome(row),
     )
 
 
-def _side(account: str, phase: str, style: str, compact: bool) -> Text:
+def _side(account: str, step: BankStep | None, style: str, compact: bool) -> Text:
     """'BankA/A-1001 ✓ committed' (or '... ✓' when compact): the account and where its bank
-    is in the protocol."""
-    mark, label, phase_style = PHASE_STYLE.get(phase, ("", phase, "dim"))
-    shown = (mark or label) if compact else f"{mark} {label}".strip()
-    return Text.assemble((account, style), " ", (shown, phase_style))
+    is in the protocol; no step for the payee of a payment inside one bank."""
+    if step is None:
+        return Text.assemble((account, style), " ", ("(same bank)", "dim"))
+    mark, step_style = STEP_STYLE[step]
+    label = step.upper() if step == BankStep.IN_DOUBT else step
+    return Text.assemble((account, style), " ", (mark if compact else f"{mark} {label}", step_style))
 
 
 def _outcome(row: TxnRow) -> Text:
