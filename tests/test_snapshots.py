@@ -1,7 +1,8 @@
 """Snapshots of the control room over the fixed SnapshotSource: no processes, no real clock.
 
 Update with `pytest tests/test_snapshots.py --snapshot-update`, then look at every SVG
-(/work/shared/tools/svg2png) before committing it.
+(/work/shared/tools/svg2png) before committing it. The last tests drive the same app to
+check how it treats errors.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
+from textual.worker import WorkerFailed
 
 from app.app import StrifeApp
 from tests.snapshot_source import SnapshotSource, fixed_clock
@@ -86,3 +88,34 @@ def test_conservation_line_turns_red(snap_compare):
 
 def test_logs_tab(snap_compare):
     assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, press=["l"], run_before=settle)
+
+
+async def test_an_unexpected_worker_error_is_shown_and_the_app_keeps_running():
+    app = make_app("idle")
+
+    async def broken() -> None:
+        raise RuntimeError("kaboom")
+
+    app.source.sync_outbox = broken  # type: ignore[method-assign]
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        with pytest.raises(WorkerFailed):
+            await app.sync_outbox().wait()
+        await pilot.pause()
+        assert app.is_running
+        assert [(n.title, n.message) for n in app._notifications] == [
+            ("sync_outbox failed (a bug)", "RuntimeError: kaboom")
+        ]
+
+
+async def test_pay_while_logged_out_is_refused_not_a_crash():
+    app = make_app("idle")
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        app.query_one("#pay-amount", Input).focus()
+        await pilot.press("1", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.is_running
+        assert [n.title for n in app._notifications] == ["Payment not made (UNAUTHENTICATED)"]
