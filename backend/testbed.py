@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from backend.common import certs, fixtures
 from backend.supervisor import StackConfig
@@ -43,7 +43,8 @@ def stable_ports(count: int) -> list[int]:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return free_ports(count)
-    rng, ports = random.SystemRandom(), []
+    rng = random.SystemRandom()
+    ports: list[int] = []
     for _ in range(200):
         if len(ports) == count or low <= 11000:
             break
@@ -123,7 +124,7 @@ def stack_config(
         data_dir=root / "data",
         certs_dir=certs_dir,
         gateway_port=ports[0],
-        bank_ports=dict(zip(names, ports[1:])),
+        bank_ports=dict(zip(names, ports[1:], strict=True)),
         bank_fixtures=bank_fixtures,
         **overrides,
     )

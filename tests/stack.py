@@ -59,7 +59,7 @@ class Stack:
         }
 
     async def total_cents(self) -> int:
-        return sum(l.total_cents for l in (await self.ledgers()).values())
+        return sum(ledger.total_cents for ledger in (await self.ledgers()).values())
 
     async def transactions(self, bank: str) -> list[pb.Transaction]:
         out, token = [], ""
@@ -135,7 +135,7 @@ class Stack:
         """{(bank, account): balance_cents} of every account at every bank."""
         return {
             (bank, a.account_id): a.balance_cents
-            for bank, l in (await self.ledgers()).items() for a in l.accounts
+            for bank, ledger in (await self.ledgers()).items() for a in ledger.accounts
         }
 
     async def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -70,7 +71,7 @@ def test_the_seed_replays_the_schedule():
     assert all(f.hold_s > 1.0 for f in one if f.kind == "freeze_bank")   # longer than the 2PC timeout
     for target in {f.target for f in one}:   # one fault at a time per target
         mine = [f for f in one if f.target == target]
-        assert all(a.at_s + a.hold_s <= b.at_s for a, b in zip(mine, mine[1:]))
+        assert all(a.at_s + a.hold_s <= b.at_s for a, b in itertools.pairwise(mine))
 
 
 # ------------------------------------------------------------- the checker --

@@ -38,7 +38,7 @@ async def test_fifty_concurrent_payments_never_overdraw(tmp_path, certs_dir):
         statuses = [p.status for p in results]
         assert set(statuses) <= {pb.SUCCEEDED, pb.DECLINED}, statuses
         assert all(p.reason == "insufficient funds" for p in results if p.status == pb.DECLINED)
-        succeeded = [(r, p) for r, p in zip(requests, results) if p.status == pb.SUCCEEDED]
+        succeeded = [(r, p) for r, p in zip(requests, results, strict=True) if p.status == pb.SUCCEEDED]
         # holds are taken at prepare time, so exactly the balance's worth gets through
         assert len(succeeded) == 50000 // amount
 

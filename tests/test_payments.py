@@ -45,7 +45,7 @@ async def test_insufficient_funds_is_declined_and_changes_nothing(stack):
     assert payment.reason == "insufficient funds"
     after = await stack.ledgers()
     assert after == before
-    assert all(l.held_cents == 0 for l in after.values())
+    assert all(ledger.held_cents == 0 for ledger in after.values())
 
 
 async def test_user_with_two_accounts_must_say_which_to_pay_from(stack):

@@ -131,6 +131,7 @@ class Driver:
                     return False
                 remaining[0] -= 1
                 return True
+            assert deadline is not None  # a phase runs for a count or for a duration
             return time.monotonic() < deadline
 
         one = self._echo if kind == "echo" else self._pay
@@ -267,7 +268,7 @@ class DriverHandle:
         assert self.proc is not None and self.proc.stdout is not None
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RuntimeError(f"driver {self.index} gave no answer within {timeout_s:.0f} s") from None
         if not line:
             raise RuntimeError(f"driver {self.index} exited: {self.stderr_tail()}")

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -177,9 +178,10 @@ async def _phase(drivers: list[DriverHandle], kind: str, duration_s: float | Non
         timeout_s = 120 + min(86_400, count * rpc_timeout_s / max(1, min(per_driver_clients)))
         cmds = [{"kind": kind, "start_at": start_at, "count": n} for n in shares]
     else:
+        assert duration_s is not None  # a phase runs for a count or for a duration
         timeout_s = START_DELAY_S + duration_s + rpc_timeout_s + 120
         cmds = [{"kind": kind, "start_at": start_at, "duration_s": duration_s} for _ in drivers]
-    answers = await asyncio.gather(*(d.run(c, timeout_s) for d, c in zip(drivers, cmds)))
+    answers = await asyncio.gather(*(d.run(c, timeout_s) for d, c in zip(drivers, cmds, strict=True)))
     return bench_report.merge_phase(answers)
 
 
@@ -215,6 +217,7 @@ async def _quiet_money(stack) -> dict:
 
 async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Path, certs_dir: Path,
                    say) -> dict:
+    stack: RunningStack | OwnStack
     if args.gateway:
         stack = RunningStack(args.gateway, args.certs, args.user)
         certs_dir = args.certs
@@ -232,7 +235,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
                  "rpc_timeout_s": args.rpc_timeout, "amount_max_cents": args.amount_max_cents,
                  "decline_percent": args.decline_percent, "overdraw_cents": _overdraw_cents(args)}
         await asyncio.gather(*(d.start({**setup, "clients": g, "seed": args.seed * 1000 + d.index})
-                               for d, g in zip(drivers, groups)))
+                               for d, g in zip(drivers, groups, strict=True)))
         say(f"{n_drivers} drivers logging in {clients} clients")
         await asyncio.gather(*(d.ready() for d in drivers))
         sizes = [len(g) for g in groups]
@@ -255,8 +258,8 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             sampler.cancel()
         wall = time.monotonic() - wall0
         cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
-        cpu_pct = {name: round(100 * (cpu[name] - cpu0[name]) / wall, 1)
-                   for name in pids if cpu[name] is not None and cpu0[name] is not None}
+        cpu_pct = {name: round(100 * (after - before) / wall, 1)
+                   for name in pids if (after := cpu[name]) is not None and (before := cpu0[name]) is not None}
         if pids:
             cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
             cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
@@ -309,7 +312,7 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
         base = Path(tempfile.mkdtemp(prefix="strife-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     certs_dir = base / "certs"
-    doc = {
+    doc: dict[str, Any] = {
         "command": shlex.join(["strife", *sys.argv[1:]]),
         "versions": bench_report.versions(),
         "host": {"cpus": os.cpu_count(), "data_fs": filesystem_of(base)},
@@ -368,6 +371,7 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
 async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None
     for sig in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, task.cancel)
     try:

@@ -153,7 +153,7 @@ class Campaign:
         t = time.monotonic()
         drained = await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S + 10) for w in self.workers.values()))
         outcome.phases["drain"] = time.monotonic() - t
-        for w, ok in zip(self.workers.values(), drained):
+        for w, ok in zip(self.workers.values(), drained, strict=True):
             if not ok:
                 outcome.problems.append(f"client {w.username} did not drain its outbox: {w.errors() or 'no output'}")
 
@@ -199,11 +199,8 @@ class Campaign:
     # --------------------------------------------------------- ask again --
     async def ask_again(self) -> list[chaos_check.Again]:
         """Invariant 6: resend every recorded key with its request; collect the answers."""
-        import grpc
-
         from backend.api import strife_pb2 as pb
         from backend.api import strife_pb2_grpc as pb_grpc
-        from backend.client import payment_status
         from backend.common import tls
 
         out: list[chaos_check.Again] = []
@@ -215,28 +212,9 @@ class Campaign:
                 stub = pb_grpc.GatewayStub(channel)
                 login = await stub.Login(pb.LoginRequest(username=username, password=passwords[username]), timeout=15)
                 metadata = (("authorization", f"Bearer {login.token}"),)
-
-                async def one(s: dict) -> chaos_check.Again:
-                    request = pb.PayRequest(
-                        idempotency_key=s["idem_key"], amount_cents=s["amount_cents"],
-                        to=pb.AccountRef(bank=s["to_bank"], account_id=s["to_account"]),
-                        **{"from": pb.AccountRef(bank=s["from_bank"], account_id=s["from_account"])},
-                    )
-                    code = "UNKNOWN"
-                    async with gate:
-                        for attempt in range(REPLAY_TRIES):
-                            try:
-                                p = await stub.Pay(request, timeout=10, metadata=metadata)
-                            except grpc.aio.AioRpcError as exc:
-                                code = exc.code().name
-                                await asyncio.sleep(0.5 * (attempt + 1))
-                                continue
-                            return chaos_check.Again(username, s["idem_key"], payment_status(p.status), p.payment_id)
-                    return chaos_check.Again(username, s["idem_key"], code, "")
-
                 # A REJECTED answer saved nothing at the gateway: asking again could pay. Only final outcomes.
                 rows = [s for s in record.sent if s["status"] in chaos_check.FINAL_OUTCOMES]
-                out += await asyncio.gather(*(one(s) for s in rows))
+                out += await asyncio.gather(*(_ask_once(stub, metadata, username, s, gate) for s in rows))
         return out
 
     # ------------------------------------------------------------- close --
@@ -256,6 +234,31 @@ class Campaign:
             self.cfg.data_dir / "gateway.sqlite",
             {username: w.profile for username, w in self.workers.items()},
         )
+
+
+async def _ask_once(stub, metadata, username: str, sent: dict, gate: asyncio.Semaphore) -> chaos_check.Again:
+    """Send one recorded payment again under its key (a few tries, `gate` bounding how many at once)."""
+    import grpc
+
+    from backend.api import strife_pb2 as pb
+    from backend.client import payment_status
+
+    request = pb.PayRequest(
+        idempotency_key=sent["idem_key"], amount_cents=sent["amount_cents"],
+        to=pb.AccountRef(bank=sent["to_bank"], account_id=sent["to_account"]),
+        **{"from": pb.AccountRef(bank=sent["from_bank"], account_id=sent["from_account"])},
+    )
+    code = "UNKNOWN"
+    async with gate:
+        for attempt in range(REPLAY_TRIES):
+            try:
+                p = await stub.Pay(request, timeout=10, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code().name
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            return chaos_check.Again(username, sent["idem_key"], payment_status(p.status), p.payment_id)
+    return chaos_check.Again(username, sent["idem_key"], code, "")
 
 
 def _scalars(path: Path, sql: str, params: tuple = ()) -> tuple:

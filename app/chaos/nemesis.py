@@ -18,8 +18,8 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from backend.common.states import ProcessState
 

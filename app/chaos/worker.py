@@ -291,7 +291,7 @@ class WorkerHandle:
         await self.proc.stdin.drain()
         try:
             await asyncio.wait_for(self._drained.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         last = next((e for e in reversed(self.events) if e.get("event") == "drained"), None)
         return last is not None and last.get("remaining") == 0

@@ -68,7 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "Talk to the Strife gateway: log in, see balances, pay, and manage the offline queue."
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.error = lambda message: _json_error(p, message)  # JSON usage errors under --json
+    # JSON usage errors under --json. The parser is made by `strife`'s subparsers, so its hook is patched.
+    p.error = lambda message: _json_error(p, message)  # type: ignore[method-assign]
     _common(p, top=True)
     p.set_defaults(_client_parser=p)
     sub = p.add_subparsers(dest="client_command", metavar="COMMAND", parser_class=_Parser)
@@ -284,10 +285,10 @@ async def _sync(client: GatewayClient, args) -> Result:
             lines.append(f"paid {amount} to {d.payee} (key {d.idempotency_key}{', replayed' if d.replayed else ''})")
         elif d.status == PaymentStatus.DECLINED:
             lines.append(f"declined: {d.reason}; {amount} to {d.payee} (key {d.idempotency_key})")
-        elif d.final:
-            lines.append(f"{d.status.lower()}: {d.error.code}: {d.error.message}; {amount} to {d.payee}")
         else:
-            lines.append(f"still queued: {d.error.code}: {d.error.message}; {amount} to {d.payee}")
+            assert d.error is not None  # REJECTED, EXPIRED and QUEUED say why
+            what = d.status.lower() if d.final else "still queued"
+            lines.append(f"{what}: {d.error.code}: {d.error.message}; {amount} to {d.payee}")
     lines.append(f"{len(report.remaining)} payment(s) of {report.username} still queued"
                  + (f"; {report.other_users} of other users untouched" if report.other_users else ""))
     return Result(data, "\n".join(lines), EXIT_QUEUED if report.remaining else EXIT_OK)

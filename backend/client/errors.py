@@ -38,7 +38,7 @@ class ClientError(Exception):
         return {"code": self.code, "message": self.message}
 
     @classmethod
-    def from_rpc(cls, exc: grpc.aio.AioRpcError) -> "ClientError":
+    def from_rpc(cls, exc: grpc.aio.AioRpcError) -> ClientError:
         code = exc.code()
         name = code.name if code is not None else "UNKNOWN"
         details = exc.details() or name.lower().replace("_", " ")

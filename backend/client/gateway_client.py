@@ -215,7 +215,7 @@ class GatewayClient:
         self._sync_lock = asyncio.Lock()
         self.on_outbox_change = None       # optional callable(): the outbox changed
 
-    async def __aenter__(self) -> "GatewayClient":
+    async def __aenter__(self) -> GatewayClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -263,7 +263,7 @@ class GatewayClient:
                 return
             try:
                 await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             state = channel.get_state(try_to_connect=True)
 
@@ -360,12 +360,6 @@ class GatewayClient:
         answer = await self._call(
             "ListPayments", pb.ListPaymentsRequest(page_size=size, page_token=page_token), CALL_TIMEOUT_S, session)
         return History(tuple(self._view(p, session.username) for p in answer.payments), answer.next_page_token)
-
-    async def get_payment(self, payment_id: str) -> PaymentView:
-        session = self.require_session()
-        _invalid(limits.txn_id, payment_id)
-        p = await self._call("GetPayment", pb.GetPaymentRequest(payment_id=payment_id), CALL_TIMEOUT_S, session)
-        return self._view(p, session.username)
 
     @staticmethod
     def _view(p: pb.Payment, username: str) -> PaymentView:

@@ -12,10 +12,10 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 from backend.client.errors import ClientError
 from backend.common.states import PaymentStatus

@@ -34,7 +34,7 @@ class Session:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)
 
-    def with_accounts(self, accounts) -> "Session":
+    def with_accounts(self, accounts) -> Session:
         return Session(self.username, self.token, self.expires_at, tuple(tuple(a) for a in accounts)[:MAX_ACCOUNTS])
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from backend.client.errors import ClientError
 from backend.client.gateway_client import GatewayClient, SyncReport
@@ -50,7 +50,7 @@ class Retrier:
             except asyncio.CancelledError:
                 pass
 
-    async def __aenter__(self) -> "Retrier":
+    async def __aenter__(self) -> Retrier:
         self.start()
         return self
 
@@ -63,7 +63,7 @@ class Retrier:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def round(self) -> float:
