@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
+from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import strategies as st
 
 from backend.api import strife_pb2 as pb
@@ -45,9 +46,9 @@ PROPER = {
 MAX_DETAILS = 512  # an error names the problem; it never carries the input back
 ECHO_MIN = 300     # an input string this long must not come back in any answer
 
-GATEWAY_METHODS = ("Register", "Login", "Logout", "LinkAccount", "Balance", "Pay", "GetPayment", "ListPayments")
-BANK_METHODS = ("Prepare", "Commit", "Abort", "PrepareBatch", "DecideBatch", "Balance", "ValidateAccount",
-                "ListAccounts", "ListTransactions")
+SERVICES = {name: pb.DESCRIPTOR.services_by_name[name] for name in ("Gateway", "Bank")}
+GATEWAY_METHODS = tuple(m.name for m in SERVICES["Gateway"].methods)
+BANK_METHODS = tuple(m.name for m in SERVICES["Bank"].methods)
 KNOWN = ["", "BankA", "BankB", "BankC", "BankZ", "A-1001", "A-1002", "A-1003", "B-2001", "C-3001", "C-3002",
          "bob", "alice", "carol", "dave", "nobody", "a-long-password", "0", "-", "..", "K" * 255, "K" * 256]
 
@@ -114,9 +115,6 @@ PREPARE = st.one_of(
 UNPREPARED_TXN = st.one_of(TEXT.filter(lambda t: not t.startswith("fz")), st.uuids().map(lambda u: f"fzc-{u}"))
 DECISION = fields(txn_id=UNPREPARED_TXN, decision=st.integers(-3, 5)).map(lambda kw: pb.DecisionItem(**kw))
 BANK_REQUESTS = {
-    "Prepare": PREPARE,
-    "Commit": fields(txn_id=UNPREPARED_TXN).map(lambda kw: pb.DecisionRequest(**kw)),
-    "Abort": fields(txn_id=UNPREPARED_TXN).map(lambda kw: pb.DecisionRequest(**kw)),
     "PrepareBatch": st.lists(PREPARE, max_size=4).map(lambda ps: pb.PrepareBatchRequest(prepares=ps)),
     "DecideBatch": st.lists(DECISION, max_size=4).map(lambda ds: pb.DecideBatchRequest(decisions=ds)),
     "Balance": fields(account_id=TEXT).map(lambda kw: pb.BankBalanceRequest(**kw)),
@@ -247,14 +245,11 @@ async def serving(channel) -> None:
 
 async def abort_yes_votes(c: Ctx, bank: str, method: str, payload: bytes) -> None:
     """A prepare the fuzzer got a YES for is what a gateway would then abort: do so."""
-    if method == "Prepare":
-        txns = [pb.PrepareRequest.FromString(payload).txn_id]
-    elif method == "PrepareBatch":
-        txns = [p.txn_id for p in pb.PrepareBatchRequest.FromString(payload).prepares]
-    else:
+    if method != "PrepareBatch":
         return
-    for txn in txns:
-        await call(c.bank_channels[bank], "/strife.v1.Bank/Abort", pb.DecisionRequest(txn_id=txn).SerializeToString())
+    for p in pb.PrepareBatchRequest.FromString(payload).prepares:
+        abort = pb.DecideBatchRequest(decisions=[pb.DecisionItem(txn_id=p.txn_id, decision=pb.ABORT)])
+        await call(c.bank_channels[bank], "/strife.v1.Bank/DecideBatch", abort.SerializeToString())
 
 
 async def check_ledgers(c: Ctx, before: dict, code, accepted_may_move: bool) -> None:
@@ -335,7 +330,10 @@ ALL_METHODS = [*(f"/strife.v1.Gateway/{m}" for m in GATEWAY_METHODS), *(f"/strif
 CORRUPT = (b"\xff\xff\xff\xff", b"\x0f", b"\x0a\xff\xff\xff\xff\x0f")
 # A string field 1 that is not UTF-8, for messages whose field 1 is a string.
 BAD_UTF8 = b"\x0a\x04\xc3\x28\xff\xfe"
-STRING_FIELD_1 = {"Register", "Login", "Pay", "GetPayment", "Prepare", "Commit", "Abort", "Balance", "ValidateAccount"}
+STRING_FIELD_1 = {
+    m.name for service in SERVICES.values() for m in service.methods
+    if 1 in m.input_type.fields_by_number and m.input_type.fields_by_number[1].type == FieldDescriptor.TYPE_STRING
+}
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

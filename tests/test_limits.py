@@ -83,12 +83,14 @@ async def test_messages_over_64kb_are_refused_everywhere_and_just_under_is_read(
         assert await code_of(gw.GetPayment(pb.GetPaymentRequest(payment_id=text), metadata=bob, timeout=10)) == code
         bank = stack.bank("BankA", role="gateway")
         legs = [pb.Leg(account_id=text, delta_cents=-1)]
-        assert await code_of(bank.Prepare(pb.PrepareRequest(txn_id="big-1", legs=legs), timeout=10)) == code
+        prepares = pb.PrepareBatchRequest(prepares=[pb.PrepareRequest(txn_id="big-1", legs=legs)])
+        assert await code_of(bank.PrepareBatch(prepares, timeout=10)) == code
         assert await code_of(stack.bank("BankB").Balance(pb.BankBalanceRequest(account_id=text), timeout=10)) == code
     # many small legs adding up to more than 64 KB
     many = [pb.Leg(account_id=f"A-{i:060d}", delta_cents=1) for i in range(1200)]
-    assert await code_of(stack.bank("BankA", role="gateway").Prepare(
-        pb.PrepareRequest(txn_id="big-2", legs=many), timeout=10)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await code_of(stack.bank("BankA", role="gateway").PrepareBatch(
+        pb.PrepareBatchRequest(prepares=[pb.PrepareRequest(txn_id="big-2", legs=many)]), timeout=10
+    )) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await stack.balances() == before
     assert not {"big-1", "big-2"} & set(await stack.txn_states())
     await gw.Balance(pb.BalanceRequest(), metadata=bob, timeout=5)

@@ -46,6 +46,10 @@ def prepare(txn="sec-1", account="A-1001", delta=-100):
     return pb.PrepareRequest(txn_id=txn, legs=[pb.Leg(account_id=account, delta_cents=delta)])
 
 
+def decide(txn: str, decision: int) -> pb.DecideBatchRequest:
+    return pb.DecideBatchRequest(decisions=[pb.DecisionItem(txn_id=txn, decision=decision)])
+
+
 async def refused(call, code=DENIED):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call
@@ -65,9 +69,9 @@ async def test_client_certificate_cannot_call_a_bank(stack):
     before = await stack.ledgers()
     bank = stack.bank("BankA", role="client")
     for call in (
-        bank.Prepare(prepare(), timeout=5),
-        bank.Commit(pb.DecisionRequest(txn_id="sec-1"), timeout=5),
-        bank.Abort(pb.DecisionRequest(txn_id="sec-1"), timeout=5),
+        bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[prepare()]), timeout=5),
+        bank.DecideBatch(decide("sec-1", pb.COMMIT), timeout=5),
+        bank.DecideBatch(decide("sec-1", pb.ABORT), timeout=5),
         bank.ListAccounts(pb.ListAccountsRequest(), timeout=5),
         bank.Balance(pb.BankBalanceRequest(account_id="A-1001"), timeout=5),
         bank.ListTransactions(pb.ListTransactionsRequest(), timeout=5),
@@ -84,9 +88,9 @@ async def test_only_the_gateway_certificate_moves_money_at_a_bank(stack, role):
     bank = stack.bank("BankA", role=role)
     txn = f"sec-{role}"
     for call in (
-        bank.Prepare(prepare(txn), timeout=5),
-        bank.Commit(pb.DecisionRequest(txn_id=txn), timeout=5),
-        bank.Abort(pb.DecisionRequest(txn_id=txn), timeout=5),
+        bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[prepare(txn)]), timeout=5),
+        bank.DecideBatch(decide(txn, pb.COMMIT), timeout=5),
+        bank.DecideBatch(decide(txn, pb.ABORT), timeout=5),
     ):
         details = await refused(call)
         assert f"role '{role}'" in details and "allowed: gateway" in details
@@ -169,7 +173,8 @@ async def test_certificate_from_another_ca_is_refused(stack, odd_certs):
     )
     for target in (stack.cfg.gateway_address, stack.cfg.bank_address("BankA")):
         async with grpc.aio.secure_channel(target, mixed) as channel:
-            await refused(pb_grpc.BankStub(channel).Prepare(prepare("sec-other-ca"), timeout=3),
+            await refused(pb_grpc.BankStub(channel).PrepareBatch(
+                pb.PrepareBatchRequest(prepares=[prepare("sec-other-ca")]), timeout=3),
                           grpc.StatusCode.UNAVAILABLE)
         # and a client trusting only the other CA does not trust our servers either
         async with tls.secure_channel(target, other, "gateway") as channel:
@@ -183,7 +188,7 @@ async def test_certificate_naming_no_known_role_is_refused(stack, odd_certs):
     ours, _ = odd_certs
     async with tls.secure_channel(stack.cfg.bank_address("BankA"), ours, "admin") as channel:
         bank = pb_grpc.BankStub(channel)
-        for call in (bank.Prepare(prepare("sec-admin"), timeout=5),
+        for call in (bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[prepare("sec-admin")]), timeout=5),
                      bank.ListAccounts(pb.ListAccountsRequest(), timeout=5)):
             details = await refused(call)
             assert "role 'unknown'" in details

@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -26,6 +27,13 @@ class Vote(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     YES: _ClassVar[Vote]
     NO: _ClassVar[Vote]
 
+class Refusal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUSAL_UNSPECIFIED: _ClassVar[Refusal]
+    INSUFFICIENT_FUNDS: _ClassVar[Refusal]
+    UNKNOWN_ACCOUNT: _ClassVar[Refusal]
+    ALREADY_ABORTED: _ClassVar[Refusal]
+
 class TxnState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TXN_STATE_UNSPECIFIED: _ClassVar[TxnState]
@@ -42,10 +50,18 @@ ABORT: Decision
 VOTE_UNSPECIFIED: Vote
 YES: Vote
 NO: Vote
+REFUSAL_UNSPECIFIED: Refusal
+INSUFFICIENT_FUNDS: Refusal
+UNKNOWN_ACCOUNT: Refusal
+ALREADY_ABORTED: Refusal
 TXN_STATE_UNSPECIFIED: TxnState
 PREPARED: TxnState
 COMMITTED: TxnState
 ABORTED: TxnState
+ROLES_FIELD_NUMBER: _ClassVar[int]
+roles: _descriptor.FieldDescriptor
+ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
+anonymous: _descriptor.FieldDescriptor
 
 class AccountRef(_message.Message):
     __slots__ = ("bank", "account_id")
@@ -216,22 +232,14 @@ class PrepareRequest(_message.Message):
     def __init__(self, txn_id: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[Leg, _Mapping]]] = ...) -> None: ...
 
 class PrepareResponse(_message.Message):
-    __slots__ = ("vote", "reason")
+    __slots__ = ("vote", "reason", "refusal")
     VOTE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     vote: Vote
     reason: str
-    def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ...) -> None: ...
-
-class DecisionRequest(_message.Message):
-    __slots__ = ("txn_id",)
-    TXN_ID_FIELD_NUMBER: _ClassVar[int]
-    txn_id: str
-    def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
-
-class DecisionResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    refusal: Refusal
+    def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ..., refusal: _Optional[_Union[Refusal, str]] = ...) -> None: ...
 
 class PrepareBatchRequest(_message.Message):
     __slots__ = ("prepares",)

@@ -501,7 +501,7 @@ class BankStub:
     """------------------------------------------------------------------- bank --
 
     A bank's ledger. Role `gateway` may call everything; role `operator` only
-    the read-only calls (Balance, ListAccounts, ListTransactions).
+    the read-only calls.
     """
 
     def __init__(self, channel):
@@ -510,21 +510,6 @@ class BankStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Prepare = channel.unary_unary(
-                '/strife.v1.Bank/Prepare',
-                request_serializer=backend_dot_api_dot_strife__pb2.PrepareRequest.SerializeToString,
-                response_deserializer=backend_dot_api_dot_strife__pb2.PrepareResponse.FromString,
-                _registered_method=True)
-        self.Commit = channel.unary_unary(
-                '/strife.v1.Bank/Commit',
-                request_serializer=backend_dot_api_dot_strife__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=backend_dot_api_dot_strife__pb2.DecisionResponse.FromString,
-                _registered_method=True)
-        self.Abort = channel.unary_unary(
-                '/strife.v1.Bank/Abort',
-                request_serializer=backend_dot_api_dot_strife__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=backend_dot_api_dot_strife__pb2.DecisionResponse.FromString,
-                _registered_method=True)
         self.PrepareBatch = channel.unary_unary(
                 '/strife.v1.Bank/PrepareBatch',
                 request_serializer=backend_dot_api_dot_strife__pb2.PrepareBatchRequest.SerializeToString,
@@ -561,29 +546,11 @@ class BankServicer:
     """------------------------------------------------------------------- bank --
 
     A bank's ledger. Role `gateway` may call everything; role `operator` only
-    the read-only calls (Balance, ListAccounts, ListTransactions).
+    the read-only calls.
     """
 
-    def Prepare(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Commit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Abort(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def PrepareBatch(self, request, context):
-        """The same, for many transactions in one call (what the gateway uses under load).
+        """Prepare (vote, and hold the debits of a YES) and decide many transactions per call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -622,21 +589,6 @@ class BankServicer:
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Prepare': grpc.unary_unary_rpc_method_handler(
-                    servicer.Prepare,
-                    request_deserializer=backend_dot_api_dot_strife__pb2.PrepareRequest.FromString,
-                    response_serializer=backend_dot_api_dot_strife__pb2.PrepareResponse.SerializeToString,
-            ),
-            'Commit': grpc.unary_unary_rpc_method_handler(
-                    servicer.Commit,
-                    request_deserializer=backend_dot_api_dot_strife__pb2.DecisionRequest.FromString,
-                    response_serializer=backend_dot_api_dot_strife__pb2.DecisionResponse.SerializeToString,
-            ),
-            'Abort': grpc.unary_unary_rpc_method_handler(
-                    servicer.Abort,
-                    request_deserializer=backend_dot_api_dot_strife__pb2.DecisionRequest.FromString,
-                    response_serializer=backend_dot_api_dot_strife__pb2.DecisionResponse.SerializeToString,
-            ),
             'PrepareBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.PrepareBatch,
                     request_deserializer=backend_dot_api_dot_strife__pb2.PrepareBatchRequest.FromString,
@@ -679,89 +631,8 @@ class Bank:
     """------------------------------------------------------------------- bank --
 
     A bank's ledger. Role `gateway` may call everything; role `operator` only
-    the read-only calls (Balance, ListAccounts, ListTransactions).
+    the read-only calls.
     """
-
-    @staticmethod
-    def Prepare(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/strife.v1.Bank/Prepare',
-            backend_dot_api_dot_strife__pb2.PrepareRequest.SerializeToString,
-            backend_dot_api_dot_strife__pb2.PrepareResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Commit(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/strife.v1.Bank/Commit',
-            backend_dot_api_dot_strife__pb2.DecisionRequest.SerializeToString,
-            backend_dot_api_dot_strife__pb2.DecisionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Abort(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/strife.v1.Bank/Abort',
-            backend_dot_api_dot_strife__pb2.DecisionRequest.SerializeToString,
-            backend_dot_api_dot_strife__pb2.DecisionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def PrepareBatch(request,

@@ -16,9 +16,12 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from backend.common.states import LedgerState
+from backend.common.errors import FailedPrecondition
+from backend.common.states import LedgerState, Refusal
 
-SCHEMA = """
+# Version 1 is the schema from before versioning (IF NOT EXISTS adopts such a
+# database as it is); each later version changes what the one before made.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (
     account_id TEXT PRIMARY KEY,
@@ -52,19 +55,35 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_account ON journal (account_id, seq);
 """
 
+# Why a NO vote (states.Refusal), so the coordinator never reads the words; and the
+# seeded total of a ledger seeded before it was recorded, which its journal explains.
+SCHEMA_V2 = f"""
+ALTER TABLE txns ADD COLUMN refusal TEXT CHECK (refusal IN ({", ".join(f"'{r}'" for r in Refusal)}));
+UPDATE txns SET refusal = CASE
+    WHEN reason = 'insufficient funds' THEN '{Refusal.INSUFFICIENT_FUNDS}'
+    WHEN reason LIKE 'unknown account %' THEN '{Refusal.UNKNOWN_ACCOUNT}'
+    ELSE '{Refusal.ALREADY_ABORTED}' END
+WHERE state = 'ABORTED' AND decided_at = prepared_at AND NOT EXISTS (SELECT 1 FROM legs WHERE legs.txn_id = txns.txn_id);
+INSERT INTO meta (key, value)
+SELECT 'seeded_total_cents',
+       (SELECT COALESCE(SUM(balance_cents), 0) FROM accounts) - (SELECT COALESCE(SUM(delta_cents), 0) FROM journal)
+WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'seeded')
+  AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'seeded_total_cents');
+"""
 
-class LedgerError(Exception):
-    """A request the ledger refuses; `code` names the gRPC status."""
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+
+class LedgerError(FailedPrecondition):
+    """A decision that contradicts this ledger (commit of an aborted transaction, ...):
+    a protocol violation, never expected."""
 
 
 @dataclass(frozen=True)
 class Vote:
     yes: bool
-    reason: str = ""
+    refusal: Refusal | None = None  # why NO
+    reason: str = ""  # why NO, in words
 
 
 def seed(conn: sqlite3.Connection, accounts: list[dict]) -> bool:
@@ -85,14 +104,9 @@ def seed(conn: sqlite3.Connection, accounts: list[dict]) -> bool:
 
 
 def seeded_total_cents(conn: sqlite3.Connection) -> int:
-    """What the fixtures put in at the first start (recorded then; for an older ledger,
-    derived from the journal, which explains every change of every balance)."""
+    """What the fixtures put in at the first start (0 before seeding)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'seeded_total_cents'").fetchone()
-    if row is not None:
-        return int(row[0])
-    (now,) = conn.execute("SELECT COALESCE(SUM(balance_cents), 0) FROM accounts").fetchone()
-    (moved,) = conn.execute("SELECT COALESCE(SUM(delta_cents), 0) FROM journal").fetchone()
-    return now - moved
+    return int(row[0]) if row is not None else 0
 
 
 def overview(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
@@ -102,25 +116,28 @@ def overview(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
 
 def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
     """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote."""
-    row = conn.execute("SELECT state, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+    row = conn.execute("SELECT state, refusal, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is not None:
-        return Vote(row["state"] != LedgerState.ABORTED, row["reason"])
+        if row["state"] != LedgerState.ABORTED:
+            return Vote(True)
+        return Vote(False, Refusal(row["refusal"] or Refusal.ALREADY_ABORTED), row["reason"])
     now = time.time()
     for account_id, delta in legs:
         acc = conn.execute(
             "SELECT balance_cents, held_cents FROM accounts WHERE account_id = ?", (account_id,)
         ).fetchone()
-        reason = ""
+        refusal = None
         if acc is None:
-            reason = f"unknown account {account_id}"
+            refusal, reason = Refusal.UNKNOWN_ACCOUNT, f"unknown account {account_id}"
         elif delta < 0 and acc["balance_cents"] - acc["held_cents"] < -delta:
-            reason = "insufficient funds"
-        if reason:
+            refusal, reason = Refusal.INSUFFICIENT_FUNDS, "insufficient funds"
+        if refusal is not None:
             conn.execute(
-                "INSERT INTO txns (txn_id, state, reason, prepared_at, decided_at) VALUES (?, 'ABORTED', ?, ?, ?)",
-                (txn_id, reason, now, now),
+                "INSERT INTO txns (txn_id, state, refusal, reason, prepared_at, decided_at) "
+                "VALUES (?, 'ABORTED', ?, ?, ?, ?)",
+                (txn_id, refusal, reason, now, now),
             )
-            return Vote(False, reason)
+            return Vote(False, refusal, reason)
     conn.execute("INSERT INTO txns (txn_id, state, prepared_at) VALUES (?, 'PREPARED', ?)", (txn_id, now))
     for account_id, delta in legs:
         conn.execute(
@@ -141,11 +158,11 @@ def commit(conn: sqlite3.Connection, txn_id: str) -> bool:
     """Apply a prepared transaction. Returns False if it was already committed."""
     row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is None:
-        raise LedgerError("FAILED_PRECONDITION", f"commit of unknown transaction {txn_id}: it was never prepared here")
+        raise LedgerError(f"commit of unknown transaction {txn_id}: it was never prepared here")
     if row["state"] == LedgerState.COMMITTED:
         return False
     if row["state"] == LedgerState.ABORTED:
-        raise LedgerError("FAILED_PRECONDITION", f"commit of transaction {txn_id}, which is aborted here")
+        raise LedgerError(f"commit of transaction {txn_id}, which is aborted here")
     now = time.time()
     for leg in _legs(conn, txn_id):
         delta = leg["delta_cents"]
@@ -173,14 +190,15 @@ def abort(conn: sqlite3.Connection, txn_id: str) -> bool:
     now = time.time()
     if row is None:
         conn.execute(
-            "INSERT INTO txns (txn_id, state, reason, prepared_at, decided_at) VALUES (?, 'ABORTED', 'aborted before prepare', ?, ?)",
-            (txn_id, now, now),
+            "INSERT INTO txns (txn_id, state, refusal, reason, prepared_at, decided_at) "
+            "VALUES (?, 'ABORTED', ?, 'aborted before prepare', ?, ?)",
+            (txn_id, Refusal.ALREADY_ABORTED, now, now),
         )
         return True
     if row["state"] == LedgerState.ABORTED:
         return False
     if row["state"] == LedgerState.COMMITTED:
-        raise LedgerError("FAILED_PRECONDITION", f"abort of transaction {txn_id}, which is committed here")
+        raise LedgerError(f"abort of transaction {txn_id}, which is committed here")
     for leg in _legs(conn, txn_id):
         if leg["delta_cents"] < 0:
             conn.execute(

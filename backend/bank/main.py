@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     name = certs.check_name(args.name)
     jsonlog.configure(name)
-    db = Database(Path(args.data_dir) / f"bank-{name}.sqlite", ledger.SCHEMA)
+    db = Database(Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS)
     accounts = fixtures.bank_accounts(args.fixtures, name)
     if await db.write(lambda c: ledger.seed(c, accounts)):
         jsonlog.emit(Event.SEEDED, msg=f"{len(accounts)} accounts from {args.fixtures}")

@@ -6,6 +6,9 @@ one `BEGIN IMMEDIATE` transaction, commits once (WAL, synchronous=FULL, so the
 commit is on disk), and only then answers each caller. A write that raises is
 rolled back alone and its caller gets the exception; the rest of the batch
 commits. Reads run on a second connection and see only committed data.
+
+The schema is versioned (PRAGMA user_version): a store lists its migrations in
+order, and opening a database runs the ones it lacks, in one transaction.
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ import queue
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
+
+from backend.common.limits import MAX_BATCH
 
 T = TypeVar("T")
-MAX_BATCH = 256
 MAX_PENDING = 10_000
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer Strife than this one."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -31,19 +39,59 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
+    """Bring the schema to version len(migrations): run, in order and in one
+    transaction, the migrations after the database's PRAGMA user_version.
+    Returns the version the database had."""
+    assert not isinstance(migrations, str), "a list of migration scripts, not one script"
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > len(migrations):
+        raise SchemaTooNew(
+            f"schema version {found} is newer than this Strife knows ({len(migrations)}): run a newer Strife"
+        )
+    if found == len(migrations):
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for script in migrations[found:]:
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {len(migrations):d}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a script (executescript would commit on its own)."""
+    out, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    assert not pending.strip(" \n;"), f"incomplete SQL statement: {pending[:80]!r}"
+    return out
+
+
 class Database:
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = connect(self.path)
-        self._writer.executescript(schema)
+        try:
+            migrate(self._writer, migrations)
+        except SchemaTooNew as exc:
+            self._writer.close()
+            raise SchemaTooNew(f"{self.path}: {exc}") from None
         self._reader = connect(self.path)
         self._reader_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(MAX_PENDING)
         self._thread = threading.Thread(target=self._run, name=f"db-{self.path.name}", daemon=True)
         self._closed = False
-        self.batches = 0
-        self.writes = 0
         self._thread.start()
 
     # -- writes ---------------------------------------------------------
@@ -96,8 +144,6 @@ class Database:
             except sqlite3.Error:
                 pass
             outcomes = [(False, exc)] * len(batch)
-        self.batches += 1
-        self.writes += len(batch)
         # One wake-up per event loop for the whole batch, not one per write: each
         # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}

@@ -33,6 +33,7 @@ class Event(StrEnum):
     RESOLVE_ERROR = "resolve_error"
     LEDGER_REFUSED = "ledger_refused"
     FAULT = "fault"
+    INTERNAL_ERROR = "internal_error"  # an exception no handler expected (a bug): answered INTERNAL
     OUTPUT = "output"  # a line a child printed that is not one of ours (the supervisor wraps it)
 
 

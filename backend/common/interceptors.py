@@ -1,4 +1,5 @@
-"""Interceptors shared by every server: call logging and certificate roles.
+"""Interceptors shared by every server: call logging (and the one error path) and
+certificate roles.
 
 Each interceptor wraps the unary handler it is given, so the wrapper sees the
 request context (certificate, metadata) and the outcome. The first interceptor
@@ -7,13 +8,20 @@ in a server's list is the outermost wrapper.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
+import traceback
 from typing import Awaitable, Callable
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
 
-from backend.common import events, tls
+from backend.api import strife_pb2 as pb
+from backend.common import events, jsonlog, tls
+from backend.common.errors import DomainError, InvalidInput, PermissionDenied
+from backend.common.events import Event
 
 # Per-call facts that inner wrappers and handlers add for the logging wrapper.
 CALL: contextvars.ContextVar[dict] = contextvars.ContextVar("strife_call")
@@ -64,8 +72,10 @@ def note(**facts) -> None:
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
     """One JSON line per unary call: method, user, code, ms. Never the request body.
 
-    Outermost in every server, so it also refuses a request body that does not parse
-    (INVALID_ARGUMENT) before any other wrapper or handler sees it."""
+    Outermost in every server, so it is the one error path: a DomainError raised
+    by any inner wrapper or handler becomes its status code here, and any other
+    exception becomes INTERNAL (logged with its type, never shown to the caller).
+    It also refuses a request body that does not parse (INVALID_ARGUMENT)."""
 
     async def intercept_service(self, continuation, details):
         method = details.method
@@ -79,20 +89,28 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.OK
                 try:
                     if isinstance(request, _Undecodable):
-                        await context.abort(
-                            grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {str(request.error)[:200]}"
-                        )
+                        raise InvalidInput(f"malformed request: {str(request.error)[:200]}")
                     return await inner(request, context)
-                except BaseException:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    if not isinstance(code, grpc.StatusCode):
-                        code = grpc.StatusCode.UNKNOWN
+                except DomainError as exc:
+                    code = exc.code
+                    await context.abort(code, str(exc))
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:
+                    code = context.code()
+                    if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:  # not an abort: a bug
+                        code = grpc.StatusCode.INTERNAL
+                        call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
+                        jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
+                        await context.abort(code, "internal error: the server logged it; try again later")
                     raise
                 finally:
                     if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                         code = context.code()
                     events.rpc(method, code.name, round((time.perf_counter() - started) * 1000, 2),
                                _level(method, code), **call)
+                raise AssertionError("unreachable: context.abort raises")
 
             return behavior
 
@@ -115,11 +133,26 @@ def _level(method: str, code: grpc.StatusCode) -> str:
     return "debug" if method.startswith("/grpc.health.v1.Health/") else "info"
 
 
+def method_options(*services: ServiceDescriptor) -> dict[str, MethodOptions]:
+    """{"/strife.v1.Bank/PrepareBatch": its options, ...} for every method of `services`."""
+    return {f"/{s.full_name}/{m.name}": m.GetOptions() for s in services for m in s.methods}
+
+
+def role_rules(*services: ServiceDescriptor) -> dict[str, frozenset[str]]:
+    """Who may call each method, from the `(strife.v1.roles)` options in proto/strife.proto."""
+    return {
+        name: frozenset(options.Extensions[pb.roles])
+        for name, options in method_options(*services).items()
+        if options.Extensions[pb.roles]
+    }
+
+
 class RoleInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a call unless the caller's certificate role is allowed for the method.
 
-    `rules` maps a method's full name ("/strife.v1.Bank/Prepare") to its roles;
-    a method not listed is open to every certificate from our CA (health checks).
+    `rules` maps a method's full name ("/strife.v1.Bank/PrepareBatch") to its roles
+    (see role_rules); a method not listed is open to every certificate from our CA
+    (health checks).
     """
 
     def __init__(self, rules: dict[str, frozenset[str]]) -> None:
@@ -137,10 +170,9 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
                 role = tls.peer_role(context)
                 note(role=role)
                 if role not in allowed:
-                    await context.abort(
-                        grpc.StatusCode.PERMISSION_DENIED,
+                    raise PermissionDenied(
                         f"{method} is not allowed for a certificate with role {role or 'unknown'!r}; "
-                        f"allowed: {', '.join(sorted(allowed))}",
+                        f"allowed: {', '.join(sorted(allowed))}"
                     )
                 return await inner(request, context)
 

@@ -1,12 +1,14 @@
 """Bounds on everything a caller can send, and the checks that enforce them.
 
-Each check raises InvalidInput with a message a person can act on; servers turn
-it into INVALID_ARGUMENT. Messages never echo a password or token.
+Each check raises InvalidInput (INVALID_ARGUMENT) with a message a person can
+act on. Messages never echo a password or token.
 """
 
 from __future__ import annotations
 
 import re
+
+from backend.common.errors import InvalidInput
 
 MAX_AMOUNT_CENTS = 100_000_000_00  # 100 million currency units per payment
 MAX_IDEMPOTENCY_KEY = 255
@@ -19,10 +21,9 @@ KEY_RE = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_IDEMPOTENCY_KEY)
 MAX_PAGE_SIZE = 100
 MAX_LEGS = 16
 MAX_MESSAGE_BYTES = 64 * 1024
-
-
-class InvalidInput(ValueError):
-    pass
+# Transactions per PrepareBatch/DecideBatch call: the gateway's batchers send at
+# most this many, a bank refuses more, and a group commit writes at most this many.
+MAX_BATCH = 256
 
 
 def _show(value: str) -> str:

@@ -36,6 +36,14 @@ class LedgerState(StrEnum):
     ABORTED = "ABORTED"
 
 
+class Refusal(StrEnum):
+    """Why a bank votes NO: the names of the proto enum strife.v1.Refusal."""
+
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    ALREADY_ABORTED = "ALREADY_ABORTED"  # aborted here before the Prepare arrived
+
+
 class PaymentStatus(StrEnum):
     """A payment as a client sees it: the gateway's answer, or what became of it
     in the client's outbox."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
+from backend.common.limits import MAX_BATCH
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-MAX_BATCH = 256
 # One call in flight per bank and kind: under load the next call then carries every
 # item that arrived meanwhile (2 in flight left ~2 items per call, and each call
 # costs the gateway and the bank about as much CPU as a whole small batch).
@@ -27,11 +28,6 @@ class Batcher(Generic[Item, Result]):
         self._send = send
         self._pending: list[tuple[Item, asyncio.Future]] = []
         self._in_flight = 0
-        self.calls = 0
-        self.items = 0
-
-    async def submit(self, item: Item) -> Result:
-        return await self.submit_nowait(item)
 
     def submit_nowait(self, item: Item) -> asyncio.Future:
         """Queue `item`; the future gets its result. Cancel it to withdraw an item not yet sent."""
@@ -49,8 +45,6 @@ class Batcher(Generic[Item, Result]):
                 asyncio.get_running_loop().create_task(self._flush(batch))
 
     async def _flush(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
-        self.calls += 1
-        self.items += len(batch)
         try:
             results = await self._send([item for item, _ in batch])
             assert len(results) == len(batch), "a batch answer must answer every item"

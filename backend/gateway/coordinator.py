@@ -15,13 +15,23 @@ Order of events for one payment (each arrow waits for the previous step):
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.common import faults, jsonlog
+from backend.common.errors import (
+    Aborted,
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+)
 from backend.common.events import Event, Phase, TwoPc, Vote
 from backend.common.states import Decision, Outcome
 from backend.common.db import Database
@@ -34,26 +44,28 @@ RESEND_BATCH = 500
 MAX_PENDING_ACKS = 100_000
 
 
-class PaymentRefused(Exception):
-    """The payment did not happen and the client may try again: `code` is its status."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass(frozen=True)
 class Result:
-    row: object  # sqlite3.Row of the payment as recorded
+    row: sqlite3.Row  # the payment as recorded
     replayed: bool
 
 
+class Answer(StrEnum):
+    """How a bank answered a Prepare."""
+
+    VOTED = "voted"  # YES, or NO with a refusal
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
 @dataclass(frozen=True)
-class _Vote:
+class BankVote:
     bank: str
-    yes: bool
-    reason: str
-    kind: str  # "vote" (the bank answered), "unavailable", "timeout", "error"
+    answer: Answer
+    yes: bool = False
+    refusal: int = pb.REFUSAL_UNSPECIFIED  # a pb.Refusal, when the bank voted NO
+    reason: str = ""
 
 
 class Coordinator:
@@ -66,28 +78,29 @@ class Coordinator:
         self._acks_writing = False
 
     # -------------------------------------------------------------- pay --
-    async def pay(self, fields: store.PaymentFields) -> Result:
-        """Run one payment to its end. Shielded: a caller that hangs up (deadline,
-        cancel) must not leave a claimed key or a PREPARING transaction behind."""
-        task = asyncio.ensure_future(self._pay(fields))
+    async def pay(self, fields: store.PaymentFields, vote_timeout_s: float | None = None) -> Result:
+        """Run one payment to its end; the banks get `vote_timeout_s` (at most the 2PC
+        timeout) to vote. Shielded: a caller that hangs up (deadline, cancel) must not
+        leave a claimed key or a PREPARING transaction behind. Raises a DomainError
+        when the payment was refused or did not happen."""
+        timeout_s = self.timeout_s if vote_timeout_s is None else min(vote_timeout_s, self.timeout_s)
+        task = asyncio.ensure_future(self._pay(fields, timeout_s))
         task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
-    async def _pay(self, fields: store.PaymentFields) -> Result:
+    async def _pay(self, fields: store.PaymentFields, vote_timeout_s: float) -> Result:
         txn_id = uuid.uuid4().hex
         claim = await self.db.write(lambda c: store.claim(c, fields, txn_id))
         if claim.kind == store.ClaimKind.CONFLICT:
-            raise PaymentRefused(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            assert claim.row is not None
+            raise FailedPrecondition(
                 f"idempotency_key {fields.idem_key!r} was already used for a different payment "
-                f"(payment {claim.row['txn_id']}); use a new key for a new payment",
+                f"(payment {claim.row['txn_id']}); use a new key for a new payment"
             )
         if claim.kind == store.ClaimKind.IN_FLIGHT:
-            raise PaymentRefused(
-                grpc.StatusCode.ABORTED,
-                f"a payment with idempotency_key {fields.idem_key!r} is still in progress; retry shortly",
-            )
+            raise Aborted(f"a payment with idempotency_key {fields.idem_key!r} is still in progress; retry shortly")
         if claim.kind == store.ClaimKind.REPLAY:
+            assert claim.row is not None
             jsonlog.emit(Event.IDEMPOTENT_REPLAY, user=fields.username, txn=claim.row["txn_id"])
             return Result(claim.row, replayed=True)
 
@@ -96,27 +109,31 @@ class Coordinator:
             from_bank=fields.from_bank, from_account=fields.from_account,
             to_bank=fields.to_bank, to_account=fields.to_account,
         ).emit()
-        votes = await self._prepare_all(txn_id, _legs(fields))
-        decision, outcome, reason = _decide(votes)
+        votes = await self._prepare_all(txn_id, _legs(fields), vote_timeout_s)
+        decision, outcome, reason = decide(votes)
         row = await self.db.write(lambda c: store.decide(c, txn_id, decision, outcome, reason))
-        decision = row["state"]
+        decision = Decision(row["state"])
         TwoPc(Phase.DECISION, txn_id, decision=decision, reason=row["reason"] or None).emit()
         if decision == Decision.COMMIT:
             faults.crash("gateway.crash_after_commit_record")
         # Wait for the banks that voted (an abort must release their holds before a
         # retry); one that never answered may be hung: tell it in the background.
-        answered = {v.bank for v in votes if v.kind == "vote"}
+        answered = {v.bank for v in votes if v.answer == Answer.VOTED}
         banks = sorted({fields.from_bank, fields.to_bank})
-        await self._send_decision(txn_id, decision, [b for b in banks if b in answered])
+        now = [b for b in banks if b in answered]
         later = [b for b in banks if b not in answered]  # only after an abort: a commit had every vote
         if later:
             task = asyncio.ensure_future(self._send_decision(txn_id, decision, later))
             task.add_done_callback(_retrieve)
+        if now:
+            await self._send_decision(txn_id, decision, now)
         if row["outcome"] == Outcome.RETRYABLE:
-            raise PaymentRefused(*_refusal(votes, row["reason"]))
+            raise not_made(votes, row["reason"])
         return Result(row, replayed=False)
 
-    async def _prepare_all(self, txn_id: str, legs: dict[str, list[tuple[str, int]]]) -> list[_Vote]:
+    async def _prepare_all(
+        self, txn_id: str, legs: dict[str, list[tuple[str, int]]], timeout_s: float
+    ) -> list[BankVote]:
         """Prepare at every participant in parallel under one deadline. The bank
         batchers hand back futures, so waiting costs no task per bank."""
         futures = {
@@ -125,7 +142,7 @@ class Coordinator:
             )
             for bank, bank_legs in legs.items()
         }
-        await asyncio.wait(futures.values(), timeout=self.timeout_s)
+        await asyncio.wait(futures.values(), timeout=timeout_s)
         return [_vote(txn_id, bank, future) for bank, future in futures.items()]
 
     # -------------------------------------------------------- decisions --
@@ -235,22 +252,26 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
-def _vote(txn_id: str, bank: str, future: asyncio.Future) -> _Vote:
+def _vote(txn_id: str, bank: str, future: asyncio.Future) -> BankVote:
     """What a bank's prepare future says. Banks log their own YES and NO; the
     gateway logs only a vote it never got."""
     if not future.done():
         future.cancel()  # not sent yet: it will not be; sent: its answer is ignored
         code = grpc.StatusCode.DEADLINE_EXCEEDED
     elif future.exception() is None:
-        answer = future.result()
-        return _Vote(bank, answer.vote == pb.YES, answer.reason, "vote")
+        vote = future.result()
+        return BankVote(bank, Answer.VOTED, vote.vote == pb.YES, vote.refusal, vote.reason)
     else:
         exc = future.exception()
         code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
-    kind = {grpc.StatusCode.UNAVAILABLE: "unavailable", grpc.StatusCode.DEADLINE_EXCEEDED: "timeout"}.get(code, "error")
-    reason = {"unavailable": f"{bank} offline", "timeout": f"{bank} timed out"}.get(kind, f"{bank} error {code.name}")
+    answer = {grpc.StatusCode.UNAVAILABLE: Answer.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED: Answer.TIMEOUT}.get(
+        code, Answer.ERROR
+    )
+    reason = {Answer.UNAVAILABLE: f"{bank} offline", Answer.TIMEOUT: f"{bank} timed out"}.get(
+        answer, f"{bank} error {code.name}"
+    )
     TwoPc(Phase.VOTE, txn_id, bank=bank, vote=Vote.NONE, code=code.name, reason=reason).emit("warning")
-    return _Vote(bank, False, reason, kind)
+    return BankVote(bank, answer, reason=reason)
 
 
 def _acked(txn_id: str, decision: str, bank: str, future: asyncio.Future) -> bool:
@@ -277,23 +298,23 @@ def _legs(fields: store.PaymentFields) -> dict[str, list[tuple[str, int]]]:
     return legs
 
 
-def _decide(votes: list[_Vote]) -> tuple[Decision, Outcome, str]:
-    """(decision, outcome, reason) from the votes."""
+def decide(votes: list[BankVote]) -> tuple[Decision, Outcome, str]:
+    """(decision, outcome, reason) from the votes: COMMIT only if every bank said YES;
+    DECLINED when a bank refused for want of funds (final); else RETRYABLE."""
     if all(v.yes for v in votes):
         return Decision.COMMIT, Outcome.SUCCEEDED, ""
-    business = [v for v in votes if v.kind == "vote" and not v.yes]
-    for v in business:
-        if v.reason == "insufficient funds":
-            return Decision.ABORT, Outcome.DECLINED, "insufficient funds"
-    failed = business or [v for v in votes if not v.yes]
+    refused = [v for v in votes if v.answer == Answer.VOTED and not v.yes]
+    if any(v.refusal == pb.INSUFFICIENT_FUNDS for v in refused):
+        return Decision.ABORT, Outcome.DECLINED, "insufficient funds"
+    failed = refused or [v for v in votes if not v.yes]
     return Decision.ABORT, Outcome.RETRYABLE, "; ".join(v.reason for v in failed)
 
 
-def _refusal(votes: list[_Vote], reason: str) -> tuple[grpc.StatusCode, str]:
-    """The status code a client sees for a payment aborted without a final outcome."""
-    kinds = {v.kind for v in votes if not v.yes}
-    if any(v.kind == "vote" and v.reason.startswith("unknown account") for v in votes):
-        return grpc.StatusCode.NOT_FOUND, f"payment not made: {reason}"
-    if kinds <= {"timeout"} and kinds:
-        return grpc.StatusCode.DEADLINE_EXCEEDED, f"payment not made: {reason}; retry with the same idempotency key"
-    return grpc.StatusCode.UNAVAILABLE, f"payment not made: {reason}; retry with the same idempotency key"
+def not_made(votes: list[BankVote], reason: str) -> DomainError:
+    """What a client is told of a payment aborted without a final outcome."""
+    if any(v.refusal == pb.UNKNOWN_ACCOUNT for v in votes):
+        return NotFound(f"payment not made: {reason}")
+    answers = {v.answer for v in votes if not v.yes}
+    if answers == {Answer.TIMEOUT}:
+        return DeadlineExceeded(f"payment not made: {reason}; retry with the same idempotency key")
+    return Unavailable(f"payment not made: {reason}; retry with the same idempotency key")

@@ -13,7 +13,7 @@ from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
 from backend.common.serve import run_server
 from backend.gateway import passwords, store
-from backend.gateway.auth import AuthenticationInterceptor, AuthorizationInterceptor
+from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
 from backend.gateway.coordinator import Coordinator
 from backend.gateway.links import LinkCache
@@ -58,7 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
         addresses = dict(parse_bank_flag(v) for v in args.bank)
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}")
-    db = Database(Path(args.data_dir) / "gateway.sqlite", store.SCHEMA)
+    db = Database(Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS)
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()
@@ -90,7 +90,6 @@ async def serve(args: argparse.Namespace) -> None:
             LoggingInterceptor(),
             RoleInterceptor(ROLE_RULES),
             AuthenticationInterceptor(sessions),
-            AuthorizationInterceptor(links),
         ],
         on_started=started, on_stopping=stopping, watch_stdin=args.watch_stdin,
     )

@@ -1,4 +1,9 @@
-"""The Gateway and Coordinator gRPC services."""
+"""The Gateway and Coordinator gRPC services.
+
+Handlers raise DomainError subclasses (backend/common/errors.py); the logging
+interceptor turns them into status codes. Every call to a bank is bounded by
+the caller's remaining deadline.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +17,35 @@ from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import jsonlog, limits
 from backend.common.db import Database
+from backend.common.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from backend.common.events import Event
-from backend.common.interceptors import note
+from backend.common.interceptors import note, role_rules
 from backend.common.states import Decision, Outcome
 from backend.gateway import passwords, store
 from backend.gateway.auth import current_token, current_user
 from backend.gateway.banks import Banks
-from backend.gateway.coordinator import Coordinator, PaymentRefused
+from backend.gateway.coordinator import Coordinator
 from backend.gateway.links import LinkCache
 from backend.gateway.login_limiter import LoginLimiter
 from backend.gateway.sessions import SessionCache
 
-BANK_READ_TIMEOUT_S = 2.0
+# The longest a read waits for a bank, whatever the caller's deadline.
+MAX_BANK_READ_S = 2.0
+# Kept from the caller's remaining deadline for our own answer to reach it in time.
+REPLY_MARGIN_S = 0.05
 # Reads in flight to one bank at once. A bank allows 256 streams per connection and,
 # when more are queued on the gateway's one channel, refuses some with REFUSED_STREAM
 # (UNAVAILABLE): a burst of 500 Balance calls then showed a healthy bank as unreachable.
 MAX_BANK_READS = 128
-_GATEWAY = "/strife.v1.Gateway/"
-ROLE_RULES = {
-    **{_GATEWAY + m: frozenset({"client", "operator"}) for m in (
-        "Register", "Login", "Logout", "LinkAccount", "Balance", "Pay", "GetPayment", "ListPayments")},
-    "/strife.v1.Coordinator/ResolveTransaction": frozenset({"bank"}),
-}
+ROLE_RULES = role_rules(pb.DESCRIPTOR.services_by_name["Gateway"], pb.DESCRIPTOR.services_by_name["Coordinator"])
 _STATUS = {Outcome.SUCCEEDED: pb.SUCCEEDED, Outcome.DECLINED: pb.DECLINED, None: pb.PENDING}
 
 
@@ -51,23 +63,28 @@ def payment_message(row) -> pb.Payment:
     )
 
 
-async def _valid(context, check, value):
-    try:
-        return check(value)
-    except limits.InvalidInput as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-
-
-async def _store_write(db: Database, context, fn):
-    try:
-        return await db.write(fn)
-    except store.StoreError as exc:
-        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+def time_left_s(context: grpc.aio.ServicerContext, most_s: float) -> float:
+    """How long work for this call may take: at most `most_s`, and no longer than the
+    caller's deadline allows (minus the time to answer). DeadlineExceeded if none is left."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return most_s
+    left = min(most_s, remaining - REPLY_MARGIN_S)
+    if left <= 0:
+        raise DeadlineExceeded("the call's deadline passed before the gateway could ask the banks")
+    return left
 
 
 class GatewayService(pb_grpc.GatewayServicer):
-    def __init__(self, db: Database, banks: Banks, coordinator: Coordinator, token_ttl_s: float,
-                 sessions: SessionCache, links: LinkCache) -> None:
+    def __init__(
+        self,
+        db: Database,
+        banks: Banks,
+        coordinator: Coordinator,
+        token_ttl_s: float,
+        sessions: SessionCache,
+        links: LinkCache,
+    ) -> None:
         self.db = db
         self.sessions = sessions
         self.links = links
@@ -77,61 +94,65 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.limiter = LoginLimiter()
         self._bank_reads: dict[str, asyncio.Semaphore] = {}
 
-    async def _bank_read(self, bank: str, method: str, request):
+    async def _bank_read(self, context, bank: str, method: str, request):
         """One read call to `bank`, at most MAX_BANK_READS at a time per bank; the wait
-        for a turn counts against BANK_READ_TIMEOUT_S (raises TimeoutError)."""
+        for a turn counts against the call's time (raises TimeoutError)."""
+        timeout_s = time_left_s(context, MAX_BANK_READ_S)
         turn = self._bank_reads.setdefault(bank, asyncio.Semaphore(MAX_BANK_READS))
-        async with asyncio.timeout(BANK_READ_TIMEOUT_S):
-            async with turn:
-                return await getattr(self.banks.stub(bank), method)(request, timeout=BANK_READ_TIMEOUT_S)
+        async with asyncio.timeout(timeout_s), turn:
+            return await getattr(self.banks.stub(bank), method)(request, timeout=timeout_s)
+
+    def _known_bank(self, value: str) -> str:
+        bank = limits.bank(value)
+        if bank not in self.banks:
+            raise NotFound(f"unknown bank {bank}")
+        return bank
 
     async def _own_account(self, context, ref: pb.AccountRef, username: str) -> tuple[str, str]:
         """Check that `ref` exists at a known bank and that the bank says `username` owns it."""
-        bank = await _valid(context, limits.bank, ref.bank)
-        account_id = await _valid(context, limits.account, ref.account_id)
-        if bank not in self.banks:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown bank {bank}")
+        bank = limits.bank(ref.bank)
+        account_id = limits.account(ref.account_id)
+        self._known_bank(bank)
         try:
-            answer = await self._bank_read(bank, "ValidateAccount", pb.ValidateAccountRequest(account_id=account_id))
-        except grpc.aio.AioRpcError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} did not answer ({exc.code().name}); try again")
-        except TimeoutError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"bank {bank} did not answer in time; try again")
-        if not answer.exists:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {account_id} at {bank}")
-        if answer.owner != username:
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, f"account {account_id} at {bank} is not held by {username}"
+            answer = await self._bank_read(
+                context, bank, "ValidateAccount", pb.ValidateAccountRequest(account_id=account_id)
             )
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(f"bank {bank} did not answer ({exc.code().name}); try again") from None
+        except TimeoutError:
+            raise Unavailable(f"bank {bank} did not answer in time; try again") from None
+        if not answer.exists:
+            raise NotFound(f"no account {account_id} at {bank}")
+        if answer.owner != username:
+            raise PermissionDenied(f"account {account_id} at {bank} is not held by {username}")
         return bank, account_id
 
     async def Register(self, request, context) -> pb.RegisterResponse:
-        username = await _valid(context, limits.username, request.username)
-        await _valid(context, limits.password, request.password)
+        username = limits.username(request.username)
+        limits.password(request.password)
         note(user=username)
         link = await self._own_account(context, request.account, username)
         digest = await asyncio.to_thread(passwords.hash_password, request.password)
-        await _store_write(self.db, context, lambda c: store.add_user(c, username, digest, [link]))
+        await self.db.write(lambda c: store.add_user(c, username, digest, [link]))
         jsonlog.emit(Event.REGISTERED, user=username, bank=link[0])
         return pb.RegisterResponse(username=username)
 
     async def Login(self, request, context) -> pb.LoginResponse:
-        username = await _valid(context, limits.username, request.username)
-        await _valid(context, limits.password, request.password)
+        username = limits.username(request.username)
+        limits.password(request.password)
         note(user=username)
         peer = context.peer() or ""
         async with self.limiter.one_at_a_time(username):
             wait_s = self.limiter.blocked_for(username, peer)
             if wait_s > 0:
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"too many failed logins for {username}; try again in {int(wait_s) + 1} s",
-                )
+                raise ResourceExhausted(f"too many failed logins for {username}; try again in {int(wait_s) + 1} s")
             stored = await self.db.read(lambda c: store.password_hash(c, username))
-            ok = await asyncio.to_thread(passwords.verify_password, request.password, stored or passwords.dummy_hash())
+            ok = await asyncio.to_thread(
+                passwords.verify_password, request.password, stored or passwords.dummy_hash()
+            )
             if not ok or stored is None:
                 self.limiter.failed(username, peer)
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong username or password")
+                raise Unauthenticated("wrong username or password")
             self.limiter.succeeded(username, peer)
         token = secrets.token_urlsafe(32)
         expires_at = time.time() + self.token_ttl_s
@@ -139,33 +160,27 @@ class GatewayService(pb_grpc.GatewayServicer):
         return pb.LoginResponse(token=token, expires_at_ms=int(expires_at * 1000), username=username)
 
     async def Logout(self, request, context) -> pb.LogoutResponse:
-        token = current_token()
-        await self.sessions.revoke(token)
+        await self.sessions.revoke(current_token())
         return pb.LogoutResponse()
 
     async def LinkAccount(self, request, context) -> pb.LinkAccountResponse:
         user = current_user()
         bank, account_id = await self._own_account(context, request.account, user)
-        try:
-            links = await self.links.link(user, bank, account_id)
-        except store.StoreError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+        links = await self.links.link(user, bank, account_id)
         return pb.LinkAccountResponse(accounts=[pb.AccountRef(bank=b, account_id=a) for b, a in links])
 
     async def Balance(self, request, context) -> pb.BalanceResponse:
         user = current_user()
         links = await self.links.of(user)
-        answers = await asyncio.gather(*(self._bank_balance(b, a) for b, a in links))
-        return pb.BalanceResponse(
-            accounts=answers, total_cents=sum(a.balance_cents for a in answers if a.reachable)
-        )
+        answers = await asyncio.gather(*(self._bank_balance(context, b, a) for b, a in links))
+        return pb.BalanceResponse(accounts=answers, total_cents=sum(a.balance_cents for a in answers if a.reachable))
 
-    async def _bank_balance(self, bank: str, account_id: str) -> pb.AccountBalance:
+    async def _bank_balance(self, context, bank: str, account_id: str) -> pb.AccountBalance:
         ref = pb.AccountRef(bank=bank, account_id=account_id)
         if bank not in self.banks:
             return pb.AccountBalance(account=ref, reachable=False)
         try:
-            answer = await self._bank_read(bank, "Balance", pb.BankBalanceRequest(account_id=account_id))
+            answer = await self._bank_read(context, bank, "Balance", pb.BankBalanceRequest(account_id=account_id))
         except (grpc.aio.AioRpcError, TimeoutError):
             return pb.AccountBalance(account=ref, reachable=False)
         return pb.AccountBalance(
@@ -174,60 +189,63 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def Pay(self, request, context) -> pb.Payment:
         user = current_user()
-        key = await _valid(context, limits.idempotency_key, request.idempotency_key)
-        amount = await _valid(context, limits.amount_cents, request.amount_cents)
         source = getattr(request, "from")
-        if source.bank or source.account_id:
-            from_bank = await _valid(context, limits.bank, source.bank)
-            from_account = await _valid(context, limits.account, source.account_id)
-        else:
-            links = await self.links.of(user)
-            # A retry of a payment whose key is claimed pays from where the first one did,
-            # even if the user has linked another account since.
-            source = links[0] if len(links) == 1 else await self.db.read(
-                lambda c: store.claimed_source(c, user, key)
-            )
-            if source is None:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"you hold {len(links)} accounts: say which one to pay from",
-                )
-            from_bank, from_account = source
-        to_bank = await _valid(context, limits.bank, request.to.bank)
-        to_account = await _valid(context, limits.account, request.to.account_id)
-        for bank in (from_bank, to_bank):
-            if bank not in self.banks:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown bank {bank}")
+        payer = await self._named_payer(user, source) if source.bank or source.account_id else None
+        key = limits.idempotency_key(request.idempotency_key)
+        amount = limits.amount_cents(request.amount_cents)
+        from_bank, from_account = payer or await self._default_payer(user, key)
+        to_bank = limits.bank(request.to.bank)
+        to_account = limits.account(request.to.account_id)
+        self._known_bank(from_bank)
+        self._known_bank(to_bank)
         if (from_bank, from_account) == (to_bank, to_account):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payer and payee are the same account")
+            raise InvalidInput("payer and payee are the same account")
         fields = store.PaymentFields(user, key, from_bank, from_account, to_bank, to_account, amount)
         note(amount_cents=amount)
-        try:
-            result = await self.coordinator.pay(fields)
-        except PaymentRefused as exc:
-            await context.abort(exc.code, str(exc))
+        result = await self.coordinator.pay(fields, time_left_s(context, self.coordinator.timeout_s))
         note(txn=result.row["txn_id"])
         if result.replayed:
             context.set_trailing_metadata((("idempotent-replayed", "true"),))
         return payment_message(result.row)
 
+    async def _named_payer(self, user: str, source: pb.AccountRef) -> tuple[str, str]:
+        """The payer account the request names: well formed (never echo an unbounded
+        string in a refusal) and the caller's own."""
+        try:
+            bank, account_id = limits.bank(source.bank), limits.account(source.account_id)
+        except InvalidInput as exc:
+            raise InvalidInput(f"from: {exc}") from None
+        if (bank, account_id) not in await self.links.of(user):
+            raise PermissionDenied(f"you can pay only from your own accounts; {account_id} at {bank} is not yours")
+        return bank, account_id
+
+    async def _default_payer(self, user: str, key: str) -> tuple[str, str]:
+        """The payer when the request names none: the caller's only account, or, for a
+        retry of a payment whose key is claimed, where the first one paid from (even if
+        the user has linked another account since)."""
+        links = await self.links.of(user)
+        source = links[0] if len(links) == 1 else await self.db.read(lambda c: store.claimed_source(c, user, key))
+        if source is None:
+            raise InvalidInput(f"you hold {len(links)} accounts: say which one to pay from")
+        return source
+
     async def GetPayment(self, request, context) -> pb.Payment:
         user = current_user()
-        txn_id = await _valid(context, limits.txn_id, request.payment_id)
+        txn_id = limits.txn_id(request.payment_id)
         row = await self.db.read(lambda c: store.visible_payment(c, txn_id, user))
         if row is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no payment {txn_id} of yours")
+            raise NotFound(f"no payment {txn_id} of yours")
         return payment_message(row)
 
     async def ListPayments(self, request, context) -> pb.ListPaymentsResponse:
         user = current_user()
-        size = await _valid(context, limits.page_size, request.page_size)
+        size = limits.page_size(request.page_size)
         before = 2**62
         if request.page_token:
             token = request.page_token
             # ASCII digits only ("²".isdigit() is true) and no more than an SQLite integer holds
             if not (token.isascii() and token.isdigit() and len(token) <= 19 and int(token) <= before):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad page_token: pass the one a previous page gave")
+                raise InvalidInput("bad page_token: pass the one a previous page gave")
             before = int(token)
         rows = await self.db.read(lambda c: store.history(c, user, before, size))
         return pb.ListPaymentsResponse(
@@ -241,7 +259,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self.coordinator = coordinator
 
     async def ResolveTransaction(self, request, context) -> pb.ResolveResponse:
-        txn_id = await _valid(context, limits.txn_id, request.txn_id)
+        txn_id = limits.txn_id(request.txn_id)
         note(txn=txn_id)
         decision = await self.coordinator.resolve(txn_id)
         return pb.ResolveResponse(decision=pb.COMMIT if decision == Decision.COMMIT else pb.ABORT)

@@ -18,9 +18,12 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from backend.common.errors import AlreadyExists
 from backend.common.states import Decision, Outcome
 
-SCHEMA = """
+# Version 1 is the schema from before versioning (IF NOT EXISTS adopts such a
+# database as it is); each later version changes what the one before made.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY,
@@ -76,14 +79,10 @@ CREATE TABLE IF NOT EXISTS participants (
 CREATE INDEX IF NOT EXISTS participants_unacked ON participants (txn_id) WHERE acked = 0;
 """
 
+MIGRATIONS = (SCHEMA_V1,)
+
 
 MAX_SESSIONS_PER_USER = 100
-
-
-class StoreError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def token_digest(token: str) -> str:
@@ -94,7 +93,7 @@ def token_digest(token: str) -> str:
 
 def add_user(conn: sqlite3.Connection, username: str, password_hash: str, links: list[tuple[str, str]]) -> None:
     if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
-        raise StoreError("ALREADY_EXISTS", f"username {username!r} is taken: pick another or log in")
+        raise AlreadyExists(f"username {username!r} is taken: pick another or log in")
     conn.execute(
         "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
         (username, password_hash, time.time()),
@@ -108,7 +107,7 @@ def add_link(conn: sqlite3.Connection, username: str, bank: str, account_id: str
         "SELECT username FROM links WHERE bank = ? AND account_id = ?", (bank, account_id)
     ).fetchone()
     if row is not None and row[0] != username:
-        raise StoreError("ALREADY_EXISTS", f"account {account_id} at {bank} is already linked to another user")
+        raise AlreadyExists(f"account {account_id} at {bank} is already linked to another user")
     if row is None:
         conn.execute("INSERT INTO links (bank, account_id, username) VALUES (?, ?, ?)", (bank, account_id, username))
     return links_of(conn, username)
@@ -251,8 +250,8 @@ def decide(conn: sqlite3.Connection, txn_id: str, decision: Decision, outcome: O
 
     A RETRYABLE abort releases the idempotency key, so the client may send it again.
     """
-    assert decision in (Decision.COMMIT, Decision.ABORT) and outcome in Outcome
-    assert (decision == Decision.COMMIT) == (outcome == Outcome.SUCCEEDED)
+    decision, outcome = Decision(decision), Outcome(outcome)
+    assert decision != Decision.PREPARING and (decision == Decision.COMMIT) == (outcome == Outcome.SUCCEEDED)
     updated = conn.execute(
         "UPDATE payments SET state = ?, outcome = ?, reason = ?, decided_at = ? "
         "WHERE txn_id = ? AND state = 'PREPARING'",
