@@ -46,6 +46,11 @@ def balance(app, bank: str, account: str) -> int | None:
     return None
 
 
+def conserved(app) -> bool:
+    balances = app.query_one(BalancesPanel).balances
+    return balances is not None and balances.conserved
+
+
 def txn_rows(source: LiveSource):
     return source.timeline.rows()
 
@@ -131,7 +136,7 @@ async def test_log_in_and_pay_from_the_client_pane(live_source):
             10,
             "both banks committed in the 2PC row",
         )
-        assert app.query_one(BalancesPanel).balances.conserved
+        assert conserved(app)
         history = app.query_one(ClientSummary).state.history
         assert [(p.direction, p.amount_cents, p.status) for p in history] == [("sent", 1250, PaymentStatus.SUCCEEDED)]
 
@@ -180,7 +185,7 @@ async def test_gateway_offline_queues_payments_and_delivers_each_once(live_sourc
         await until(pilot, lambda: balance(app, "BankA", "A-1001") == 100000 + 300, 10, "credited exactly once")
         assert balance(app, "BankB", "B-2001") == 75000 - 300
         await committed_rows(pilot, live_source, 2)
-        assert app.query_one(BalancesPanel).balances.conserved
+        assert conserved(app)
 
 
 async def test_quit_leaves_no_child_process(live_source):

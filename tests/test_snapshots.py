@@ -11,7 +11,7 @@ import time
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Select
 from textual.worker import WorkerFailed
 
 from app.app import StrifeApp
@@ -72,7 +72,7 @@ def test_client_pane_with_validation_error(snap_compare):
     async def pay_a_fraction_of_a_cent(pilot: Pilot) -> None:
         await settle(pilot)
         await pilot.press("c")
-        pilot.app.query_one("#pay-bank").value = "BankB"
+        pilot.app.query_one("#pay-bank", Select).value = "BankB"
         pilot.app.query_one("#pay-account", Input).value = "B-2001"
         pilot.app.query_one("#pay-amount", Input).focus()
         await pilot.press(*"12.345", "enter")
