@@ -12,15 +12,28 @@ REPO = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT_S = 90.0
 
 
-async def cli(stack, profile: Path, *args: str, env: dict[str, str] | None = None,
-              stdin: bytes | None = None) -> tuple[int, dict]:
+async def cli(
+    stack, profile: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> tuple[int, dict]:
     """`python -m app.cli client ... --json ARGS`: (exit code, the one JSON object it printed)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "client",
-        "--gateway", stack.cfg.gateway_address, "--certs", str(stack.cfg.certs_dir),
-        "--profile", str(profile), "--json", *args,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        sys.executable,
+        "-m",
+        "app.cli",
+        "client",
+        "--gateway",
+        stack.cfg.gateway_address,
+        "--certs",
+        str(stack.cfg.certs_dir),
+        "--profile",
+        str(profile),
+        "--json",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin or b""), CLI_TIMEOUT_S)

@@ -104,7 +104,8 @@ class Stack:
     def begun(self) -> dict[str, dict]:
         """The gateway's `2pc begin` records by transaction id (banks, accounts, amount)."""
         return {
-            r["txn"]: r for r in self.log_lines("gateway")
+            r["txn"]: r
+            for r in self.log_lines("gateway")
             if r.get("event") == Event.TWOPC and r.get("phase") == Phase.BEGIN
         }
 
@@ -135,7 +136,8 @@ class Stack:
         """{(bank, account): balance_cents} of every account at every bank."""
         return {
             (bank, a.account_id): a.balance_cents
-            for bank, ledger in (await self.ledgers()).items() for a in ledger.accounts
+            for bank, ledger in (await self.ledgers()).items()
+            for a in ledger.accounts
         }
 
     async def close(self) -> None:
@@ -149,8 +151,14 @@ def fault_env(*points: str) -> dict[str, str]:
     return {"STRIFE_TEST_MODE": "1", "STRIFE_FAULTS": ",".join(points)}
 
 
-def pay_request(to_bank: str, to_account: str, amount_cents: int, key: str | None = None,
-                from_bank: str = "", from_account: str = "") -> pb.PayRequest:
+def pay_request(
+    to_bank: str,
+    to_account: str,
+    amount_cents: int,
+    key: str | None = None,
+    from_bank: str = "",
+    from_account: str = "",
+) -> pb.PayRequest:
     return pb.PayRequest(
         idempotency_key=key or str(uuid.uuid4()),
         to=pb.AccountRef(bank=to_bank, account_id=to_account),
@@ -168,8 +176,9 @@ def quick_config(tmp: Path, certs_dir: Path, **overrides) -> StackConfig:
     return stack_config(tmp, certs_dir=certs_dir, **{"twopc_timeout_s": 1.0, "in_doubt_after_s": 2.0, **overrides})
 
 
-async def start_stack(tmp: Path, certs_dir: Path, proc_env: dict[str, dict[str, str]] | None = None,
-                      **overrides) -> Stack:
+async def start_stack(
+    tmp: Path, certs_dir: Path, proc_env: dict[str, dict[str, str]] | None = None, **overrides
+) -> Stack:
     """Start gateway + banks. `overrides` set StackConfig fields (env applies to every
     process); `proc_env` adds environment to single processes, e.g.
     {"BankB": {"STRIFE_TEST_MODE": "1", "STRIFE_FAULTS": "bank.crash_after_yes"}}."""

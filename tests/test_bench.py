@@ -36,8 +36,25 @@ def test_generated_fixtures_give_every_bank_an_account(tmp_path):
 
 
 def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
-    command = [sys.executable, "-m", "app.cli", "bench", "--payments", "50", "--clients", "4", "--banks", "3",
-               "--echo-duration", "0.5", "--decline-percent", "10", "--json", "--work-dir", str(tmp_path / "bench")]
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "bench",
+        "--payments",
+        "50",
+        "--clients",
+        "4",
+        "--banks",
+        "3",
+        "--echo-duration",
+        "0.5",
+        "--decline-percent",
+        "10",
+        "--json",
+        "--work-dir",
+        str(tmp_path / "bench"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads(done.stdout)
@@ -60,7 +77,10 @@ def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
     assert doc["money"]["held_after_cents"] == 0
     assert set(doc["peak_rss_kib"]) == {"gateway", "Bank01", "Bank02", "Bank03"}
     assert all(kib > 0 for kib in doc["peak_rss_kib"].values())
-    assert set(doc["rss_growth"]) in ({"gateway", "Bank01", "Bank02", "Bank03"}, set())  # empty when too short to sample
+    assert set(doc["rss_growth"]) in (
+        {"gateway", "Bank01", "Bank02", "Bank03"},
+        set(),
+    )  # empty when too short to sample
     assert doc["command"].startswith("strife bench --payments 50")
     assert {"python", "grpcio", "protobuf", "sqlite"} <= set(doc["versions"])
     assert doc["config"] == {**doc["config"], "clients": 4, "banks": 3, "drivers": 2, "payments": 50}
@@ -82,15 +102,17 @@ def test_history_scenario_pages_a_seeded_log_through_the_gateway(tmp_path):
 
 
 def test_recovery_scenario_aborts_every_preparing_transaction(tmp_path):
-    doc = _bench_json(tmp_path, "--scenario", "recovery", "--recovery-txns", "2000", "--recovery-preparing", "50",
-                      "--banks", "2")
+    doc = _bench_json(
+        tmp_path, "--scenario", "recovery", "--recovery-txns", "2000", "--recovery-preparing", "50", "--banks", "2"
+    )
     assert doc["scenario"] == "recovery" and doc["ok"] is True
     assert doc["states_after"] == {Decision.ABORT: 50, Decision.COMMIT: 1950}
     assert doc["unacked_after"] == 0 and doc["held_after_cents"] == 0 and doc["start_to_serving_s"] > 0
 
 
 def test_soak_scenario_reports_whether_gateway_memory_stayed_flat(tmp_path):
-    doc = _bench_json(tmp_path, "--scenario", "soak", "--payments", "60", "--clients", "2", "--banks", "2",
-                      "--echo-duration", "0")
+    doc = _bench_json(
+        tmp_path, "--scenario", "soak", "--payments", "60", "--clients", "2", "--banks", "2", "--echo-duration", "0"
+    )
     assert doc["ok"] is True and doc["payments"]["counts"].get("committed", 0) == 60
     assert doc["soak"]["payments"] == 60 and isinstance(doc["soak"]["rss_flat"], bool)

@@ -28,9 +28,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_short_campaign_passes_every_invariant():
     """The CI version: real processes, real faults, every invariant PASS, exit 0."""
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "chaos", "--duration", "20", "--clients", "3", "--seed", "1", "--json",
-         "--keep"],
-        cwd=ROOT, capture_output=True, text=True, timeout=140, env={**os.environ, "COLUMNS": "200"},
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "chaos",
+            "--duration",
+            "20",
+            "--clients",
+            "3",
+            "--seed",
+            "1",
+            "--json",
+            "--keep",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     outcome = json.loads(done.stdout)
@@ -68,8 +84,8 @@ def test_the_seed_replays_the_schedule():
     assert one == chaos_nemesis.plan(7, 60, banks, clients)
     assert one != chaos_nemesis.plan(8, 60, banks, clients)
     assert {f.kind for f in one} == set(chaos_nemesis.KINDS)
-    assert all(f.hold_s > 1.0 for f in one if f.kind == "freeze_bank")   # longer than the 2PC timeout
-    for target in {f.target for f in one}:   # one fault at a time per target
+    assert all(f.hold_s > 1.0 for f in one if f.kind == "freeze_bank")  # longer than the 2PC timeout
+    for target in {f.target for f in one}:  # one fault at a time per target
         mine = [f for f in one if f.target == target]
         assert all(a.at_s + a.hold_s <= b.at_s for a, b in itertools.pairwise(mine))
 
@@ -91,7 +107,9 @@ class World:
         for name, path in self.bank_files.items():
             conn = connect(path)
             conn.executescript(ledger.SCHEMA)
-            ledger.seed(conn, [{"id": f"{name}-acc", "owner": "alice" if name == self.A else "bob", "balance_cents": 1000}])
+            ledger.seed(
+                conn, [{"id": f"{name}-acc", "owner": "alice" if name == self.A else "bob", "balance_cents": 1000}]
+            )
             self.banks[name] = conn
         self.gw = connect(self.gateway_file)
         self.gw.executescript(store.SCHEMA)
@@ -122,8 +140,12 @@ class World:
         return key, txn
 
     def check(self, again: list[chaos_check.Again] | None = None) -> dict[int, chaos_check.Verdict]:
-        snap = chaos_check.load({(self.A, f"{self.A}-acc"): 1000, (self.B, f"{self.B}-acc"): 1000},
-                                self.bank_files, self.gateway_file, {"alice": self.profile})
+        snap = chaos_check.load(
+            {(self.A, f"{self.A}-acc"): 1000, (self.B, f"{self.B}-acc"): 1000},
+            self.bank_files,
+            self.gateway_file,
+            {"alice": self.profile},
+        )
         return {v.number: v for v in chaos_check.check(snap, again)}
 
 
@@ -137,8 +159,10 @@ def _offenders(v: chaos_check.Verdict) -> str:
 
 def test_checker_passes_a_consistent_world(tmp_path):
     world = World(tmp_path)
-    again = [chaos_check.Again("alice", world.ok_key, PaymentStatus.SUCCEEDED, world.ok_txn),
-             chaos_check.Again("alice", world.no_key, PaymentStatus.DECLINED, world.no_txn)]
+    again = [
+        chaos_check.Again("alice", world.ok_key, PaymentStatus.SUCCEEDED, world.ok_txn),
+        chaos_check.Again("alice", world.no_key, PaymentStatus.DECLINED, world.no_txn),
+    ]
     verdicts = world.check(again)
     assert _failed(verdicts) == set(), {n: v.offenders for n, v in verdicts.items()}
     assert verdicts[3].checked == 1 and verdicts[6].checked == 2
@@ -151,11 +175,11 @@ def test_checker_catches_a_txn_committed_at_one_bank_only(tmp_path):
     store.claim(world.gw, fields, txn)
     store.decide(world.gw, txn, Decision.COMMIT, Outcome.SUCCEEDED, "")
     ledger.prepare(world.banks[world.A], txn, [(f"{world.A}-acc", -100)])
-    ledger.commit(world.banks[world.A], txn)        # Bank02 never heard of it
+    ledger.commit(world.banks[world.A], txn)  # Bank02 never heard of it
     verdicts = world.check()
     assert {1, 4} <= _failed(verdicts)
     assert f"txn {txn} split" in _offenders(verdicts[4])
-    assert "-100" in _offenders(verdicts[1])       # money destroyed
+    assert "-100" in _offenders(verdicts[1])  # money destroyed
 
 
 def test_checker_catches_a_key_charged_twice(tmp_path):
@@ -178,8 +202,10 @@ def test_checker_catches_money_created_and_a_journal_moving_twice(tmp_path):
     world = World(tmp_path)
     bank = world.banks[world.B]
     bank.execute("UPDATE accounts SET balance_cents = balance_cents + 300")
-    bank.execute("INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) "
-                 "VALUES (?, ?, 300, 1600, 0)", (world.ok_txn, f"{world.B}-acc"))
+    bank.execute(
+        "INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) VALUES (?, ?, 300, 1600, 0)",
+        (world.ok_txn, f"{world.B}-acc"),
+    )
     verdicts = world.check()
     assert {1, 5} <= _failed(verdicts)
     assert "total 2300 cents != starting 2000 cents (diff +300)" in _offenders(verdicts[1])
@@ -200,15 +226,18 @@ def test_checker_catches_a_lost_success_a_hold_a_queued_key_and_a_changed_answer
     assert f"key {key} (payment t-ghost): ABSENT at {world.A}" in _offenders(verdicts[3])
     assert "t-held still PREPARED" in _offenders(verdicts[4]) and "50 cents still held" in _offenders(verdicts[4])
     assert f"key {stuck} of alice still queued" in _offenders(verdicts[5])
-    assert f"key {world.ok_key} of alice: first SUCCEEDED {world.ok_txn}, again SUCCEEDED some-other-payment" \
+    assert (
+        f"key {world.ok_key} of alice: first SUCCEEDED {world.ok_txn}, again SUCCEEDED some-other-payment"
         in _offenders(verdicts[6])
+    )
 
 
 def test_checker_catches_a_negative_balance(tmp_path):
     world = World(tmp_path)
     world.banks[world.A].execute(
         "INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) VALUES ('t-neg', ?, -800, -100, 0)",
-        (f"{world.A}-acc",))
+        (f"{world.A}-acc",),
+    )
     verdicts = world.check()
     assert 2 in _failed(verdicts)
     assert f"{world.A}/{world.A}-acc at -100 cents after txn t-neg" in _offenders(verdicts[2])

@@ -14,8 +14,9 @@ async def test_register_login_balance_pay_history(stack, tmp_path):
     before_total = await stack.total_cents()
 
     # The password read from $STRIFE_PASSWORD when given as "-": not on the command line.
-    code, out = await cli(stack, profile, "register", "dave", "-", "BankA", "A-1002",
-                          env={"STRIFE_PASSWORD": "dave-secret-1"})
+    code, out = await cli(
+        stack, profile, "register", "dave", "-", "BankA", "A-1002", env={"STRIFE_PASSWORD": "dave-secret-1"}
+    )
     assert (code, out) == (0, {"registered": "dave", "account": {"bank": "BankA", "account_id": "A-1002"}})
     code, out = await cli(stack, profile, "login", "dave", env={"STRIFE_PASSWORD": "dave-secret-1"})
     assert code == 0 and out["username"] == "dave" and out["queued"] == 0
@@ -24,8 +25,9 @@ async def test_register_login_balance_pay_history(stack, tmp_path):
 
     code, out = await cli(stack, profile, "balance")
     assert code == 0
-    assert out["accounts"] == [{"bank": "BankA", "account_id": "A-1002", "balance_cents": 50000,
-                                "available_cents": 50000, "reachable": True}]
+    assert out["accounts"] == [
+        {"bank": "BankA", "account_id": "A-1002", "balance_cents": 50000, "available_cents": 50000, "reachable": True}
+    ]
     assert out["total_cents"] == 50000 and out["unreachable_banks"] == []
 
     code, paid = await cli(stack, profile, "pay", "BankB", "B-2001", "12.50")
@@ -42,10 +44,16 @@ async def test_register_login_balance_pay_history(stack, tmp_path):
     assert code == 0
     [p] = history["payments"]
     assert (p["payment_id"], p["direction"], p["amount_cents"], p["status"]) == (
-        paid["payment_id"], "sent", 1250, PaymentStatus.SUCCEEDED)
+        paid["payment_id"],
+        "sent",
+        1250,
+        PaymentStatus.SUCCEEDED,
+    )
     code, queue = await cli(stack, profile, "queue")
     assert code == 0 and queue["queued"] == []
-    assert [(f["idempotency_key"], f["status"]) for f in queue["finished"]] == [(paid["idempotency_key"], PaymentStatus.SUCCEEDED)]
+    assert [(f["idempotency_key"], f["status"]) for f in queue["finished"]] == [
+        (paid["idempotency_key"], PaymentStatus.SUCCEEDED)
+    ]
 
     # The profile is private: the directory 0700, its files 0600.
     assert stat.S_IMODE(profile.stat().st_mode) == 0o700
@@ -65,7 +73,9 @@ async def test_user_with_accounts_at_two_banks(stack, tmp_path):
     code, out = await cli(stack, profile, "balance")
     assert code == 0
     assert {(a["bank"], a["account_id"]): a["balance_cents"] for a in out["accounts"]} == {
-        ("BankA", "A-1001"): 100000, ("BankC", "C-3002"): 20000}
+        ("BankA", "A-1001"): 100000,
+        ("BankC", "C-3002"): 20000,
+    }
     assert out["total_cents"] == 120000
 
     code, out = await cli(stack, profile, "pay", "BankB", "B-2001", "1")
@@ -110,7 +120,10 @@ async def test_errors_have_their_code_and_change_nothing(stack, tmp_path):
     code, out = await cli(stack, profile, "queue")
     assert out["queued"] == []  # final errors leave the outbox, with what happened
     assert [(f["status"], f["code"]) for f in out["finished"]] == [
-        (PaymentStatus.REJECTED, "PERMISSION_DENIED"), (PaymentStatus.REJECTED, "NOT_FOUND"), (PaymentStatus.REJECTED, "NOT_FOUND")]
+        (PaymentStatus.REJECTED, "PERMISSION_DENIED"),
+        (PaymentStatus.REJECTED, "NOT_FOUND"),
+        (PaymentStatus.REJECTED, "NOT_FOUND"),
+    ]
 
     code, out = await cli(stack, profile, "pay", "BankA", "A-1001", "750.01")
     assert code == 4 and out["status"] == PaymentStatus.DECLINED and out["reason"] == "insufficient funds", out

@@ -21,7 +21,6 @@ def client_for(stack, profile, **kw) -> GatewayClient:
     return GatewayClient(stack.cfg.gateway_address, stack.cfg.certs_dir, profile, **kw)
 
 
-
 async def test_lost_answer_is_resent_under_the_same_key_and_charged_once(stack, tmp_path):
     async with client_for(stack, tmp_path / "bob") as client:
         await client.login("bob", PASSWORDS["bob"])
@@ -45,7 +44,11 @@ async def test_lost_answer_is_resent_under_the_same_key_and_charged_once(stack, 
 
         report = await client.sync()
         [delivery] = report.deliveries
-        assert (delivery.idempotency_key, delivery.status, delivery.replayed) == (entry.idempotency_key, PaymentStatus.SUCCEEDED, True)
+        assert (delivery.idempotency_key, delivery.status, delivery.replayed) == (
+            entry.idempotency_key,
+            PaymentStatus.SUCCEEDED,
+            True,
+        )
         assert delivery.attempts == 2
         assert report.remaining == []
         assert await stack.balances() == charged  # the resend changed nothing
@@ -60,8 +63,11 @@ async def test_answer_lost_on_the_wire_then_resent(stack, tmp_path):
         await client.login("bob", PASSWORDS["bob"])
         entry = client.outbox.add("bob", "BankC", "C-3001", 700, "BankB", "B-2001")
         gw, md = await stack.login("bob")
-        first = await gw.Pay(pay_request("BankC", "C-3001", 700, key=entry.idempotency_key,
-                                         from_bank="BankB", from_account="B-2001"), metadata=md, timeout=10)
+        first = await gw.Pay(
+            pay_request("BankC", "C-3001", 700, key=entry.idempotency_key, from_bank="BankB", from_account="B-2001"),
+            metadata=md,
+            timeout=10,
+        )
         after_first = await stack.balances()
         delivery = await client.resend(entry.idempotency_key)
         assert delivery.status == PaymentStatus.SUCCEEDED and delivery.replayed
@@ -149,7 +155,9 @@ def test_outbox_is_bounded_and_durable_across_reopen(tmp_path, monkeypatch):
     assert [e.idempotency_key for e in reopened.entries("bob")] == keys
     assert reopened.entries("alice") == []
     assert reopened.finish(keys[0], PaymentStatus.SUCCEEDED, payment_id="t1").status == PaymentStatus.SUCCEEDED
-    assert reopened.finish(keys[0], PaymentStatus.REJECTED, "NOT_FOUND") .status == PaymentStatus.SUCCEEDED  # the first answer stays
+    assert (
+        reopened.finish(keys[0], PaymentStatus.REJECTED, "NOT_FOUND").status == PaymentStatus.SUCCEEDED
+    )  # the first answer stays
     assert stat.S_IMODE((tmp_path / "outbox.sqlite").stat().st_mode) == 0o600
 
 

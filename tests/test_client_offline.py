@@ -12,7 +12,6 @@ from tests.stack import eventually
 PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
 
 
-
 async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, tmp_path):
     profile = tmp_path / "bob"
     code, _ = await cli(stack, profile, "login", "bob", PASSWORDS["bob"])
@@ -32,14 +31,19 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     code, queue = await cli(stack, profile, "queue")
     assert [e["idempotency_key"] for e in queue["queued"]] == keys
     assert [(e["amount_cents"], e["attempts"], e["last_code"]) for e in queue["queued"]] == [
-        (100, 1, "UNAVAILABLE"), (250, 1, "UNAVAILABLE"), (1000, 1, "UNAVAILABLE")]
+        (100, 1, "UNAVAILABLE"),
+        (250, 1, "UNAVAILABLE"),
+        (1000, 1, "UNAVAILABLE"),
+    ]
     code, out = await cli(stack, profile, "sync")  # still down: nothing lost, nothing sent
     assert code == 3 and len(out["remaining"]) == 3 and out["stopped_by"]["code"] == "UNAVAILABLE"
 
     await stack.sup.restart("gateway")
     code, out = await cli(stack, profile, "sync")
     assert code == 0, out
-    assert [(d["idempotency_key"], d["status"]) for d in out["delivered"]] == [(k, PaymentStatus.SUCCEEDED) for k in keys]
+    assert [(d["idempotency_key"], d["status"]) for d in out["delivered"]] == [
+        (k, PaymentStatus.SUCCEEDED) for k in keys
+    ]
     assert out["remaining"] == []
 
     after = await stack.balances()
@@ -53,7 +57,8 @@ async def test_cli_queue_survives_client_restarts_and_is_delivered_once(stack, t
     code, queue = await cli(stack, profile, "queue")
     assert queue["queued"] == []
     assert sorted((f["idempotency_key"], f["status"]) for f in queue["finished"]) == sorted(
-        (k, PaymentStatus.SUCCEEDED) for k in keys)
+        (k, PaymentStatus.SUCCEEDED) for k in keys
+    )
     assert await stack.balances() == after
     assert len(await begun_by(stack, "bob")) == 3
     await stack.assert_atomic()
@@ -75,7 +80,8 @@ async def test_cli_sync_wait_retries_until_the_gateway_is_back(stack, tmp_path):
     code, out = await waiting
     assert code == 0, out
     assert [(d["idempotency_key"], d["status"]) for d in out["delivered"]] == [
-        (queued["idempotency_key"], PaymentStatus.SUCCEEDED)]
+        (queued["idempotency_key"], PaymentStatus.SUCCEEDED)
+    ]
     assert out["rounds"] >= 2
     after = await stack.balances()
     assert after["BankC", "C-3001"] == before["BankC", "C-3001"] + 400
@@ -84,14 +90,16 @@ async def test_cli_sync_wait_retries_until_the_gateway_is_back(stack, tmp_path):
 
 async def _attempts_at_least(profile, n: int) -> bool:
     from backend.client import Outbox
+
     entries = Outbox(profile / "outbox.sqlite").entries()
     return bool(entries) and entries[0].attempts >= n
 
 
 async def test_retrier_delivers_after_the_gateway_returns(stack, tmp_path):
     changes = []
-    async with GatewayClient(stack.cfg.gateway_address, stack.cfg.certs_dir, tmp_path / "alice",
-                             backoff_cap_s=1.0) as client:
+    async with GatewayClient(
+        stack.cfg.gateway_address, stack.cfg.certs_dir, tmp_path / "alice", backoff_cap_s=1.0
+    ) as client:
         client.on_outbox_change = lambda: changes.append(1)
         await client.login("alice", PASSWORDS["alice"])
         before = await stack.balances()

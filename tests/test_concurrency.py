@@ -11,8 +11,9 @@ from tests.stack import pay_request, start_stack
 
 async def register(stack, username, bank, account):
     await stack.gateway().Register(
-        pb.RegisterRequest(username=username, password=f"{username}-secret-1",
-                           account=pb.AccountRef(bank=bank, account_id=account)),
+        pb.RegisterRequest(
+            username=username, password=f"{username}-secret-1", account=pb.AccountRef(bank=bank, account_id=account)
+        ),
         timeout=10,
     )
     return await stack.login(username, f"{username}-secret-1")
@@ -31,10 +32,12 @@ async def test_fifty_concurrent_payments_never_overdraw(tmp_path, certs_dir):
         # several sessions, as from several devices of the same user
         sessions = [await stack.login("dave", "dave-secret-1") for _ in range(4)]
 
-        results = await asyncio.gather(*(
-            sessions[i % len(sessions)][0].Pay(r, metadata=sessions[i % len(sessions)][1], timeout=30)
-            for i, r in enumerate(requests)
-        ))
+        results = await asyncio.gather(
+            *(
+                sessions[i % len(sessions)][0].Pay(r, metadata=sessions[i % len(sessions)][1], timeout=30)
+                for i, r in enumerate(requests)
+            )
+        )
         statuses = [p.status for p in results]
         assert set(statuses) <= {pb.SUCCEEDED, pb.DECLINED}, statuses
         assert all(p.reason == "insufficient funds" for p in results if p.status == pb.DECLINED)
@@ -77,8 +80,11 @@ async def test_concurrent_payments_in_every_direction_conserve_money(tmp_path, c
             (carol, carol_md, pay_request("BankA", "A-1001", 700)),
             (carol, carol_md, pay_request("BankB", "B-2001", 2900)),
         ]
-        calls = [gw.Pay(r, metadata=md, timeout=30) for _ in range(8) for gw, md, r in
-                 [(g, m, _fresh(r)) for g, m, r in plans]]
+        calls = [
+            gw.Pay(r, metadata=md, timeout=30)
+            for _ in range(8)
+            for gw, md, r in [(g, m, _fresh(r)) for g, m, r in plans]
+        ]
         results = await asyncio.gather(*calls, return_exceptions=True)
         errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
         assert not errors, errors
@@ -95,5 +101,10 @@ async def test_concurrent_payments_in_every_direction_conserve_money(tmp_path, c
 
 
 def _fresh(request: pb.PayRequest) -> pb.PayRequest:
-    return pay_request(request.to.bank, request.to.account_id, request.amount_cents,
-                       from_bank=getattr(request, "from").bank, from_account=getattr(request, "from").account_id)
+    return pay_request(
+        request.to.bank,
+        request.to.account_id,
+        request.amount_cents,
+        from_bank=getattr(request, "from").bank,
+        from_account=getattr(request, "from").account_id,
+    )

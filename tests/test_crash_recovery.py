@@ -89,8 +89,9 @@ async def test_bank_killed_while_payments_flow(tmp_path, certs_dir):
         await eventually(stack.settled, timeout_s=20)
         states = await stack.assert_atomic()
         # a flow that avoids BankB may drain its payer while BankB is down: declines are fine
-        assert all(p.status == pb.SUCCEEDED or (p.status == pb.DECLINED and p.reason == "insufficient funds")
-                   for _, p in done), [p for _, p in done if p.status != pb.SUCCEEDED]
+        assert all(
+            p.status == pb.SUCCEEDED or (p.status == pb.DECLINED and p.reason == "insufficient funds") for _, p in done
+        ), [p for _, p in done if p.status != pb.SUCCEEDED]
         succeeded = [(r, p) for r, p in done if p.status == pb.SUCCEEDED]
         assert len(succeeded) >= 40
         for request, payment in succeeded:
@@ -110,9 +111,7 @@ async def test_bank_killed_while_payments_flow(tmp_path, certs_dir):
 
 
 async def test_gateway_crash_after_recording_commit(tmp_path, certs_dir):
-    stack = await start_stack(
-        tmp_path, certs_dir, proc_env={"gateway": fault_env("gateway.crash_after_commit_record")}
-    )
+    stack = await start_stack(tmp_path, certs_dir, proc_env={"gateway": fault_env("gateway.crash_after_commit_record")})
     try:
         gw, md = await stack.login("alice")
         before = await stack.balances()
@@ -152,9 +151,7 @@ async def test_gateway_crash_after_recording_commit(tmp_path, certs_dir):
 
 
 async def test_gateway_crash_after_first_commit(tmp_path, certs_dir):
-    stack = await start_stack(
-        tmp_path, certs_dir, proc_env={"gateway": fault_env("gateway.crash_after_first_commit")}
-    )
+    stack = await start_stack(tmp_path, certs_dir, proc_env={"gateway": fault_env("gateway.crash_after_first_commit")})
     try:
         gw, md = await stack.login("bob")
         before = await stack.balances()
@@ -199,7 +196,10 @@ async def test_bank_crash_after_voting_yes(tmp_path, certs_dir):
         await stack.sup.restart("BankB")
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()
-        assert states[txn] == {"BankA": LedgerState.ABORTED, "BankB": LedgerState.ABORTED}  # its durable YES, then aborted
+        assert states[txn] == {
+            "BankA": LedgerState.ABORTED,
+            "BankB": LedgerState.ABORTED,
+        }  # its durable YES, then aborted
         assert await stack.balances() == before
 
         # the refused payment can be made with the same key now, once
@@ -269,8 +269,11 @@ async def test_presumed_abort_while_in_flight_is_final(tmp_path, certs_dir):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         await stack.seen(lambda r: r.get("phase") == Phase.DECISION and r.get("txn") == txn)
         await stack.logs_caught_up()
-        decisions = [r["decision"] for r in stack.log_lines("gateway")
-                     if r.get("phase") in (Phase.DECISION, Phase.RESOLVED) and r.get("txn") == txn]
+        decisions = [
+            r["decision"]
+            for r in stack.log_lines("gateway")
+            if r.get("phase") in (Phase.DECISION, Phase.RESOLVED) and r.get("txn") == txn
+        ]
         assert set(decisions) == {Decision.ABORT}, decisions
         await eventually(stack.settled, timeout_s=15)
         states = await stack.assert_atomic()

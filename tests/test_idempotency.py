@@ -26,7 +26,11 @@ async def pay_call(gw, md, request):
 
 def same_answer(a: pb.Payment, b: pb.Payment) -> bool:
     return (a.payment_id, a.status, a.amount_cents, a.reason, a.idempotency_key) == (
-        b.payment_id, b.status, b.amount_cents, b.reason, b.idempotency_key
+        b.payment_id,
+        b.status,
+        b.amount_cents,
+        b.reason,
+        b.idempotency_key,
     )
 
 
@@ -179,8 +183,9 @@ async def test_same_key_while_in_flight_is_aborted(tmp_path, certs_dir):
         assert err.value.code() == grpc.StatusCode.ABORTED
         assert "in progress" in err.value.details() and request.idempotency_key in err.value.details()
         # a different request under the same key is a conflict even while in flight
-        other = pay_request("BankB", "B-2001", 401, key=request.idempotency_key,
-                            from_bank="BankA", from_account="A-1001")
+        other = pay_request(
+            "BankB", "B-2001", 401, key=request.idempotency_key, from_bank="BankA", from_account="A-1001"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await gw.Pay(other, metadata=md, timeout=5)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -261,8 +266,11 @@ async def test_client_giving_up_mid_payment_then_retrying_is_charged_once(tmp_pa
             try:
                 return await gw.Pay(request, metadata=md, timeout=5)
             except grpc.aio.AioRpcError as exc:
-                assert exc.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE,
-                                      grpc.StatusCode.DEADLINE_EXCEEDED), exc
+                assert exc.code() in (
+                    grpc.StatusCode.ABORTED,
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ), exc
                 return None
 
         paid = await eventually(final, timeout_s=15, interval_s=0.1)
@@ -279,7 +287,6 @@ async def test_client_giving_up_mid_payment_then_retrying_is_charged_once(tmp_pa
         await stack.close()
 
 
-
 async def test_a_retry_without_a_payer_account_replays_after_the_user_links_another_account(tmp_path, certs_dir):
     """The first send resolved the user's only account; linking a second one must not turn
     the retry of that same key into 'say which account'."""
@@ -293,14 +300,19 @@ async def test_a_retry_without_a_payer_account_replays_after_the_user_links_anot
     stack = await start_stack(tmp_path, certs_dir, bank_fixtures=tmp_path / "banks.json")
     try:
         gw = stack.gateway()
-        await gw.Register(pb.RegisterRequest(username="dave", password="dave-secret-1",
-                                             account=pb.AccountRef(bank="BankA", account_id="A-1002")), timeout=10)
+        await gw.Register(
+            pb.RegisterRequest(
+                username="dave", password="dave-secret-1", account=pb.AccountRef(bank="BankA", account_id="A-1002")
+            ),
+            timeout=10,
+        )
         gw, md = await stack.login("dave", "dave-secret-1")
         request = pay_request("BankB", "B-2001", 700)  # no payer account: dave holds one
         first = await gw.Pay(request, metadata=md, timeout=10)
         assert first.status == pb.SUCCEEDED
-        await gw.LinkAccount(pb.LinkAccountRequest(account=pb.AccountRef(bank="BankA", account_id="A-1004")),
-                             metadata=md, timeout=10)
+        await gw.LinkAccount(
+            pb.LinkAccountRequest(account=pb.AccountRef(bank="BankA", account_id="A-1004")), metadata=md, timeout=10
+        )
         again = await gw.Pay(request, metadata=md, timeout=10)
         assert (again.payment_id, again.status) == (first.payment_id, first.status)
         with pytest.raises(grpc.aio.AioRpcError) as err:  # a new key still has to say which account

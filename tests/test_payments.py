@@ -15,8 +15,9 @@ async def balances(gw, md) -> dict[tuple[str, str], int]:
 async def test_register_login_pay_across_banks_and_history(stack):
     gw = stack.gateway()
     await gw.Register(
-        pb.RegisterRequest(username="dave", password="dave-secret-1",
-                           account=pb.AccountRef(bank="BankA", account_id="A-1002")),
+        pb.RegisterRequest(
+            username="dave", password="dave-secret-1", account=pb.AccountRef(bank="BankA", account_id="A-1002")
+        ),
         timeout=10,
     )
     gw, md = await stack.login("dave", "dave-secret-1")

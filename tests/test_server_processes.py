@@ -11,8 +11,14 @@ from backend.testbed import free_ports
 
 async def run(*args, timeout_s=30.0, cwd=None):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", *args, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "app.cli",
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     return proc.returncode, out.decode(), err.decode()
@@ -21,8 +27,15 @@ async def run(*args, timeout_s=30.0, cwd=None):
 async def test_a_second_server_on_a_taken_port_fails_at_once_with_a_clear_message(stack, tmp_path):
     taken = stack.cfg.bank_ports["BankA"]
     code, _, err = await run(
-        "bank", "--name", "BankA", "--port", str(taken), "--data-dir", str(tmp_path / "other"),
-        "--certs", str(stack.cfg.certs_dir),
+        "bank",
+        "--name",
+        "BankA",
+        "--port",
+        str(taken),
+        "--data-dir",
+        str(tmp_path / "other"),
+        "--certs",
+        str(stack.cfg.certs_dir),
     )
     assert code == 2
     assert f"cannot listen on 127.0.0.1:{taken}: the port is in use" in err
@@ -41,9 +54,21 @@ def _alive(pid: int) -> bool:
 async def test_strife_up_announces_each_process_and_stops_them_all_on_sigterm(tmp_path, certs_dir):
     port = free_ports(1)[0]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-        "--certs", str(certs_dir), "--twopc-timeout", "1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "app.cli",
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--certs",
+        str(certs_dir),
+        "--twopc-timeout",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     lines = []
     try:
@@ -74,9 +99,22 @@ async def test_fault_points_are_refused_outside_test_mode(tmp_path, certs_dir):
     env = {k: v for k, v in os.environ.items() if k != "STRIFE_TEST_MODE"}
     env["STRIFE_FAULTS"] = "bank.crash_after_yes"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "bank", "--name", "BankA", "--port", str(free_ports(1)[0]),
-        "--data-dir", str(tmp_path), "--certs", str(certs_dir), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "app.cli",
+        "bank",
+        "--name",
+        "BankA",
+        "--port",
+        str(free_ports(1)[0]),
+        "--data-dir",
+        str(tmp_path),
+        "--certs",
+        str(certs_dir),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode != 0
@@ -88,9 +126,19 @@ async def test_children_exit_when_their_supervisor_is_killed(tmp_path, certs_dir
     """kill -9 of the supervisor leaves nothing running: each child watches its stdin."""
     port = free_ports(1)[0]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-        "--certs", str(certs_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "app.cli",
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--certs",
+        str(certs_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     pids = []
     try:

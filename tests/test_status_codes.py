@@ -30,9 +30,7 @@ async def aborted_everywhere(stack, banks: set[str]) -> dict[str, dict[str, str]
     async def check():
         states = await stack.txn_states(*banks)
         begun = stack.begun()
-        done = begun and all(
-            states.get(txn, {}).get(bank) == LedgerState.ABORTED for txn in begun for bank in banks
-        )
+        done = begun and all(states.get(txn, {}).get(bank) == LedgerState.ABORTED for txn in begun for bank in banks)
         return states if done else None
 
     return await eventually(check, timeout_s=15)

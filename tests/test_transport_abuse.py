@@ -25,9 +25,17 @@ HANDSHAKE_TIMEOUT_S = dict(SERVER_OPTIONS)["grpc.server_handshake_timeout_ms"] /
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 H2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame
 # HEADERS for POST /strife.v1.Gateway/Balance, literal fields without indexing or Huffman
-_hdrs = b"".join(b"\x00" + bytes([len(k)]) + k + bytes([len(v)]) + v for k, v in (
-    (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/strife.v1.Gateway/Balance"),
-    (b":authority", b"127.0.0.1"), (b"content-type", b"application/grpc"), (b"te", b"trailers")))
+_hdrs = b"".join(
+    b"\x00" + bytes([len(k)]) + k + bytes([len(v)]) + v
+    for k, v in (
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", b"/strife.v1.Gateway/Balance"),
+        (b":authority", b"127.0.0.1"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    )
+)
 H2_HEADERS = len(_hdrs).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + _hdrs
 
 
@@ -87,8 +95,10 @@ PLAINTEXT = {
     "random-bytes": random.Random(4).randbytes(4096),
     "zeros": b"\x00" * 2048,
     "http1": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: abuse\r\n\r\n",
-    "http1-upgrade-h2c": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                          b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"),
+    "http1-upgrade-h2c": (
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+    ),
     "h2-preface-cleartext": H2_PREFACE + H2_SETTINGS + H2_HEADERS,
     # a TLS record header announcing a huge handshake message, then garbage
     "tls-record-lie": b"\x16\x03\x01\xff\xff" + os.urandom(512),
@@ -122,7 +132,8 @@ async def test_tls_without_a_client_certificate_gets_no_http2(stack):
     for name, port in ports(stack).items():
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1"), CLOSE_WITHIN_S)
+                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1"), CLOSE_WITHIN_S
+            )
         except (ssl.SSLError, ConnectionResetError):
             continue  # refused during the handshake
         try:
@@ -142,7 +153,8 @@ async def test_the_same_raw_client_with_a_certificate_does_get_http2(stack):
     the server's HTTP/2 SETTINGS, so the refusal above really is about the certificate."""
     ctx = _tls_context(stack.cfg.certs_dir, role="client")
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", stack.cfg.gateway_port, ssl=ctx, server_hostname="127.0.0.1")
+        "127.0.0.1", stack.cfg.gateway_port, ssl=ctx, server_hostname="127.0.0.1"
+    )
     try:
         writer.write(H2_PREFACE + H2_SETTINGS)
         await writer.drain()
@@ -168,10 +180,16 @@ async def test_connections_that_say_nothing_do_not_block_anyone(stack):
         await asyncio.wait_for(still_serving(stack), 15)
         # a payment, end to end, while they are all still open
         gw, md = await stack.login("alice")
-        paid = await gw.Pay(pb.PayRequest(idempotency_key="transport-abuse-1", amount_cents=100,
-                                          to=pb.AccountRef(bank="BankB", account_id="B-2001"),
-                                          **{"from": pb.AccountRef(bank="BankA", account_id="A-1001")}),
-                            metadata=md, timeout=10)
+        paid = await gw.Pay(
+            pb.PayRequest(
+                idempotency_key="transport-abuse-1",
+                amount_cents=100,
+                to=pb.AccountRef(bank="BankB", account_id="B-2001"),
+                **{"from": pb.AccountRef(bank="BankA", account_id="A-1001")},
+            ),
+            metadata=md,
+            timeout=10,
+        )
         assert paid.status == pb.SUCCEEDED
         # and the servers hang up on them once the handshake timeout (5 s) passes,
         # instead of keeping each socket for gRPC's default 120 s
@@ -188,8 +206,9 @@ async def test_many_garbage_connections_at_once(stack):
     rng = random.Random(7)
     targets = list(ports(stack).values())
     payloads = [rng.randbytes(rng.randrange(1, 3000)) for _ in range(200)]
-    answers = await asyncio.gather(*(send_and_expect_close(targets[i % len(targets)], p)
-                                     for i, p in enumerate(payloads)), return_exceptions=True)
+    answers = await asyncio.gather(
+        *(send_and_expect_close(targets[i % len(targets)], p) for i, p in enumerate(payloads)), return_exceptions=True
+    )
     failures = [a for a in answers if isinstance(a, BaseException)]
     assert not failures, failures[:3]
     assert all(len(a) < 64 for a in answers)

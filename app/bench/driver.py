@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from backend.common.states import PaymentStatus
 from backend.supervisor import close_child
 
-MAX_LATENCY_SAMPLES = 1_000_000   # per driver and phase; a reservoir sample beyond that
+MAX_LATENCY_SAMPLES = 1_000_000  # per driver and phase; a reservoir sample beyond that
 MAX_LINE_BYTES = 256 * 1024 * 1024  # a "done" line carries the latencies
 SETUP_TIMEOUT_S = 120.0
 
@@ -91,7 +91,8 @@ class Driver:
                 "gateway": pb_grpc.GatewayStub(channel),
                 "health": health_pb2_grpc.HealthStub(channel),
                 "from": tuple(spec["from"]),
-                "payees": [p for p in payees if p[0] != spec["from"][0]] or [p for p in payees if p != tuple(spec["from"])],
+                "payees": [p for p in payees if p[0] != spec["from"][0]]
+                or [p for p in payees if p != tuple(spec["from"])],
                 "username": spec["username"],
                 "password": spec["password"],
             }
@@ -138,9 +139,16 @@ class Driver:
         await asyncio.gather(*(self._client_loop(c, one, phase, more) for c in self.clients))
         ended = time.monotonic()
         return {
-            "ok": "done", "kind": kind, "started": started, "ended": ended, "cpu_s": _cpu_s() - cpu0,
-            "counts": phase.counts, "codes": phase.codes, "first_errors": phase.first_errors,
-            "latencies_ms": phase.latencies_ms, "samples_seen": phase.seen,
+            "ok": "done",
+            "kind": kind,
+            "started": started,
+            "ended": ended,
+            "cpu_s": _cpu_s() - cpu0,
+            "counts": phase.counts,
+            "codes": phase.codes,
+            "first_errors": phase.first_errors,
+            "latencies_ms": phase.latencies_ms,
+            "samples_seen": phase.seen,
         }
 
     async def _client_loop(self, client: dict, one, phase: Phase, more) -> None:
@@ -245,9 +253,16 @@ class DriverHandle:
         import os
 
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "app.bench.driver",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=MAX_LINE_BYTES, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            sys.executable,
+            "-u",
+            "-m",
+            "app.bench.driver",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=MAX_LINE_BYTES,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         await self._send(setup)

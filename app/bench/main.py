@@ -76,44 +76,113 @@ def _login(text: str) -> tuple[str, str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     load = p.add_argument_group("load")
     load.add_argument("--clients", type=int, default=16, metavar="K", help="concurrent clients (default 16)")
-    load.add_argument("--banks", type=int, default=3, metavar="M", help="banks in the throwaway stack, 2 or more (default 3)")
-    load.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                      help="how long to send payments (default 10; 5 per cell with --sweep)")
-    load.add_argument("--payments", type=int, default=0, metavar="N", help="send N payments in all instead of a duration")
-    load.add_argument("--drivers", type=int, default=2, metavar="D", help="load-driver processes sharing the clients (default 2)")
-    load.add_argument("--echo-duration", type=float, default=None, metavar="SECONDS",
-                      help="how long to measure the echo ceiling; 0 skips it (default 3, at most --duration)")
-    load.add_argument("--amount-max-cents", type=int, default=100, metavar="CENTS",
-                      help="payments are 1..CENTS cents, far below every balance (default 100)")
-    load.add_argument("--decline-percent", type=float, default=0.0, metavar="P",
-                      help="this percentage of payments overdraws on purpose and must be declined (default 0)")
-    load.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS", help="the stack's 2PC vote deadline (default 2)")
-    load.add_argument("--rpc-timeout", type=float, default=10.0, metavar="SECONDS",
-                      help="a client's deadline for one call; hitting it counts as an error (default 10)")
+    load.add_argument(
+        "--banks", type=int, default=3, metavar="M", help="banks in the throwaway stack, 2 or more (default 3)"
+    )
+    load.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to send payments (default 10; 5 per cell with --sweep)",
+    )
+    load.add_argument(
+        "--payments", type=int, default=0, metavar="N", help="send N payments in all instead of a duration"
+    )
+    load.add_argument(
+        "--drivers", type=int, default=2, metavar="D", help="load-driver processes sharing the clients (default 2)"
+    )
+    load.add_argument(
+        "--echo-duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to measure the echo ceiling; 0 skips it (default 3, at most --duration)",
+    )
+    load.add_argument(
+        "--amount-max-cents",
+        type=int,
+        default=100,
+        metavar="CENTS",
+        help="payments are 1..CENTS cents, far below every balance (default 100)",
+    )
+    load.add_argument(
+        "--decline-percent",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="this percentage of payments overdraws on purpose and must be declined (default 0)",
+    )
+    load.add_argument(
+        "--twopc-timeout", type=float, default=2.0, metavar="SECONDS", help="the stack's 2PC vote deadline (default 2)"
+    )
+    load.add_argument(
+        "--rpc-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a client's deadline for one call; hitting it counts as an error (default 10)",
+    )
     load.add_argument("--seed", type=int, default=1, help="random seed of the drivers (default 1)")
     scen = p.add_argument_group("scenarios (see app/bench/scenarios.py)")
-    scen.add_argument("--scenario", choices=("payments", "soak", "history", "recovery"), default="payments",
-                      help="payments: the run above (default); soak: --payments 100000 (unless given) and "
-                           "whether the gateway's RSS stays flat; history: time ListPayments pages of one user "
-                           "with --history-rows payments; recovery: time a gateway restart with --recovery-txns "
-                           "logged transactions")
-    scen.add_argument("--history-rows", type=int, default=1_000_000, metavar="N", help="payments of the history user (default 1000000)")
-    scen.add_argument("--recovery-txns", type=int, default=100_000, metavar="N", help="logged transactions (default 100000)")
-    scen.add_argument("--recovery-preparing", type=int, default=1_000, metavar="N",
-                      help="of them, left PREPARING as by a crash mid-2PC (default 1000)")
+    scen.add_argument(
+        "--scenario",
+        choices=("payments", "soak", "history", "recovery"),
+        default="payments",
+        help="payments: the run above (default); soak: --payments 100000 (unless given) and "
+        "whether the gateway's RSS stays flat; history: time ListPayments pages of one user "
+        "with --history-rows payments; recovery: time a gateway restart with --recovery-txns "
+        "logged transactions",
+    )
+    scen.add_argument(
+        "--history-rows",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="payments of the history user (default 1000000)",
+    )
+    scen.add_argument(
+        "--recovery-txns", type=int, default=100_000, metavar="N", help="logged transactions (default 100000)"
+    )
+    scen.add_argument(
+        "--recovery-preparing",
+        type=int,
+        default=1_000,
+        metavar="N",
+        help="of them, left PREPARING as by a crash mid-2PC (default 1000)",
+    )
     sweep = p.add_argument_group("sweep")
-    sweep.add_argument("--sweep", action="store_true", help="run the grid --sweep-clients x --sweep-banks, each cell on a fresh stack")
-    sweep.add_argument("--sweep-clients", type=_csv_ints, default=[1, 16, 64, 128], metavar="LIST", help="default 1,16,64,128")
+    sweep.add_argument(
+        "--sweep", action="store_true", help="run the grid --sweep-clients x --sweep-banks, each cell on a fresh stack"
+    )
+    sweep.add_argument(
+        "--sweep-clients", type=_csv_ints, default=[1, 16, 64, 128], metavar="LIST", help="default 1,16,64,128"
+    )
     sweep.add_argument("--sweep-banks", type=_csv_ints, default=[3, 12], metavar="LIST", help="default 3,12")
     target = p.add_argument_group("a running stack instead of a throwaway one")
-    target.add_argument("--gateway", default="", metavar="HOST:PORT", help="bench this gateway; needs --certs and --user")
-    target.add_argument("--certs", type=Path, default=None, metavar="DIR", help="certificate directory of that stack (role-client)")
-    target.add_argument("--user", type=_login, action="append", default=[], metavar="NAME:PASSWORD",
-                        help="a login the clients use, round-robin; repeat (accounts at two banks or more in all)")
+    target.add_argument(
+        "--gateway", default="", metavar="HOST:PORT", help="bench this gateway; needs --certs and --user"
+    )
+    target.add_argument(
+        "--certs", type=Path, default=None, metavar="DIR", help="certificate directory of that stack (role-client)"
+    )
+    target.add_argument(
+        "--user",
+        type=_login,
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="a login the clients use, round-robin; repeat (accounts at two banks or more in all)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    out.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
-                     help="where throwaway stacks live (default: a new temporary directory, removed at the end)")
+    out.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where throwaway stacks live (default: a new temporary directory, removed at the end)",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -170,8 +239,14 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _phase(drivers: list[DriverHandle], kind: str, duration_s: float | None, count: int,
-                 per_driver_clients: list[int], rpc_timeout_s: float) -> dict:
+async def _phase(
+    drivers: list[DriverHandle],
+    kind: str,
+    duration_s: float | None,
+    count: int,
+    per_driver_clients: list[int],
+    rpc_timeout_s: float,
+) -> dict:
     start_at = time.monotonic() + START_DELAY_S
     if count:
         shares = _split(count, per_driver_clients)
@@ -200,9 +275,16 @@ def _rss_growth(samples: list[tuple[float, dict]]) -> dict:
     span = samples[-1][0]
     early = next(s for t, s in samples if t >= span / 10)
     late = samples[-1][1]
-    return {name: {"after_first_tenth_kib": early[name], "end_kib": late[name],
-                   "growth_pct": round(100 * (late[name] - early[name]) / early[name], 1) if early[name] and late[name] else None}
-            for name in late}
+    return {
+        name: {
+            "after_first_tenth_kib": early[name],
+            "end_kib": late[name],
+            "growth_pct": round(100 * (late[name] - early[name]) / early[name], 1)
+            if early[name] and late[name]
+            else None,
+        }
+        for name in late
+    }
 
 
 async def _quiet_money(stack) -> dict:
@@ -215,8 +297,7 @@ async def _quiet_money(stack) -> dict:
         await asyncio.sleep(0.2)
 
 
-async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Path, certs_dir: Path,
-                   say) -> dict:
+async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Path, certs_dir: Path, say) -> dict:
     stack: RunningStack | OwnStack
     if args.gateway:
         stack = RunningStack(args.gateway, args.certs, args.user)
@@ -231,11 +312,22 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         money_before = await stack.money()
         specs, payees = stack.clients(clients), stack.payees()
         groups = [specs[i::n_drivers] for i in range(n_drivers)]
-        setup = {"cmd": "setup", "gateway": stack.gateway, "certs": str(certs_dir), "payees": payees,
-                 "rpc_timeout_s": args.rpc_timeout, "amount_max_cents": args.amount_max_cents,
-                 "decline_percent": args.decline_percent, "overdraw_cents": _overdraw_cents(args)}
-        await asyncio.gather(*(d.start({**setup, "clients": g, "seed": args.seed * 1000 + d.index})
-                               for d, g in zip(drivers, groups, strict=True)))
+        setup = {
+            "cmd": "setup",
+            "gateway": stack.gateway,
+            "certs": str(certs_dir),
+            "payees": payees,
+            "rpc_timeout_s": args.rpc_timeout,
+            "amount_max_cents": args.amount_max_cents,
+            "decline_percent": args.decline_percent,
+            "overdraw_cents": _overdraw_cents(args),
+        }
+        await asyncio.gather(
+            *(
+                d.start({**setup, "clients": g, "seed": args.seed * 1000 + d.index})
+                for d, g in zip(drivers, groups, strict=True)
+            )
+        )
         say(f"{n_drivers} drivers logging in {clients} clients")
         await asyncio.gather(*(d.ready() for d in drivers))
         sizes = [len(g) for g in groups]
@@ -252,20 +344,26 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         rss_samples: list[tuple[float, dict]] = []
         sampler = asyncio.create_task(_sample_rss(pids, rss_samples))
         try:
-            pay = await _phase(drivers, "pay", None if args.payments else args.duration, args.payments, sizes,
-                               args.rpc_timeout)
+            pay = await _phase(
+                drivers, "pay", None if args.payments else args.duration, args.payments, sizes, args.rpc_timeout
+            )
         finally:
             sampler.cancel()
         wall = time.monotonic() - wall0
         cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
-        cpu_pct = {name: round(100 * (after - before) / wall, 1)
-                   for name in pids if (after := cpu[name]) is not None and (before := cpu0[name]) is not None}
+        cpu_pct = {
+            name: round(100 * (after - before) / wall, 1)
+            for name in pids
+            if (after := cpu[name]) is not None and (before := cpu0[name]) is not None
+        }
         if pids:
             cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
             cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
             if host is not None and host0 is not None:  # other work on the machine skews the figures: show it
                 cpu_pct["other processes on the host"] = round(100 * (host - host0) / wall - sum(cpu_pct.values()), 1)
-        pay["committed_per_s"] = round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
+        pay["committed_per_s"] = (
+            round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
+        )
         pay["attempted"] = sum(pay["counts"].values())
         money_after = await _quiet_money(stack)
         rss = {name: peak_rss_kib(pid) for name, pid in pids.items()}
@@ -279,17 +377,29 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         ratio = round(pay["committed_per_s"] / echo["per_s"], 3)
     return {
         "mode": stack.kind,
-        "config": {"clients": clients, "banks": banks if not args.gateway else None, "drivers": n_drivers,
-                   "duration_s": None if args.payments else args.duration, "payments": args.payments or None,
-                   "echo_duration_s": args.echo_duration, "amount_max_cents": args.amount_max_cents,
-                   "decline_percent": args.decline_percent, "twopc_timeout_s": args.twopc_timeout,
-                   "rpc_timeout_s": args.rpc_timeout, "gateway": stack.gateway},
+        "config": {
+            "clients": clients,
+            "banks": banks if not args.gateway else None,
+            "drivers": n_drivers,
+            "duration_s": None if args.payments else args.duration,
+            "payments": args.payments or None,
+            "echo_duration_s": args.echo_duration,
+            "amount_max_cents": args.amount_max_cents,
+            "decline_percent": args.decline_percent,
+            "twopc_timeout_s": args.twopc_timeout,
+            "rpc_timeout_s": args.rpc_timeout,
+            "gateway": stack.gateway,
+        },
         "payments": pay,
         "echo": echo,
         "ratio_payments_to_echo": ratio,
-        "money": {"scope": money_after["scope"], "before_cents": money_before["total_cents"],
-                  "after_cents": money_after["total_cents"], "held_after_cents": money_after["held_cents"],
-                  "conserved": conserved},
+        "money": {
+            "scope": money_after["scope"],
+            "before_cents": money_before["total_cents"],
+            "after_cents": money_after["total_cents"],
+            "held_after_cents": money_after["held_cents"],
+            "conserved": conserved,
+        },
         "peak_rss_kib": rss,
         "rss_growth": _rss_growth(rss_samples),
         "cpu_pct_of_core": cpu_pct,
@@ -334,19 +444,27 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
                         cells.append({"config": {"banks": banks, "clients": clients}, "failed": str(exc), "ok": False})
                     finally:
                         shutil.rmtree(root, ignore_errors=True)
-                    say(f"cell banks={banks} clients={clients}: "
-                        f"{cells[-1].get('payments', {}).get('committed_per_s', 'failed')} payments/s")
-            doc["sweep"] = {"duration_s": None if args.payments else args.duration, "payments": args.payments or None,
-                            "cells": cells}
+                    say(
+                        f"cell banks={banks} clients={clients}: "
+                        f"{cells[-1].get('payments', {}).get('committed_per_s', 'failed')} payments/s"
+                    )
+            doc["sweep"] = {
+                "duration_s": None if args.payments else args.duration,
+                "payments": args.payments or None,
+                "cells": cells,
+            }
             doc["ok"] = all(c["ok"] for c in cells)
         else:
             doc.update(await run_once(args, args.clients, args.banks, base / "run", certs_dir, say))
             if args.scenario == "soak":
                 growth = (doc.get("rss_growth") or {}).get("gateway") or {}
                 pct = growth.get("growth_pct")
-                doc["soak"] = {"payments": args.payments, "gateway_rss_growth_pct": pct,
-                               "limit_pct": SOAK_MAX_RSS_GROWTH_PCT,
-                               "rss_flat": pct is not None and pct < SOAK_MAX_RSS_GROWTH_PCT}
+                doc["soak"] = {
+                    "payments": args.payments,
+                    "gateway_rss_growth_pct": pct,
+                    "limit_pct": SOAK_MAX_RSS_GROWTH_PCT,
+                    "rss_flat": pct is not None and pct < SOAK_MAX_RSS_GROWTH_PCT,
+                }
     finally:
         if made:
             shutil.rmtree(base, ignore_errors=True)
@@ -359,9 +477,11 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
         console.print(bench_report.sweep_table(doc["sweep"]["cells"]) if args.sweep else bench_report.run_table(doc))
         if "soak" in doc:
             soak = doc["soak"]
-            console.print(f"soak: gateway RSS grew {soak['gateway_rss_growth_pct']}% after the first tenth of "
-                          f"{soak['payments']:,} payments (flat means < {soak['limit_pct']:g}%): "
-                          f"{'flat' if soak['rss_flat'] else 'NOT flat'}")
+            console.print(
+                f"soak: gateway RSS grew {soak['gateway_rss_growth_pct']}% after the first tenth of "
+                f"{soak['payments']:,} payments (flat means < {soak['limit_pct']:g}%): "
+                f"{'flat' if soak['rss_flat'] else 'NOT flat'}"
+            )
         bench_report.print_footer(console, doc)
         if not doc["ok"]:
             console.print("[bold red]not clean: errors, or money not conserved (see above)[/]")

@@ -47,8 +47,12 @@ def merge_phase(answers: list[dict]) -> dict:
         first_errors += a["first_errors"]
     elapsed_s = max(a["ended"] for a in answers) - min(a["started"] for a in answers)
     return {
-        "counts": counts, "codes": codes, "first_errors": first_errors[:5], "elapsed_s": round(elapsed_s, 3),
-        "latency_ms": latency_summary(latencies), "driver_cpu_s": round(sum(a["cpu_s"] for a in answers), 3),
+        "counts": counts,
+        "codes": codes,
+        "first_errors": first_errors[:5],
+        "elapsed_s": round(elapsed_s, 3),
+        "latency_ms": latency_summary(latencies),
+        "driver_cpu_s": round(sum(a["cpu_s"] for a in answers), 3),
     }
 
 
@@ -60,14 +64,22 @@ def versions() -> dict:
             return None
 
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
-        "python": platform.python_version(), "grpcio": version("grpcio"), "protobuf": version("protobuf"),
-        "sqlite": sqlite3.sqlite_version, "strife_commit": commit,
-        "platform": platform.platform(), "implementation": sys.implementation.name,
+        "python": platform.python_version(),
+        "grpcio": version("grpcio"),
+        "protobuf": version("protobuf"),
+        "sqlite": sqlite3.sqlite_version,
+        "strife_commit": commit,
+        "platform": platform.platform(),
+        "implementation": sys.implementation.name,
     }
 
 
@@ -88,24 +100,33 @@ def run_table(result: dict) -> Table:
     pay, echo, cfg = result["payments"], result["echo"], result["config"]
     lat = pay["latency_ms"]
     amount = f"{cfg['payments']:,} payments" if cfg["payments"] else f"{cfg['duration_s']:g} s"
-    table = Table(title=f"strife bench — {cfg['clients']} clients, {cfg['banks'] or '?'} banks, {amount}, "
-                        f"{cfg['drivers']} driver processes", show_header=True)
+    table = Table(
+        title=f"strife bench — {cfg['clients']} clients, {cfg['banks'] or '?'} banks, {amount}, "
+        f"{cfg['drivers']} driver processes",
+        show_header=True,
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("committed payments/s", _f(pay["committed_per_s"]))
-    table.add_row("committed / declined / aborted / errors",
-                  " / ".join(_f(pay["counts"].get(k, 0)) for k in ("committed", "declined", "aborted", "error")))
+    table.add_row(
+        "committed / declined / aborted / errors",
+        " / ".join(_f(pay["counts"].get(k, 0)) for k in ("committed", "declined", "aborted", "error")),
+    )
     if pay["codes"]:
         table.add_row("refusal codes", ", ".join(f"{k} {v}" for k, v in sorted(pay["codes"].items())))
-    table.add_row("latency p50 / p95 / p99 / max (ms)",
-                  " / ".join(_f(lat[k]) for k in ("p50", "p95", "p99", "max")))
+    table.add_row("latency p50 / p95 / p99 / max (ms)", " / ".join(_f(lat[k]) for k in ("p50", "p95", "p99", "max")))
     if echo:
         table.add_row(f"echo ceiling/s ({echo['method']})", _f(echo["per_s"]))
-        table.add_row("echo latency p50 / p99 (ms)", f"{_f(echo['latency_ms']['p50'])} / {_f(echo['latency_ms']['p99'])}")
+        table.add_row(
+            "echo latency p50 / p99 (ms)", f"{_f(echo['latency_ms']['p50'])} / {_f(echo['latency_ms']['p99'])}"
+        )
         table.add_row("payments/s ÷ echo/s", _f(result["ratio_payments_to_echo"], 3))
     money = result["money"]
-    table.add_row("money conserved", f"{'yes' if money['conserved'] else 'NO'} "
-                  f"({_f(money['before_cents'])} → {_f(money['after_cents'])} cents, held after {_f(money['held_after_cents'])})")
+    table.add_row(
+        "money conserved",
+        f"{'yes' if money['conserved'] else 'NO'} "
+        f"({_f(money['before_cents'])} → {_f(money['after_cents'])} cents, held after {_f(money['held_after_cents'])})",
+    )
     growth = result.get("rss_growth") or {}
     for name, kib in result["peak_rss_kib"].items():
         g = growth.get(name)
@@ -114,28 +135,52 @@ def run_table(result: dict) -> Table:
     cpu = result["cpu_pct_of_core"]
     if cpu:
         table.add_row("CPU during payments (% of one core)", ", ".join(f"{k} {_f(v, 0)}" for k, v in cpu.items()))
-    table.add_row("stack log lines / errors", f"{_f(result['stack_log']['lines'])} / {_f(result['stack_log']['errors'])}")
+    table.add_row(
+        "stack log lines / errors", f"{_f(result['stack_log']['lines'])} / {_f(result['stack_log']['errors'])}"
+    )
     return table
 
 
 def sweep_table(cells: list[dict]) -> Table:
     table = Table(title="strife bench --sweep (each cell a fresh stack)")
-    for name in ("banks", "clients", "payments/s", "echo/s", "ratio", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                 "declined", "aborted", "errors", "conserved", "gateway RSS", "gw CPU %", "other CPU %"):
+    for name in (
+        "banks",
+        "clients",
+        "payments/s",
+        "echo/s",
+        "ratio",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "declined",
+        "aborted",
+        "errors",
+        "conserved",
+        "gateway RSS",
+        "gw CPU %",
+        "other CPU %",
+    ):
         table.add_column(name, justify="right")
     for cell in cells:
         if "failed" in cell:
-            table.add_row(str(cell["config"]["banks"]), str(cell["config"]["clients"]), f"failed: {cell['failed']}",
-                          *[""] * 13)
+            table.add_row(
+                str(cell["config"]["banks"]), str(cell["config"]["clients"]), f"failed: {cell['failed']}", *[""] * 13
+            )
             continue
         pay, lat = cell["payments"], cell["payments"]["latency_ms"]
         table.add_row(
-            str(cell["config"]["banks"]), str(cell["config"]["clients"]), _f(pay["committed_per_s"]),
-            _f(cell["echo"]["per_s"]) if cell["echo"] else "—", _f(cell["ratio_payments_to_echo"], 3),
+            str(cell["config"]["banks"]),
+            str(cell["config"]["clients"]),
+            _f(pay["committed_per_s"]),
+            _f(cell["echo"]["per_s"]) if cell["echo"] else "—",
+            _f(cell["ratio_payments_to_echo"], 3),
             *(_f(lat[k]) for k in ("p50", "p95", "p99", "max")),
             *(_f(pay["counts"].get(k, 0)) for k in ("declined", "aborted", "error")),
-            "yes" if cell["money"]["conserved"] else "NO", _mib(cell["peak_rss_kib"].get("gateway")),
-            _f(cell["cpu_pct_of_core"].get("gateway"), 0), _f(cell["cpu_pct_of_core"].get("other processes on the host"), 0),
+            "yes" if cell["money"]["conserved"] else "NO",
+            _mib(cell["peak_rss_kib"].get("gateway")),
+            _f(cell["cpu_pct_of_core"].get("gateway"), 0),
+            _f(cell["cpu_pct_of_core"].get("other processes on the host"), 0),
         )
     return table
 
@@ -162,9 +207,13 @@ def scenario_table(doc: dict) -> Table:
 def print_footer(console: Console, doc: dict) -> None:
     v = doc["versions"]
     console.print(f"command: {doc['command']}")
-    console.print(f"python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, sqlite {v['sqlite']}, "
-                  f"strife {v['strife_commit']}; {doc['host']['cpus']} CPUs, data on {doc['host']['data_fs']}")
+    console.print(
+        f"python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, sqlite {v['sqlite']}, "
+        f"strife {v['strife_commit']}; {doc['host']['cpus']} CPUs, data on {doc['host']['data_fs']}"
+    )
     if "scenario" in doc:
         return
-    console.print("echo ceiling = grpc.health.v1.Health/Check (unary, no body) on the same mTLS channels, through the "
-                  "gateway's interceptors (logging, role; token checks skip it), same clients and drivers.")
+    console.print(
+        "echo ceiling = grpc.health.v1.Health/Check (unary, no body) on the same mTLS channels, through the "
+        "gateway's interceptors (logging, role; token checks skip it), same clients and drivers."
+    )

@@ -44,9 +44,22 @@ def _gateway_db(stack: OwnStack) -> Path:
 
 def _row(i: int, user, other, state: Decision, outcome: Outcome | None, now: float, sent: bool) -> tuple:
     payer, payee = (user, other) if sent else (other, user)
-    return (uuid.uuid4().hex, payer.username, f"seed-{i}", "0" * 64, payer.bank, payer.account_id,
-            payee.bank, payee.account_id, 1 + i % 100, state, outcome, "", now - 1e-3 * i,
-            None if state == Decision.PREPARING else now)
+    return (
+        uuid.uuid4().hex,
+        payer.username,
+        f"seed-{i}",
+        "0" * 64,
+        payer.bank,
+        payer.account_id,
+        payee.bank,
+        payee.account_id,
+        1 + i % 100,
+        state,
+        outcome,
+        "",
+        now - 1e-3 * i,
+        None if state == Decision.PREPARING else now,
+    )
 
 
 def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, with_keys: bool = False) -> float:
@@ -66,18 +79,33 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
             batch = []
             for i in range(start, min(rows, start + SEED_CHUNK)):
                 in_doubt = i >= rows - preparing
-                batch.append(_row(i, user, other, Decision.PREPARING if in_doubt else Decision.COMMIT,
-                                  None if in_doubt else Outcome.SUCCEEDED, now, sent=i % 3 != 2))
+                batch.append(
+                    _row(
+                        i,
+                        user,
+                        other,
+                        Decision.PREPARING if in_doubt else Decision.COMMIT,
+                        None if in_doubt else Outcome.SUCCEEDED,
+                        now,
+                        sent=i % 3 != 2,
+                    )
+                )
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
                 "to_account, amount_cents, state, outcome, reason, created_at, decided_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                batch,
+            )
             if with_keys:
-                conn.executemany("INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) "
-                                 "VALUES (?, ?, ?, ?)", [(r[1], r[2], r[0], r[12]) for r in batch])
-                conn.executemany("INSERT INTO participants (txn_id, bank, acked) VALUES (?, ?, ?)",
-                                 [(r[0], bank, 0 if r[9] == Decision.PREPARING else 1) for r in batch for bank in {r[4], r[6]}])
+                conn.executemany(
+                    "INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) VALUES (?, ?, ?, ?)",
+                    [(r[1], r[2], r[0], r[12]) for r in batch],
+                )
+                conn.executemany(
+                    "INSERT INTO participants (txn_id, bank, acked) VALUES (?, ?, ?)",
+                    [(r[0], bank, 0 if r[9] == Decision.PREPARING else 1) for r in batch for bank in {r[4], r[6]}],
+                )
             conn.execute("COMMIT")
     finally:
         conn.close()
@@ -133,8 +161,11 @@ async def history(args, root: Path, certs_dir: Path, say) -> dict:
 
             async def page(token: str) -> tuple[float, pb.ListPaymentsResponse]:
                 t0 = time.perf_counter()
-                answer = await gw.ListPayments(pb.ListPaymentsRequest(page_size=HISTORY_PAGE_SIZE, page_token=token),
-                                               metadata=md, timeout=RPC_TIMEOUT_S)
+                answer = await gw.ListPayments(
+                    pb.ListPaymentsRequest(page_size=HISTORY_PAGE_SIZE, page_token=token),
+                    metadata=md,
+                    timeout=RPC_TIMEOUT_S,
+                )
                 return (time.perf_counter() - t0) * 1000, answer
 
             say(f"timing {HISTORY_PAGES} pages from the newest, and {HISTORY_PAGES} deep ones")
@@ -154,10 +185,18 @@ async def history(args, root: Path, certs_dir: Path, say) -> dict:
         await stack.close()
     uses_index = bool(plan) and not any(step.startswith("SCAN") for step in plan)  # no full table scan
     return {
-        "scenario": "history", "rows": rows, "user": user.username, "seed_s": round(seed_s, 1),
-        "gateway_start_s": round(start_s, 2), "page_size": HISTORY_PAGE_SIZE,
-        "first_page_ms": round(first_ms, 2), "next_pages": _summary(following or [first_ms]), "deep_pages": _summary(deep),
-        "query_plan": plan, "plan_uses_indexes": uses_index, "ok": full and uses_index,
+        "scenario": "history",
+        "rows": rows,
+        "user": user.username,
+        "seed_s": round(seed_s, 1),
+        "gateway_start_s": round(start_s, 2),
+        "page_size": HISTORY_PAGE_SIZE,
+        "first_page_ms": round(first_ms, 2),
+        "next_pages": _summary(following or [first_ms]),
+        "deep_pages": _summary(deep),
+        "query_plan": plan,
+        "plan_uses_indexes": uses_index,
+        "ok": full and uses_index,
     }
 
 
@@ -185,7 +224,8 @@ async def recovery(args, root: Path, certs_dir: Path, say) -> dict:
         await stack.start()
         say(f"seeding {txns:,} logged transactions ({preparing:,} PREPARING) into the gateway's database")
         seed_s, start_s = await _restart_gateway(
-            stack, lambda: seed_payments(db_path, stack.users, txns, preparing=preparing, with_keys=True))
+            stack, lambda: seed_payments(db_path, stack.users, txns, preparing=preparing, with_keys=True)
+        )
         say(f"gateway serving {start_s:.2f} s after its process started; waiting for the aborts to reach the banks")
         started = time.monotonic()
         while (left := await asyncio.to_thread(_unacked, db_path)) and time.monotonic() - started < DRAIN_TIMEOUT_S:
@@ -196,8 +236,14 @@ async def recovery(args, root: Path, certs_dir: Path, say) -> dict:
     finally:
         await stack.close()
     return {
-        "scenario": "recovery", "logged_txns": txns, "preparing_before": preparing, "seed_s": round(seed_s, 1),
-        "start_to_serving_s": round(start_s, 2), "aborts_delivered_s": round(drain_s, 2), "unacked_after": left,
-        "states_after": states, "held_after_cents": money["held_cents"],
+        "scenario": "recovery",
+        "logged_txns": txns,
+        "preparing_before": preparing,
+        "seed_s": round(seed_s, 1),
+        "start_to_serving_s": round(start_s, 2),
+        "aborts_delivered_s": round(drain_s, 2),
+        "unacked_after": left,
+        "states_after": states,
+        "held_after_cents": money["held_cents"],
         "ok": states.get(Decision.PREPARING, 0) == 0 and left == 0,
     }

@@ -21,7 +21,7 @@ from backend.common import tls
 from backend.supervisor import Supervisor, stack_specs
 from backend.testbed import StackLog, stack_config, write_fixtures
 
-BENCH_BALANCE_CENTS = 1_000_000_000   # 10 million units per account: small payments never run out
+BENCH_BALANCE_CENTS = 1_000_000_000  # 10 million units per account: small payments never run out
 START_TIMEOUT_S = 120.0
 READ_TIMEOUT_S = 10.0
 
@@ -31,12 +31,24 @@ class OwnStack:
 
     kind = "stack"
 
-    def __init__(self, root: Path, certs_dir: Path, banks: int, users: int, twopc_timeout_s: float,
-                 balance_cents: int = BENCH_BALANCE_CENTS) -> None:
+    def __init__(
+        self,
+        root: Path,
+        certs_dir: Path,
+        banks: int,
+        users: int,
+        twopc_timeout_s: float,
+        balance_cents: int = BENCH_BALANCE_CENTS,
+    ) -> None:
         self.root = root
         banks_path, users_path, self.users = write_fixtures(root / "fixtures", banks, users, balance_cents)
-        self.cfg = stack_config(root, certs_dir=certs_dir, bank_fixtures=banks_path, user_fixtures=users_path,
-                                twopc_timeout_s=twopc_timeout_s)
+        self.cfg = stack_config(
+            root,
+            certs_dir=certs_dir,
+            bank_fixtures=banks_path,
+            user_fixtures=users_path,
+            twopc_timeout_s=twopc_timeout_s,
+        )
         self.names = list(self.cfg.bank_ports)
         self.log = StackLog()
         self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)
@@ -53,8 +65,9 @@ class OwnStack:
         return {name: p.pid for name, p in self.sup.procs.items()}
 
     def clients(self, count: int) -> list[dict]:
-        return [{"username": u.username, "password": u.password, "from": [u.bank, u.account_id]}
-                for u in self.users[:count]]
+        return [
+            {"username": u.username, "password": u.password, "from": [u.bank, u.account_id]} for u in self.users[:count]
+        ]
 
     def payees(self) -> list[list[str]]:
         return [[u.bank, u.account_id] for u in self.users]
@@ -67,8 +80,11 @@ class OwnStack:
                 answer = await pb_grpc.BankStub(channel).ListAccounts(pb.ListAccountsRequest(), timeout=READ_TIMEOUT_S)
             total += answer.total_cents
             held += answer.held_cents
-        return {"scope": f"all accounts of all {len(self.names)} banks (Bank.ListAccounts, operator certificate)",
-                "total_cents": total, "held_cents": held}
+        return {
+            "scope": f"all accounts of all {len(self.names)} banks (Bank.ListAccounts, operator certificate)",
+            "total_cents": total,
+            "held_cents": held,
+        }
 
 
 class RunningStack:
@@ -89,11 +105,18 @@ class RunningStack:
             async with tls.secure_channel(self.gateway, self.certs_dir, "client") as channel:
                 stub = pb_grpc.GatewayStub(channel)
                 try:
-                    login = await stub.Login(pb.LoginRequest(username=username, password=password), timeout=READ_TIMEOUT_S)
-                    answer = await stub.Balance(pb.BalanceRequest(), timeout=READ_TIMEOUT_S,
-                                                metadata=(("authorization", f"Bearer {login.token}"),))
+                    login = await stub.Login(
+                        pb.LoginRequest(username=username, password=password), timeout=READ_TIMEOUT_S
+                    )
+                    answer = await stub.Balance(
+                        pb.BalanceRequest(),
+                        timeout=READ_TIMEOUT_S,
+                        metadata=(("authorization", f"Bearer {login.token}"),),
+                    )
                 except grpc.aio.AioRpcError as exc:
-                    raise RuntimeError(f"cannot log in as {username} at {self.gateway}: {exc.code().name} {exc.details()}") from None
+                    raise RuntimeError(
+                        f"cannot log in as {username} at {self.gateway}: {exc.code().name} {exc.details()}"
+                    ) from None
             self.accounts[username] = [(a.account.bank, a.account.account_id) for a in answer.accounts if a.reachable]
             if not self.accounts[username]:
                 raise RuntimeError(f"user {username} holds no reachable account")
@@ -124,12 +147,16 @@ class RunningStack:
             async with tls.secure_channel(self.gateway, self.certs_dir, "client") as channel:
                 stub = pb_grpc.GatewayStub(channel)
                 login = await stub.Login(pb.LoginRequest(username=username, password=password), timeout=READ_TIMEOUT_S)
-                answer = await stub.Balance(pb.BalanceRequest(), timeout=READ_TIMEOUT_S,
-                                            metadata=(("authorization", f"Bearer {login.token}"),))
+                answer = await stub.Balance(
+                    pb.BalanceRequest(), timeout=READ_TIMEOUT_S, metadata=(("authorization", f"Bearer {login.token}"),)
+                )
             total += answer.total_cents
             held += sum(a.balance_cents - a.available_cents for a in answer.accounts if a.reachable)
-        return {"scope": "the bench users' accounts only (Gateway.Balance); other traffic on the stack changes it",
-                "total_cents": total, "held_cents": held}
+        return {
+            "scope": "the bench users' accounts only (Gateway.Balance); other traffic on the stack changes it",
+            "total_cents": total,
+            "held_cents": held,
+        }
 
 
 # ------------------------------------------------------------------ probes --
@@ -161,7 +188,7 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
@@ -184,7 +211,11 @@ def filesystem_of(path: Path) -> str:
     try:
         for line in Path("/proc/mounts").read_text().splitlines():
             parts = line.split()
-            if len(parts) >= 3 and (str(path) + "/").startswith(parts[1].rstrip("/") + "/") and len(parts[1]) > len(best):
+            if (
+                len(parts) >= 3
+                and (str(path) + "/").startswith(parts[1].rstrip("/") + "/")
+                and len(parts[1]) > len(best)
+            ):
                 best, kind = parts[1], parts[2]
     except OSError:
         pass

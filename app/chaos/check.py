@@ -19,7 +19,7 @@ from pathlib import Path
 
 from backend.common.states import Decision, LedgerState, Outcome, PaymentStatus
 
-MAX_OFFENDERS = 50   # ids kept per invariant (the count is always exact)
+MAX_OFFENDERS = 50  # ids kept per invariant (the count is always exact)
 JOURNAL_FILE = "chaos-journal.jsonl"
 FINAL_OUTCOMES = (Outcome.SUCCEEDED, Outcome.DECLINED)  # a client sees them as PaymentStatus: same names
 
@@ -28,29 +28,29 @@ FINAL_OUTCOMES = (Outcome.SUCCEEDED, Outcome.DECLINED)  # a client sees them as 
 @dataclass
 class BankLedger:
     name: str
-    accounts: dict[str, tuple[int, int]]                 # account_id -> (balance_cents, held_cents)
-    txns: dict[str, LedgerState]                          # txn_id -> its state at this bank
-    legs: dict[str, list[tuple[str, int]]]                # txn_id -> [(account_id, delta_cents)]
-    journal: list[tuple[int, str, str, int, int]]         # (seq, txn_id, account_id, delta_cents, balance_after_cents)
+    accounts: dict[str, tuple[int, int]]  # account_id -> (balance_cents, held_cents)
+    txns: dict[str, LedgerState]  # txn_id -> its state at this bank
+    legs: dict[str, list[tuple[str, int]]]  # txn_id -> [(account_id, delta_cents)]
+    journal: list[tuple[int, str, str, int, int]]  # (seq, txn_id, account_id, delta_cents, balance_after_cents)
 
 
 @dataclass
 class GatewayLog:
-    payments: list[dict]                                  # rows of the payments table
+    payments: list[dict]  # rows of the payments table
     unacked: list[tuple[str, str]] = field(default_factory=list)  # (txn_id, bank) decisions not acknowledged
 
 
 @dataclass
 class ClientRecord:
     username: str
-    queued: list[dict]                                    # outbox rows still waiting (must be empty)
-    sent: list[dict]                                      # final answers (idem_key, status, payment_id, ...)
-    journal: list[dict] = field(default_factory=list)     # the worker's own lines: {"q": key, ...}, {"replay": ...}
+    queued: list[dict]  # outbox rows still waiting (must be empty)
+    sent: list[dict]  # final answers (idem_key, status, payment_id, ...)
+    journal: list[dict] = field(default_factory=list)  # the worker's own lines: {"q": key, ...}, {"replay": ...}
 
 
 @dataclass
 class Snapshot:
-    start_balances: dict[tuple[str, str], int]            # (bank, account_id) -> balance at seed
+    start_balances: dict[tuple[str, str], int]  # (bank, account_id) -> balance at seed
     banks: dict[str, BankLedger]
     gateway: GatewayLog
     clients: list[ClientRecord]
@@ -59,9 +59,10 @@ class Snapshot:
 @dataclass
 class Again:
     """What asking again with a recorded key returned after the heal."""
+
     username: str
     key: str
-    status: str          # a PaymentStatus (SUCCEEDED | DECLINED | PENDING) or an error code name
+    status: str  # a PaymentStatus (SUCCEEDED | DECLINED | PENDING) or an error code name
     payment_id: str
 
 
@@ -71,7 +72,7 @@ class Verdict:
     title: str
     offenders: list[str] = field(default_factory=list)
     count: int = 0
-    checked: int = 0     # how many things were looked at
+    checked: int = 0  # how many things were looked at
 
     @property
     def ok(self) -> bool:
@@ -83,8 +84,14 @@ class Verdict:
             self.offenders.append(what)
 
     def to_json(self) -> dict:
-        return {"number": self.number, "title": self.title, "ok": self.ok, "violations": self.count,
-                "checked": self.checked, "offenders": self.offenders}
+        return {
+            "number": self.number,
+            "title": self.title,
+            "ok": self.ok,
+            "violations": self.count,
+            "checked": self.checked,
+            "offenders": self.offenders,
+        }
 
 
 # ------------------------------------------------------------------ loading --
@@ -97,14 +104,20 @@ def _ro(path: Path) -> sqlite3.Connection:
 def load_bank(name: str, path: Path) -> BankLedger:
     conn = _ro(path)
     try:
-        accounts = {r["account_id"]: (r["balance_cents"], r["held_cents"])
-                    for r in conn.execute("SELECT account_id, balance_cents, held_cents FROM accounts")}
+        accounts = {
+            r["account_id"]: (r["balance_cents"], r["held_cents"])
+            for r in conn.execute("SELECT account_id, balance_cents, held_cents FROM accounts")
+        }
         txns = {r["txn_id"]: LedgerState(r["state"]) for r in conn.execute("SELECT txn_id, state FROM txns")}
         legs: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for r in conn.execute("SELECT txn_id, account_id, delta_cents FROM legs"):
             legs[r["txn_id"]].append((r["account_id"], r["delta_cents"]))
-        journal = [tuple(r) for r in conn.execute(
-            "SELECT seq, txn_id, account_id, delta_cents, balance_after_cents FROM journal ORDER BY seq")]
+        journal = [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT seq, txn_id, account_id, delta_cents, balance_after_cents FROM journal ORDER BY seq"
+            )
+        ]
     finally:
         conn.close()
     return BankLedger(name, accounts, txns, dict(legs), journal)
@@ -113,9 +126,13 @@ def load_bank(name: str, path: Path) -> BankLedger:
 def load_gateway(path: Path) -> GatewayLog:
     conn = _ro(path)
     try:
-        payments = [dict(r) for r in conn.execute(
-            "SELECT txn_id, username, idem_key, from_bank, from_account, to_bank, to_account, amount_cents, "
-            "state, outcome FROM payments ORDER BY seq")]
+        payments = [
+            dict(r)
+            for r in conn.execute(
+                "SELECT txn_id, username, idem_key, from_bank, from_account, to_bank, to_account, amount_cents, "
+                "state, outcome FROM payments ORDER BY seq"
+            )
+        ]
         unacked = [(r[0], r[1]) for r in conn.execute("SELECT txn_id, bank FROM participants WHERE acked = 0")]
     finally:
         conn.close()
@@ -140,8 +157,12 @@ def load_client(username: str, profile: Path) -> ClientRecord:
     return ClientRecord(username, queued, sent, journal)
 
 
-def load(start_balances: dict[tuple[str, str], int], bank_files: dict[str, Path], gateway_file: Path,
-         profiles: dict[str, Path]) -> Snapshot:
+def load(
+    start_balances: dict[tuple[str, str], int],
+    bank_files: dict[str, Path],
+    gateway_file: Path,
+    profiles: dict[str, Path],
+) -> Snapshot:
     return Snapshot(
         start_balances=start_balances,
         banks={name: load_bank(name, path) for name, path in bank_files.items()},
@@ -213,8 +234,10 @@ def _successes_committed(snap: Snapshot) -> Verdict:
                 continue
             v.checked += 1
             txn = s["payment_id"]
-            want = {s["from_bank"]: (s["from_account"], -s["amount_cents"]),
-                    s["to_bank"]: (s["to_account"], s["amount_cents"])}
+            want = {
+                s["from_bank"]: (s["from_account"], -s["amount_cents"]),
+                s["to_bank"]: (s["to_account"], s["amount_cents"]),
+            }
             for bank_name, leg in want.items():
                 bank = snap.banks.get(bank_name)
                 if bank is None:
@@ -249,8 +272,10 @@ def _atomic(snap: Snapshot) -> Verdict:
             continue
         banks = {p["from_bank"], p["to_bank"]}
         if committed and committed != banks:
-            v.fail(f"txn {txn} split: COMMITTED at {sorted(committed)}, "
-                   f"{ {b: states.get(b, 'ABSENT') for b in sorted(banks - committed)} }")
+            v.fail(
+                f"txn {txn} split: COMMITTED at {sorted(committed)}, "
+                f"{ {b: states.get(b, 'ABSENT') for b in sorted(banks - committed)} }"
+            )
         if p["state"] == Decision.PREPARING:
             v.fail(f"txn {txn} still PREPARING at the gateway")
         elif p["state"] == Decision.COMMIT and committed != banks:
@@ -309,11 +334,15 @@ def _once_per_key(snap: Snapshot) -> Verdict:
         rows = finals.get((user, key), [])
         if s["status"] in FINAL_OUTCOMES:
             if not any(r["txn_id"] == s["payment_id"] and r["outcome"] == s["status"] for r in rows):
-                v.fail(f"key {key} of {user}: client saw {s['status']} {s['payment_id']}, gateway has "
-                       f"{[(r['txn_id'], r['outcome']) for r in rows] or 'no final outcome'}")
+                v.fail(
+                    f"key {key} of {user}: client saw {s['status']} {s['payment_id']}, gateway has "
+                    f"{[(r['txn_id'], r['outcome']) for r in rows] or 'no final outcome'}"
+                )
         elif rows:
-            v.fail(f"key {key} of {user}: client saw {s['status']} ({s['code']}) but the gateway has "
-                   f"{[(r['txn_id'], r['outcome']) for r in rows]}")
+            v.fail(
+                f"key {key} of {user}: client saw {s['status']} ({s['code']}) but the gateway has "
+                f"{[(r['txn_id'], r['outcome']) for r in rows]}"
+            )
     for (user, key), rows in finals.items():
         if any(r["state"] == Decision.COMMIT for r in rows) and (user, key) not in answered:
             if any(c.username == user for c in snap.clients):
@@ -337,13 +366,17 @@ def _same_answer(snap: Snapshot, again: list[Again]) -> Verdict:
         if s is None:
             v.fail(f"key {a.key} of {a.username}: asked again but the client has no first answer")
         elif (a.status, a.payment_id) != (s["status"], s["payment_id"]):
-            v.fail(f"key {a.key} of {a.username}: first {s['status']} {s['payment_id']}, again {a.status} {a.payment_id}")
-    for c in snap.clients:   # same-key replays the workers made during the run
+            v.fail(
+                f"key {a.key} of {a.username}: first {s['status']} {s['payment_id']}, again {a.status} {a.payment_id}"
+            )
+    for c in snap.clients:  # same-key replays the workers made during the run
         for line in c.journal:
             if "replay" in line:
                 v.checked += 1
                 if not line.get("same", False):
-                    v.fail(f"key {line['replay']} of {c.username}: first {line.get('first')}, during the run {line.get('again')}")
+                    v.fail(
+                        f"key {line['replay']} of {c.username}: first {line.get('first')}, during the run {line.get('again')}"
+                    )
             elif "conflict" in line and line.get("code") == "OK":
                 v.checked += 1
                 v.fail(f"key {line['conflict']} of {c.username}: reused for a different payment and accepted")
@@ -362,14 +395,18 @@ def tally(snap: Snapshot) -> dict[str, int]:
         "succeeded": status[PaymentStatus.SUCCEEDED],
         "declined": status[PaymentStatus.DECLINED],
         "must-decline (amount > all money) declined": sum(
-            1 for s in sent if s["idem_key"] in overdraws and s["status"] == PaymentStatus.DECLINED),
+            1 for s in sent if s["idem_key"] in overdraws and s["status"] == PaymentStatus.DECLINED
+        ),
         "must-decline that did not end DECLINED": sum(
-            1 for s in sent if s["idem_key"] in overdraws and s["status"] != PaymentStatus.DECLINED),
+            1 for s in sent if s["idem_key"] in overdraws and s["status"] != PaymentStatus.DECLINED
+        ),
         "rejected / expired": status[PaymentStatus.REJECTED] + status[PaymentStatus.EXPIRED],
         "payments sent more than once (same key)": sum(1 for s in sent if s["attempts"] > 1),
         "resends under the same key": sum(max(0, s["attempts"] - 1) for s in sent),
         "retryable failures seen by clients": sum(1 for line in lines if "retry" in line),
-        "2PC aborted, key released (gateway)": sum(1 for p in snap.gateway.payments if p["outcome"] == Outcome.RETRYABLE),
+        "2PC aborted, key released (gateway)": sum(
+            1 for p in snap.gateway.payments if p["outcome"] == Outcome.RETRYABLE
+        ),
         "same-key replays during the run": sum(1 for line in lines if "replay" in line),
         "key-reuse conflicts probed": sum(1 for line in lines if "conflict" in line),
         "txns committed (gateway)": sum(1 for p in snap.gateway.payments if p["state"] == Decision.COMMIT),

@@ -38,13 +38,13 @@ from backend.common.states import Decision, LedgerState
 from backend.supervisor import Supervisor, stack_specs
 from backend.testbed import StackLog, bank_names, stable_ports, stack_config, write_fixtures
 
-START_BALANCE_CENTS = 20_000      # per account: small, so ordinary payments get declined too
+START_BALANCE_CENTS = 20_000  # per account: small, so ordinary payments get declined too
 AMOUNT_MAX_CENTS = 5_000
-DECLINE_FRACTION = 0.08           # payments of more than all the money there is: must be DECLINED
-REPLAY_FRACTION = 0.15            # after a final answer, send the same key and request again
-CONFLICT_FRACTION = 0.03          # ... or the same key with a different amount (must be refused)
-PAUSE_MAX_S = 0.3                 # between two payments of one client
-MAX_PAYMENTS_PER_CLIENT = 900     # the outbox keeps the last 1000 answers: all must stay checkable
+DECLINE_FRACTION = 0.08  # payments of more than all the money there is: must be DECLINED
+REPLAY_FRACTION = 0.15  # after a final answer, send the same key and request again
+CONFLICT_FRACTION = 0.03  # ... or the same key with a different amount (must be refused)
+PAUSE_MAX_S = 0.3  # between two payments of one client
+MAX_PAYMENTS_PER_CLIENT = 900  # the outbox keeps the last 1000 answers: all must stay checkable
 START_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 60.0
@@ -54,14 +54,26 @@ LIMITS = {"duration": (1.0, 3600.0), "clients": (1, 32), "banks": (3, 16)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=None, help="replay the schedule of this seed (default: a fresh one, printed)")
-    p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds of payments and faults, before healing and checking (default 60)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="replay the schedule of this seed (default: a fresh one, printed)"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds of payments and faults, before healing and checking (default 60)",
+    )
     p.add_argument("--clients", type=int, default=4, metavar="N", help="client worker processes (default 4)")
     p.add_argument("--banks", type=int, default=3, metavar="N", help="banks, at least 3 (default 3)")
     p.add_argument("--twopc-timeout", type=float, default=1.0, metavar="SECONDS", help="2PC vote deadline (default 1)")
-    p.add_argument("--in-doubt-after", type=float, default=2.0, metavar="SECONDS",
-                   help="a bank asks the gateway about a YES vote this old (default 2)")
+    p.add_argument(
+        "--in-doubt-after",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a bank asks the gateway about a YES vote this old (default 2)",
+    )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (it is kept anyway on FAIL)")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print faults as they happen")
@@ -102,8 +114,12 @@ class Campaign:
         users = max(args.clients, args.banks)
         banks_path, users_path, self.people = write_fixtures(root / "fixtures", args.banks, users, START_BALANCE_CENTS)
         self.cfg = stack_config(
-            root, bank_fixtures=banks_path, user_fixtures=users_path, pick_ports=stable_ports,
-            twopc_timeout_s=args.twopc_timeout, in_doubt_after_s=args.in_doubt_after,
+            root,
+            bank_fixtures=banks_path,
+            user_fixtures=users_path,
+            pick_ports=stable_ports,
+            twopc_timeout_s=args.twopc_timeout,
+            in_doubt_after_s=args.in_doubt_after,
         )
         self.certs_dir = self.cfg.certs_dir
         self.log = StackLog()
@@ -111,19 +127,29 @@ class Campaign:
         total = START_BALANCE_CENTS * len(self.people)
         payees = [[u.bank, u.account_id] for u in self.people]
         self.workers: dict[str, WorkerHandle] = {}
-        for i, u in enumerate(self.people[:args.clients]):
+        for i, u in enumerate(self.people[: args.clients]):
             setup = {
-                "gateway": self.cfg.gateway_address, "certs": str(self.certs_dir),
-                "profile": str(root / "clients" / u.username), "username": u.username, "password": u.password,
-                "from": [u.bank, u.account_id], "payees": payees, "seed": seed,
-                "max_payments": MAX_PAYMENTS_PER_CLIENT, "drain_timeout_s": DRAIN_TIMEOUT_S,
-                "decline_fraction": DECLINE_FRACTION, "overdraw_cents": total + 1,
-                "amount_max_cents": AMOUNT_MAX_CENTS, "replay_fraction": REPLAY_FRACTION,
-                "conflict_fraction": CONFLICT_FRACTION, "pause_max_s": PAUSE_MAX_S,
+                "gateway": self.cfg.gateway_address,
+                "certs": str(self.certs_dir),
+                "profile": str(root / "clients" / u.username),
+                "username": u.username,
+                "password": u.password,
+                "from": [u.bank, u.account_id],
+                "payees": payees,
+                "seed": seed,
+                "max_payments": MAX_PAYMENTS_PER_CLIENT,
+                "drain_timeout_s": DRAIN_TIMEOUT_S,
+                "decline_fraction": DECLINE_FRACTION,
+                "overdraw_cents": total + 1,
+                "amount_max_cents": AMOUNT_MAX_CENTS,
+                "replay_fraction": REPLAY_FRACTION,
+                "conflict_fraction": CONFLICT_FRACTION,
+                "pause_max_s": PAUSE_MAX_S,
             }
             self.workers[u.username] = WorkerHandle(i, setup)
         self.nemesis = chaos_nemesis.Nemesis(
-            self.sup, self.workers,
+            self.sup,
+            self.workers,
             chaos_nemesis.plan(seed, args.duration, self.names, list(self.workers)),
             on_event=self._progress,
         )
@@ -141,8 +167,10 @@ class Campaign:
         await self.sup.start_all(START_TIMEOUT_S)
         for w in self.workers.values():
             await w.start()
-        self._progress(f"stack up in {self.root}; {len(self.workers)} clients; "
-                       f"{len(self.nemesis.faults)} faults planned over {self.args.duration:g} s")
+        self._progress(
+            f"stack up in {self.root}; {len(self.workers)} clients; "
+            f"{len(self.nemesis.faults)} faults planned over {self.args.duration:g} s"
+        )
         await self.nemesis.run(self.args.duration)
 
         t = time.monotonic()
@@ -173,14 +201,20 @@ class Campaign:
         """'' when no bank holds money or has a PREPARED txn and the gateway has nothing pending."""
         parts = []
         for name in self.names:
-            prepared, held = _scalars(self.cfg.data_dir / f"bank-{name}.sqlite",
-                                      "SELECT (SELECT COUNT(*) FROM txns WHERE state = ?), "
-                                      "(SELECT COALESCE(SUM(held_cents), 0) FROM accounts)", (LedgerState.PREPARED,))
+            prepared, held = _scalars(
+                self.cfg.data_dir / f"bank-{name}.sqlite",
+                "SELECT (SELECT COUNT(*) FROM txns WHERE state = ?), "
+                "(SELECT COALESCE(SUM(held_cents), 0) FROM accounts)",
+                (LedgerState.PREPARED,),
+            )
             if prepared or held:
                 parts.append(f"{name}: {prepared} prepared, {held} cents held")
-        preparing, unacked = _scalars(self.cfg.data_dir / "gateway.sqlite",
-                                      "SELECT (SELECT COUNT(*) FROM payments WHERE state = ?), "
-                                      "(SELECT COUNT(*) FROM participants WHERE acked = 0)", (Decision.PREPARING,))
+        preparing, unacked = _scalars(
+            self.cfg.data_dir / "gateway.sqlite",
+            "SELECT (SELECT COUNT(*) FROM payments WHERE state = ?), "
+            "(SELECT COUNT(*) FROM participants WHERE acked = 0)",
+            (Decision.PREPARING,),
+        )
         if preparing or unacked:
             parts.append(f"gateway: {preparing} preparing, {unacked} decisions unacknowledged")
         return "; ".join(parts)
@@ -244,7 +278,8 @@ async def _ask_once(stub, metadata, username: str, sent: dict, gate: asyncio.Sem
     from backend.client import payment_status
 
     request = pb.PayRequest(
-        idempotency_key=sent["idem_key"], amount_cents=sent["amount_cents"],
+        idempotency_key=sent["idem_key"],
+        amount_cents=sent["amount_cents"],
         to=pb.AccountRef(bank=sent["to_bank"], account_id=sent["to_account"]),
         **{"from": pb.AccountRef(bank=sent["from_bank"], account_id=sent["from_account"])},
     )
@@ -273,7 +308,8 @@ async def run(args: argparse.Namespace) -> Outcome:
     started = time.monotonic()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     outcome = Outcome(
-        seed=seed, duration_s=args.duration,
+        seed=seed,
+        duration_s=args.duration,
         command=f"strife chaos --seed {seed} --duration {args.duration:g} --clients {args.clients} --banks {args.banks}",
     )
     console = Console(stderr=True)
@@ -294,7 +330,9 @@ async def run(args: argparse.Namespace) -> Outcome:
     if campaign is not None:
         outcome.faults = campaign.nemesis.counts()
         if campaign.log.errors:
-            console.print(f"[dim]{campaign.log.errors} error lines from the servers, first: {campaign.log.first_errors}[/]")
+            console.print(
+                f"[dim]{campaign.log.errors} error lines from the servers, first: {campaign.log.first_errors}[/]"
+            )
         try:
             snap = campaign.snapshot()
             outcome.tally = chaos_check.tally(snap)

@@ -29,8 +29,8 @@ KINDS = {  # kind: (weight, min hold s, max hold s)
     "kill_gateway": (2, 0.3, 2.5),
     "kill_client": (2, 0.2, 2.0),
 }
-FOLLOW_UP = 0.6          # how often a gateway kill also kills a client while it is down
-GAP_S = (0.5, 3.0)        # between the starts of two faults
+FOLLOW_UP = 0.6  # how often a gateway kill also kills a client while it is down
+GAP_S = (0.5, 3.0)  # between the starts of two faults
 FIRST_AT_S = (1.0, 2.5)
 MAX_FAULTS = 10_000
 RESTART_TIMEOUT_S = 60.0
@@ -49,7 +49,7 @@ class Done:
     fault: Fault
     applied: bool = False
     note: str = ""
-    queued: int | None = None   # kill_client: payments waiting in its outbox when it was killed
+    queued: int | None = None  # kill_client: payments waiting in its outbox when it was killed
 
 
 def plan(seed: int, duration_s: float, banks: list[str], clients: list[str]) -> list[Fault]:
@@ -73,9 +73,9 @@ def plan(seed: int, duration_s: float, banks: list[str], clients: list[str]) -> 
         if busy_until.get(target, 0.0) <= t and targets[kind]:
             hold = min(hold, max(0.1, duration_s - t))
             out.append(Fault(round(t, 2), kind, target, hold))
-            busy_until[target] = t + hold + 1.0   # restarts take a moment
+            busy_until[target] = t + hold + 1.0  # restarts take a moment
             # While the gateway is down clients queue payments: kill one of them then, too.
-            at = t + hold + 0.2   # the gateway is still starting up then
+            at = t + hold + 0.2  # the gateway is still starting up then
             if kind == "kill_gateway" and follow and busy_until.get(victim, 0.0) <= at < duration_s - 1.0:
                 out.append(Fault(round(at, 2), "kill_client", victim, client_hold))
                 busy_until[victim] = at + client_hold + 1.0
@@ -88,7 +88,7 @@ class Nemesis:
 
     def __init__(self, sup, workers: dict, faults: list[Fault], on_event: Callable[[str], None] | None = None) -> None:
         self.sup = sup
-        self.workers = workers       # username -> WorkerHandle
+        self.workers = workers  # username -> WorkerHandle
         self.faults = faults
         self.done: list[Done] = []
         self.errors: list[str] = []
@@ -112,7 +112,7 @@ class Nemesis:
         lock = self._locks.setdefault(fault.target, asyncio.Lock())
         async with lock:
             if time.monotonic() - started > duration_s:
-                return   # its target was busy until the end of the run
+                return  # its target was busy until the end of the run
             record = Done(fault)
             self.done.append(record)
             try:
@@ -138,8 +138,10 @@ class Nemesis:
             record.queued = queued_in(worker.profile / "outbox.sqlite")
             await worker.kill()
         record.applied = True
-        self.on_event(f"{f.at_s:7.2f}s {f.kind} {f.target} for {f.hold_s:.2f}s"
-                      + (f" ({record.queued} queued)" if record.queued is not None else ""))
+        self.on_event(
+            f"{f.at_s:7.2f}s {f.kind} {f.target} for {f.hold_s:.2f}s"
+            + (f" ({record.queued} queued)" if record.queued is not None else "")
+        )
 
     async def _heal(self, fault: Fault) -> None:
         try:
@@ -188,4 +190,3 @@ def queued_in(outbox_path) -> int | None:
             conn.close()
     except sqlite3.Error:
         return None
-

@@ -23,9 +23,9 @@ class Outcome:
     kept: bool = False
     tally: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)   # heal/drain/settle/replay seconds
+    phases: dict[str, float] = field(default_factory=dict)  # heal/drain/settle/replay seconds
     verdicts: list[Verdict] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)        # the campaign itself could not do something
+    problems: list[str] = field(default_factory=list)  # the campaign itself could not do something
 
     @property
     def ok(self) -> bool:
@@ -33,10 +33,17 @@ class Outcome:
 
     def to_json(self) -> dict:
         return {
-            "seed": self.seed, "command": self.command, "ok": self.ok, "duration_s": self.duration_s,
-            "wall_s": round(self.wall_s, 1), "data_dir": self.data_dir if self.kept else None,
-            "did": self.tally, "faults": self.faults, "phases_s": self.phases,
-            "invariants": [v.to_json() for v in self.verdicts], "problems": self.problems,
+            "seed": self.seed,
+            "command": self.command,
+            "ok": self.ok,
+            "duration_s": self.duration_s,
+            "wall_s": round(self.wall_s, 1),
+            "data_dir": self.data_dir if self.kept else None,
+            "did": self.tally,
+            "faults": self.faults,
+            "phases_s": self.phases,
+            "invariants": [v.to_json() for v in self.verdicts],
+            "problems": self.problems,
         }
 
 
@@ -72,11 +79,18 @@ def render(outcome: Outcome, console: Console | None = None, as_json: bool = Fal
         shown = "\n".join(v.offenders[:SHOWN_OFFENDERS])
         if v.count > SHOWN_OFFENDERS:
             shown += f"\n… and {v.count - SHOWN_OFFENDERS} more"
-        inv.add_row(str(v.number), v.title, str(v.checked),
-                    "[bold green]PASS[/]" if v.ok else f"[bold red]FAIL[/] ({v.count})", shown)
+        inv.add_row(
+            str(v.number),
+            v.title,
+            str(v.checked),
+            "[bold green]PASS[/]" if v.ok else f"[bold red]FAIL[/] ({v.count})",
+            shown,
+        )
     console.print(inv)
     for problem in outcome.problems:
         console.print(f"[bold red]problem:[/] {problem}")
     verdict = "[bold green]PASS[/]" if outcome.ok else "[bold red]FAIL[/]"
     where = f"; files kept in {outcome.data_dir}" if outcome.kept else ""
-    console.print(f"{verdict}: seed {outcome.seed}, {outcome.duration_s:.0f} s of faults, {outcome.wall_s:.0f} s in all{where}")
+    console.print(
+        f"{verdict}: seed {outcome.seed}, {outcome.duration_s:.0f} s of faults, {outcome.wall_s:.0f} s in all{where}"
+    )

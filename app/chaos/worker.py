@@ -35,7 +35,7 @@ LOGIN_TRIES = 120
 DRAIN_POLL_S = 0.3
 EXIT_GRACE_S = 5.0
 REPLAY_TIMEOUT_S = 10.0
-BACKOFF_CAP_S = 2.0   # a chaos run is short: resend soon after the gateway is back
+BACKOFF_CAP_S = 2.0  # a chaos run is short: resend soon after the gateway is back
 
 
 # ------------------------------------------------------------- worker side --
@@ -108,11 +108,15 @@ class Worker:
         rng = self.random  # draw every value each round, so the sequence does not depend on outcomes
         to_bank, to_account = rng.choice(self.payees)
         overdraw = rng.random() < self.setup["decline_fraction"]
-        amount_cents = (self.setup["overdraw_cents"] + rng.randint(0, 999) if overdraw
-                        else rng.randint(1, self.setup["amount_max_cents"]))
+        amount_cents = (
+            self.setup["overdraw_cents"] + rng.randint(0, 999)
+            if overdraw
+            else rng.randint(1, self.setup["amount_max_cents"])
+        )
         replay, conflict, pause_s = rng.random(), rng.random(), rng.uniform(0, self.setup["pause_max_s"])
-        entry = await asyncio.to_thread(self.client.outbox.add, self.username, to_bank, to_account, amount_cents,
-                                        self.from_bank, self.from_account)
+        entry = await asyncio.to_thread(
+            self.client.outbox.add, self.username, to_bank, to_account, amount_cents, self.from_bank, self.from_account
+        )
         self.journal.queued += 1
         self.journal.write({"q": entry.idempotency_key, "amount_cents": amount_cents, "overdraw": overdraw})
         try:
@@ -135,7 +139,8 @@ class Worker:
         from backend.api import strife_pb2 as pb
 
         return pb.PayRequest(
-            idempotency_key=d.idempotency_key, amount_cents=amount_cents,
+            idempotency_key=d.idempotency_key,
+            amount_cents=amount_cents,
             to=pb.AccountRef(bank=d.to_bank, account_id=d.to_account),
             **{"from": pb.AccountRef(bank=d.from_bank, account_id=d.from_account)},
         )
@@ -161,8 +166,14 @@ class Worker:
         if status in RETRYABLE_CODES:
             self.journal.write({"replay_skipped": d.idempotency_key, "code": status})
             return
-        self.journal.write({"replay": d.idempotency_key, "first": [d.status, d.payment_id],
-                            "again": [status, payment_id], "same": (status, payment_id) == (d.status, d.payment_id)})
+        self.journal.write(
+            {
+                "replay": d.idempotency_key,
+                "first": [d.status, d.payment_id],
+                "again": [status, payment_id],
+                "same": (status, payment_id) == (d.status, d.payment_id),
+            }
+        )
 
     async def conflict(self, d) -> None:
         """The same key with a different amount must be refused (FAILED_PRECONDITION)."""
@@ -171,8 +182,9 @@ class Worker:
         status, _ = await self._pay_again(self._request(d, d.amount_cents + 1))
         if status in RETRYABLE_CODES:
             return
-        self.journal.write({"conflict": d.idempotency_key,
-                            "code": "OK" if isinstance(status, PaymentStatus) else status})
+        self.journal.write(
+            {"conflict": d.idempotency_key, "code": "OK" if isinstance(status, PaymentStatus) else status}
+        )
 
     async def drain(self, timeout_s: float) -> int:
         """Send the outbox until it is empty or timeout_s passed; return what is left."""
@@ -252,9 +264,16 @@ class WorkerHandle:
         self.incarnation += 1
         self._drained = asyncio.Event()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", "app.chaos.worker", json.dumps(setup),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            sys.executable,
+            "-u",
+            "-m",
+            "app.chaos.worker",
+            json.dumps(setup),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._reader = asyncio.create_task(self._read(self.proc))
 
@@ -270,7 +289,7 @@ class WorkerHandle:
             if event.get("event") == "drained":
                 self._drained.set()
         await proc.wait()
-        self._drained.set()   # wake a drain waiter: it checks whether the worker said so
+        self._drained.set()  # wake a drain waiter: it checks whether the worker said so
 
     async def kill(self) -> None:
         if not self.alive:

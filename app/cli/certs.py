@@ -9,10 +9,20 @@ from backend.common import certs, fixtures
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--certs", "--dir", dest="certs", type=Path, default=Path("certs"),
-                   help="certificate directory (default certs/); --dir is the old name")
-    p.add_argument("--fixtures", type=Path, default=fixtures.DEFAULT_BANKS,
-                   help="bank fixture file: one server certificate per bank")
+    p.add_argument(
+        "--certs",
+        "--dir",
+        dest="certs",
+        type=Path,
+        default=Path("certs"),
+        help="certificate directory (default certs/); --dir is the old name",
+    )
+    p.add_argument(
+        "--fixtures",
+        type=Path,
+        default=fixtures.DEFAULT_BANKS,
+        help="bank fixture file: one server certificate per bank",
+    )
 
 
 def main(args: argparse.Namespace) -> None:

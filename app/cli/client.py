@@ -20,10 +20,10 @@ from backend.client import DEFAULT_GATEWAY, DEFAULT_PROFILE, ClientError, Gatewa
 from backend.common.money import format_cents
 from backend.common.states import PaymentStatus
 
-EXIT_OK = 0        # done: paid, or the command succeeded
-EXIT_ERROR = 1     # an error; with --json its code is the gRPC status name
-EXIT_USAGE = 2     # bad command line
-EXIT_QUEUED = 3    # accepted into the outbox but not delivered yet (gateway down, log in again, ...)
+EXIT_OK = 0  # done: paid, or the command succeeded
+EXIT_ERROR = 1  # an error; with --json its code is the gRPC status name
+EXIT_USAGE = 2  # bad command line
+EXIT_QUEUED = 3  # accepted into the outbox but not delivered yet (gateway down, log in again, ...)
 EXIT_DECLINED = 4  # the gateway's final answer was no (e.g. insufficient funds); nothing moved
 PASSWORD_ENV = "STRIFE_PASSWORD"
 MAX_SYNC_WAIT_S = 24 * 3600.0
@@ -54,14 +54,32 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser, top: bool) -> None:
     """The client flags: on `strife client` itself and, so they may follow the command, on each command."""
     d = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
-    p.add_argument("--gateway", default=d(DEFAULT_GATEWAY), metavar="HOST:PORT",
-                   help=f"gateway address (default {DEFAULT_GATEWAY})")
-    p.add_argument("--certs", type=Path, default=d(Path("certs")), metavar="DIR",
-                   help="certificate directory holding ca.crt and the 'client' role certificate (default certs/)")
-    p.add_argument("--profile", type=Path, default=d(DEFAULT_PROFILE), metavar="DIR",
-                   help=f"profile directory: session and offline outbox (default {DEFAULT_PROFILE})")
-    p.add_argument("--json", action="store_true", default=d(False),
-                   help="print exactly one JSON object (the result or the error) instead of text")
+    p.add_argument(
+        "--gateway",
+        default=d(DEFAULT_GATEWAY),
+        metavar="HOST:PORT",
+        help=f"gateway address (default {DEFAULT_GATEWAY})",
+    )
+    p.add_argument(
+        "--certs",
+        type=Path,
+        default=d(Path("certs")),
+        metavar="DIR",
+        help="certificate directory holding ca.crt and the 'client' role certificate (default certs/)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=d(DEFAULT_PROFILE),
+        metavar="DIR",
+        help=f"profile directory: session and offline outbox (default {DEFAULT_PROFILE})",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=d(False),
+        help="print exactly one JSON object (the result or the error) instead of text",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,8 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="client_command", metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c = sub.add_parser(
+            name, help=help, description=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         _common(c, top=False)
         c.set_defaults(client_run=name)
         return c
@@ -89,8 +108,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     c = command("login", "log in and keep the session in the profile (replaces any other user's session)")
     c.add_argument("username", metavar="USER")
-    c.add_argument("password", metavar="PASSWORD", nargs="?", default="-",
-                   help=f'the password; "-" or left out reads ${PASSWORD_ENV} or prompts')
+    c.add_argument(
+        "password",
+        metavar="PASSWORD",
+        nargs="?",
+        default="-",
+        help=f'the password; "-" or left out reads ${PASSWORD_ENV} or prompts',
+    )
 
     command("logout", "revoke the token and forget the session (your queued payments stay queued)")
 
@@ -104,8 +128,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("bank", metavar="BANK", help="payee's bank, e.g. BankB")
     c.add_argument("account", metavar="ACCOUNT", help="payee's account id, e.g. B-2001")
     c.add_argument("amount", metavar="AMOUNT", help="in currency units with at most 2 decimals, e.g. 12.50")
-    c.add_argument("--from", dest="from_", metavar="BANK[/ACCOUNT]",
-                   help="which of your accounts pays (needed when you hold more than one)")
+    c.add_argument(
+        "--from",
+        dest="from_",
+        metavar="BANK[/ACCOUNT]",
+        help="which of your accounts pays (needed when you hold more than one)",
+    )
 
     c = command("history", "your payments, sent and received, newest first")
     c.add_argument("--limit", type=int, default=20, metavar="N", help="how many (1-100, default 20)")
@@ -115,8 +143,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--all-users", action="store_true", help="also list entries of users other than the one logged in")
 
     c = command("sync", "send your queued payments now")
-    c.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="keep retrying with backoff until the queue is empty or SECONDS have passed (default 0: one round)")
+    c.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep retrying with backoff until the queue is empty or SECONDS have passed (default 0: one round)",
+    )
 
 
 # ------------------------------------------------------------ the commands --
@@ -151,8 +184,10 @@ class Result:
 
 async def _register(client: GatewayClient, args) -> Result:
     user = await client.register(args.username, _password(args.password), args.bank, args.account)
-    return Result({"registered": user, "account": {"bank": args.bank, "account_id": args.account}},
-                  f"registered {user} with {args.bank}/{args.account}; now run: strife client login {user}")
+    return Result(
+        {"registered": user, "account": {"bank": args.bank, "account_id": args.account}},
+        f"registered {user} with {args.bank}/{args.account}; now run: strife client login {user}",
+    )
 
 
 async def _login(client: GatewayClient, args) -> Result:
@@ -161,8 +196,15 @@ async def _login(client: GatewayClient, args) -> Result:
     text = f"logged in as {session.username} (session expires {_when(session.expires_at)})"
     if queued:
         text += f"\n{queued} queued payment(s) of {session.username}: run `strife client sync` to send them"
-    return Result({"username": session.username, "expires_at": session.expires_at,
-                   "accounts": [{"bank": b, "account_id": a} for b, a in session.accounts], "queued": queued}, text)
+    return Result(
+        {
+            "username": session.username,
+            "expires_at": session.expires_at,
+            "accounts": [{"bank": b, "account_id": a} for b, a in session.accounts],
+            "queued": queued,
+        },
+        text,
+    )
 
 
 async def _logout(client: GatewayClient, args) -> Result:
@@ -178,8 +220,10 @@ async def _logout(client: GatewayClient, args) -> Result:
 
 async def _link(client: GatewayClient, args) -> Result:
     accounts = await client.link(args.bank, args.account)
-    return Result({"accounts": [{"bank": b, "account_id": a} for b, a in accounts]},
-                  "your accounts: " + ", ".join(f"{b}/{a}" for b, a in accounts))
+    return Result(
+        {"accounts": [{"bank": b, "account_id": a} for b, a in accounts]},
+        "your accounts: " + ", ".join(f"{b}/{a}" for b, a in accounts),
+    )
 
 
 async def _balance(client: GatewayClient, args) -> Result:
@@ -190,7 +234,9 @@ async def _balance(client: GatewayClient, args) -> Result:
         if not a.reachable:
             lines.append(f"  {name:<20} {'unreachable':>16}  ({a.bank} did not answer)")
         elif a.available_cents != a.balance_cents:
-            lines.append(f"  {name:<20} {format_cents(a.balance_cents):>16}  (available {format_cents(a.available_cents)})")
+            lines.append(
+                f"  {name:<20} {format_cents(a.balance_cents):>16}  (available {format_cents(a.available_cents)})"
+            )
         else:
             lines.append(f"  {name:<20} {format_cents(a.balance_cents):>16}")
     total = f"  {'total':<20} {format_cents(balance.total_cents):>16}"
@@ -213,9 +259,12 @@ async def _pay(client: GatewayClient, args) -> Result:
     if d.status == PaymentStatus.DECLINED:
         return Result(d.to_json(), f"declined: {d.reason}; {amount} to {d.payee} was not paid", EXIT_DECLINED)
     why = d.error.message if d.error else d.status
-    return Result(d.to_json(),
-                  f"queued: {why}\n{amount}{source} to {d.payee} waits in the outbox under key {d.idempotency_key};"
-                  f" it is sent again by `strife client sync`", EXIT_QUEUED)
+    return Result(
+        d.to_json(),
+        f"queued: {why}\n{amount}{source} to {d.payee} waits in the outbox under key {d.idempotency_key};"
+        f" it is sent again by `strife client sync`",
+        EXIT_QUEUED,
+    )
 
 
 async def _history(client: GatewayClient, args) -> Result:
@@ -225,8 +274,9 @@ async def _history(client: GatewayClient, args) -> Result:
         arrow = "to  " if p.direction == "sent" else "from"
         sign = "-" if p.direction == "sent" else "+"
         status = p.status + (f" ({p.reason})" if p.reason else "")
-        lines.append(f"{_when(p.created_at)}  {sign}{format_cents(p.amount_cents):>14}  {arrow} "
-                     f"{p.counterparty:<20} {status}")
+        lines.append(
+            f"{_when(p.created_at)}  {sign}{format_cents(p.amount_cents):>14}  {arrow} {p.counterparty:<20} {status}"
+        )
     if not lines:
         lines.append("no payments yet")
     if history.next_page_token:
@@ -236,8 +286,10 @@ async def _history(client: GatewayClient, args) -> Result:
 
 def _entry_line(e) -> str:
     error = f"  last error: {e.last_code}: {e.last_error}" if e.last_code else ""
-    return (f"  {e.idempotency_key}  {format_cents(e.amount_cents):>12} to {e.payee:<16} "
-            f"user {e.username}, attempts {e.attempts}, next retry {_in(e.next_retry_at)}{error}")
+    return (
+        f"  {e.idempotency_key}  {format_cents(e.amount_cents):>12} to {e.payee:<16} "
+        f"user {e.username}, attempts {e.attempts}, next retry {_in(e.next_retry_at)}{error}"
+    )
 
 
 async def _queue(client: GatewayClient, args) -> Result:
@@ -253,10 +305,18 @@ async def _queue(client: GatewayClient, args) -> Result:
         lines.append("recent final answers:")
         for s in finished:
             detail = f" ({s.code}: {s.reason})" if s.code != "OK" else (f" ({s.reason})" if s.reason else "")
-            lines.append(f"  {s.idempotency_key}  {format_cents(s.amount_cents):>12} to {s.payee:<16} "
-                         f"{s.status}{detail}")
-    return Result({"username": username, "queued": [e.to_json() for e in entries], "other_users": others,
-                   "finished": [s.to_json() for s in finished]}, "\n".join(lines))
+            lines.append(
+                f"  {s.idempotency_key}  {format_cents(s.amount_cents):>12} to {s.payee:<16} {s.status}{detail}"
+            )
+    return Result(
+        {
+            "username": username,
+            "queued": [e.to_json() for e in entries],
+            "other_users": others,
+            "finished": [s.to_json() for s in finished],
+        },
+        "\n".join(lines),
+    )
 
 
 async def _sync(client: GatewayClient, args) -> Result:
@@ -289,14 +349,23 @@ async def _sync(client: GatewayClient, args) -> Result:
             assert d.error is not None  # REJECTED, EXPIRED and QUEUED say why
             what = d.status.lower() if d.final else "still queued"
             lines.append(f"{what}: {d.error.code}: {d.error.message}; {amount} to {d.payee}")
-    lines.append(f"{len(report.remaining)} payment(s) of {report.username} still queued"
-                 + (f"; {report.other_users} of other users untouched" if report.other_users else ""))
+    lines.append(
+        f"{len(report.remaining)} payment(s) of {report.username} still queued"
+        + (f"; {report.other_users} of other users untouched" if report.other_users else "")
+    )
     return Result(data, "\n".join(lines), EXIT_QUEUED if report.remaining else EXIT_OK)
 
 
 COMMANDS = {
-    "register": _register, "login": _login, "logout": _logout, "link": _link, "balance": _balance,
-    "pay": _pay, "history": _history, "queue": _queue, "sync": _sync,
+    "register": _register,
+    "login": _login,
+    "logout": _logout,
+    "link": _link,
+    "balance": _balance,
+    "pay": _pay,
+    "history": _history,
+    "queue": _queue,
+    "sync": _sync,
 }
 
 
@@ -307,8 +376,10 @@ async def run(args: argparse.Namespace) -> Result:
 
 def main(args: argparse.Namespace) -> None:
     if getattr(args, "client_run", None) is None:
-        _json_error(args._client_parser, "say which command: register, login, logout, link, balance, pay, "
-                                         "history, queue or sync")
+        _json_error(
+            args._client_parser,
+            "say which command: register, login, logout, link, balance, pay, history, queue or sync",
+        )
     try:
         result = asyncio.run(run(args))
     except Exception as exc:  # noqa: BLE001 - still one JSON object, still a non-zero exit

@@ -13,7 +13,11 @@ SUBCOMMANDS = (
     ("gateway", "backend.gateway.main", "run the payment gateway"),
     ("up", "app.cli.up", "run the gateway and the banks headless until Ctrl-C"),
     ("bench", "app.bench.main", "measure committed payments/s, latency and the mTLS echo ceiling on a throwaway stack"),
-    ("chaos", "app.chaos.main", "fault campaign: kill/freeze/restart banks, gateway and clients, then check the invariants"),
+    (
+        "chaos",
+        "app.chaos.main",
+        "fault campaign: kill/freeze/restart banks, gateway and clients, then check the invariants",
+    ),
     ("client", "app.cli.client", "the command-line client: login, balance, pay, offline queue"),
 )
 

@@ -16,12 +16,22 @@ from backend.supervisor import StackConfig, Supervisor, stack_specs
 
 def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `strife up` and the control room."""
-    p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="runtime state: ledgers, gateway log (default .strife/)")
-    p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory, made if missing (default certs/)")
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(".strife"), help="runtime state: ledgers, gateway log (default .strife/)"
+    )
+    p.add_argument(
+        "--certs", type=Path, default=Path("certs"), help="certificate directory, made if missing (default certs/)"
+    )
     p.add_argument("--port", type=int, default=50060, help="gateway port; banks take the next ports (default 50060)")
-    p.add_argument("--banks", type=int, default=0, metavar="N", help="run only the first N banks of the fixture file (default all)")
-    p.add_argument("--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file (default fixtures/banks.json)")
-    p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture (default fixtures/users.json)")
+    p.add_argument(
+        "--banks", type=int, default=0, metavar="N", help="run only the first N banks of the fixture file (default all)"
+    )
+    p.add_argument(
+        "--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file (default fixtures/banks.json)"
+    )
+    p.add_argument(
+        "--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture (default fixtures/users.json)"
+    )
     p.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS", help="2PC vote deadline (default 2)")
 
 

@@ -26,7 +26,24 @@ from backend.client.profile import DEFAULT_PROFILE, Profile, Session
 from backend.client.retrier import Retrier
 
 __all__ = [
-    "AccountBalance", "Balance", "ClientError", "DEFAULT_GATEWAY", "DEFAULT_PROFILE", "Delivery",
-    "GatewayClient", "History", "MAX_QUEUED", "Outbox", "OutboxEntry", "PaymentView", "Profile",
-    "RETRYABLE_CODES", "Retrier", "SentEntry", "Session", "SyncReport", "backoff_s", "payment_status",
+    "AccountBalance",
+    "Balance",
+    "ClientError",
+    "DEFAULT_GATEWAY",
+    "DEFAULT_PROFILE",
+    "Delivery",
+    "GatewayClient",
+    "History",
+    "MAX_QUEUED",
+    "Outbox",
+    "OutboxEntry",
+    "PaymentView",
+    "Profile",
+    "RETRYABLE_CODES",
+    "Retrier",
+    "SentEntry",
+    "Session",
+    "SyncReport",
+    "backoff_s",
+    "payment_status",
 ]

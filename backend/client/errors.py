@@ -6,16 +6,18 @@ import grpc
 
 # Status codes after which a queued payment stays queued and is sent again
 # (same idempotency key). Everything else is a final answer.
-RETRYABLE_CODES = frozenset({
-    "UNAVAILABLE",         # gateway (or a bank behind it) down
-    "DEADLINE_EXCEEDED",   # no answer in time: it may or may not have happened
-    "ABORTED",             # the same key is still in flight at the gateway
-    "RESOURCE_EXHAUSTED",  # rate limited
-    "UNKNOWN",
-    "INTERNAL",
-    "UNAUTHENTICATED",     # token expired or revoked: needs a fresh login
-    "CANCELLED",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "UNAVAILABLE",  # gateway (or a bank behind it) down
+        "DEADLINE_EXCEEDED",  # no answer in time: it may or may not have happened
+        "ABORTED",  # the same key is still in flight at the gateway
+        "RESOURCE_EXHAUSTED",  # rate limited
+        "UNKNOWN",
+        "INTERNAL",
+        "UNAUTHENTICATED",  # token expired or revoked: needs a fresh login
+        "CANCELLED",
+    }
+)
 
 
 class ClientError(Exception):

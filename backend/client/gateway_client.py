@@ -25,10 +25,10 @@ from backend.common import limits, money, tls
 from backend.common.states import PaymentStatus
 
 DEFAULT_GATEWAY = "127.0.0.1:50060"
-CALL_TIMEOUT_S = 5.0         # deadline of every call but Pay and Register
-SLOW_CALL_TIMEOUT_S = 15.0   # Register and Login hash a password (scrypt)
-PAY_TIMEOUT_S = 15.0         # Pay: 2PC prepare under the gateway's timeout, then commit
-CONNECT_WAIT_S = 2.0         # at most this long for a fresh connection attempt before a call
+CALL_TIMEOUT_S = 5.0  # deadline of every call but Pay and Register
+SLOW_CALL_TIMEOUT_S = 15.0  # Register and Login hash a password (scrypt)
+PAY_TIMEOUT_S = 15.0  # Pay: 2PC prepare under the gateway's timeout, then commit
+CONNECT_WAIT_S = 2.0  # at most this long for a fresh connection attempt before a call
 LEASE_S = PAY_TIMEOUT_S + 5.0  # a claimed entry is not due again while its send may be in flight
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -83,7 +83,7 @@ class Balance:
 class PaymentView:
     payment_id: str
     idempotency_key: str
-    direction: str        # "sent" | "received"
+    direction: str  # "sent" | "received"
     from_bank: str
     from_account: str
     to_bank: str
@@ -136,11 +136,33 @@ class Delivery:
     error: ClientError | None = None
 
     @classmethod
-    def of(cls, entry: OutboxEntry, status: PaymentStatus, *, payment_id: str = "", reason: str = "",
-           replayed: bool = False, next_retry_at: float | None = None, error: ClientError | None = None) -> Delivery:
-        return cls(status, entry.idempotency_key, entry.username, entry.from_bank, entry.from_account, entry.to_bank,
-                   entry.to_account, entry.amount_cents, entry.attempts, payment_id, reason, replayed, next_retry_at,
-                   error)
+    def of(
+        cls,
+        entry: OutboxEntry,
+        status: PaymentStatus,
+        *,
+        payment_id: str = "",
+        reason: str = "",
+        replayed: bool = False,
+        next_retry_at: float | None = None,
+        error: ClientError | None = None,
+    ) -> Delivery:
+        return cls(
+            status,
+            entry.idempotency_key,
+            entry.username,
+            entry.from_bank,
+            entry.from_account,
+            entry.to_bank,
+            entry.to_account,
+            entry.amount_cents,
+            entry.attempts,
+            payment_id,
+            reason,
+            replayed,
+            next_retry_at,
+            error,
+        )
 
     @property
     def final(self) -> bool:
@@ -162,8 +184,8 @@ class SyncReport:
 
     username: str
     deliveries: list[Delivery] = field(default_factory=list)
-    remaining: list[OutboxEntry] = field(default_factory=list)   # still queued for this user
-    other_users: int = 0            # entries of other users, untouched
+    remaining: list[OutboxEntry] = field(default_factory=list)  # still queued for this user
+    other_users: int = 0  # entries of other users, untouched
     stopped_by: ClientError | None = None  # why the round stopped early (gateway down, log in again)
 
     def to_json(self) -> dict:
@@ -198,9 +220,17 @@ class GatewayClient:
     Use inside a running event loop: `async with GatewayClient(...) as client:`.
     Every method raises ClientError (code = gRPC status name) on failure."""
 
-    def __init__(self, gateway: str, certs_dir: Path | str, profile: Profile | Path | str | None = None,
-                 role: str = "client", *, backoff_base_s: float = BACKOFF_BASE_S,
-                 backoff_cap_s: float = BACKOFF_CAP_S, rng=random.random) -> None:
+    def __init__(
+        self,
+        gateway: str,
+        certs_dir: Path | str,
+        profile: Profile | Path | str | None = None,
+        role: str = "client",
+        *,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_cap_s: float = BACKOFF_CAP_S,
+        rng=random.random,
+    ) -> None:
         self.gateway = gateway
         self.certs_dir = Path(certs_dir)
         self.profile = profile if isinstance(profile, Profile) else Profile(profile)
@@ -211,9 +241,9 @@ class GatewayClient:
         self._rng = rng
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GatewayStub | None = None
-        self._sending: set[str] = set()   # keys being sent by this process
+        self._sending: set[str] = set()  # keys being sent by this process
         self._sync_lock = asyncio.Lock()
-        self.on_outbox_change = None       # optional callable(): the outbox changed
+        self.on_outbox_change = None  # optional callable(): the outbox changed
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -271,7 +301,8 @@ class GatewayClient:
         await self._connected()
         try:
             return await getattr(self.stub, method)(
-                request, timeout=timeout_s, metadata=session.metadata if session else None)
+                request, timeout=timeout_s, metadata=session.metadata if session else None
+            )
         except grpc.aio.AioRpcError as exc:
             raise ClientError.from_rpc(exc) from None
 
@@ -296,7 +327,8 @@ class GatewayClient:
         _invalid(limits.password, password)
         ref = pb.AccountRef(bank=_invalid(limits.bank, bank), account_id=_invalid(limits.account, account_id))
         answer = await self._call(
-            "Register", pb.RegisterRequest(username=username, password=password, account=ref), SLOW_CALL_TIMEOUT_S)
+            "Register", pb.RegisterRequest(username=username, password=password, account=ref), SLOW_CALL_TIMEOUT_S
+        )
         return answer.username
 
     async def login(self, username: str, password: str) -> Session:
@@ -358,17 +390,24 @@ class GatewayClient:
         session = self.require_session()
         size = _invalid(lambda v: limits.page_size(v), page_size)
         answer = await self._call(
-            "ListPayments", pb.ListPaymentsRequest(page_size=size, page_token=page_token), CALL_TIMEOUT_S, session)
+            "ListPayments", pb.ListPaymentsRequest(page_size=size, page_token=page_token), CALL_TIMEOUT_S, session
+        )
         return History(tuple(self._view(p, session.username) for p in answer.payments), answer.next_page_token)
 
     @staticmethod
     def _view(p: pb.Payment, username: str) -> PaymentView:
         source = getattr(p, "from")
         return PaymentView(
-            payment_id=p.payment_id, idempotency_key=p.idempotency_key if p.username == username else "",
+            payment_id=p.payment_id,
+            idempotency_key=p.idempotency_key if p.username == username else "",
             direction="sent" if p.username == username else "received",
-            from_bank=source.bank, from_account=source.account_id, to_bank=p.to.bank, to_account=p.to.account_id,
-            amount_cents=p.amount_cents, status=payment_status(p.status), reason=p.reason,
+            from_bank=source.bank,
+            from_account=source.account_id,
+            to_bank=p.to.bank,
+            to_account=p.to.account_id,
+            amount_cents=p.amount_cents,
+            status=payment_status(p.status),
+            reason=p.reason,
             created_at=p.created_at_ms / 1000.0,
         )
 
@@ -380,8 +419,14 @@ class GatewayClient:
             return self.outbox.entries()
         return self.outbox.entries(session.username)
 
-    async def pay(self, to_bank: str, to_account: str, amount: str | int, from_bank: str | None = None,
-                  from_account: str | None = None) -> Delivery:
+    async def pay(
+        self,
+        to_bank: str,
+        to_account: str,
+        amount: str | int,
+        from_bank: str | None = None,
+        from_account: str | None = None,
+    ) -> Delivery:
         """Pay `amount` ("12.50" as typed, or int cents) to an account.
 
         Validates first (ClientError INVALID_ARGUMENT, nothing queued), writes the
@@ -400,18 +445,21 @@ class GatewayClient:
         if (src_bank, src_account) == (to_bank, to_account):
             raise ClientError("INVALID_ARGUMENT", "payer and payee are the same account")
         entry = await asyncio.to_thread(
-            self.outbox.add, session.username, to_bank, to_account, amount_cents, src_bank, src_account)
+            self.outbox.add, session.username, to_bank, to_account, amount_cents, src_bank, src_account
+        )
         self._changed()
         [claimed] = await asyncio.to_thread(
-            self.outbox.claim, session.username, time.time(), LEASE_S, False, [entry.idempotency_key])
+            self.outbox.claim, session.username, time.time(), LEASE_S, False, [entry.idempotency_key]
+        )
         delivery = await self._send(session, claimed)
         if delivery.status == PaymentStatus.REJECTED:
             assert delivery.error is not None
             raise delivery.error
         return delivery
 
-    async def _resolve_source(self, session: Session, from_bank: str | None,
-                              from_account: str | None) -> tuple[str, str]:
+    async def _resolve_source(
+        self, session: Session, from_bank: str | None, from_account: str | None
+    ) -> tuple[str, str]:
         """The payer account to put in the outbox entry. Fixed at queue time, so every
         resend is the same request (the gateway fingerprints the resolved account)."""
         if from_bank and from_account:
@@ -427,7 +475,8 @@ class GatewayClient:
                     raise
                 if from_bank:
                     raise ClientError(
-                        exc.code, f"cannot find your account at {from_bank} ({exc.message}); try again later") from None
+                        exc.code, f"cannot find your account at {from_bank} ({exc.message}); try again later"
+                    ) from None
                 return "", ""  # the gateway picks the only account, or says to choose
         mine = [a for a in accounts if from_bank is None or a[0] == from_bank]
         if len(mine) == 1:
@@ -446,7 +495,8 @@ class GatewayClient:
         if time.time() - entry.created_at > MAX_ENTRY_AGE_S:
             message = "not sent: queued for more than 23 h, past the gateway's idempotency window; check history"
             await asyncio.to_thread(
-                self.outbox.finish, entry.idempotency_key, PaymentStatus.EXPIRED, "DEADLINE_EXCEEDED", message)
+                self.outbox.finish, entry.idempotency_key, PaymentStatus.EXPIRED, "DEADLINE_EXCEEDED", message
+            )
             self._changed()
             return Delivery.of(entry, PaymentStatus.EXPIRED, error=ClientError("DEADLINE_EXCEEDED", message))
         request = pb.PayRequest(
@@ -470,7 +520,8 @@ class GatewayClient:
             return await self._failed(entry, ClientError("ABORTED", f"payment {payment.payment_id} is {status}"))
         replayed = any(k == "idempotent-replayed" for k, _ in trailers)
         await asyncio.to_thread(
-            self.outbox.finish, entry.idempotency_key, status, "OK", payment.reason, payment.payment_id)
+            self.outbox.finish, entry.idempotency_key, status, "OK", payment.reason, payment.payment_id
+        )
         self._changed()
         return Delivery.of(entry, status, payment_id=payment.payment_id, reason=payment.reason, replayed=replayed)
 
@@ -482,7 +533,9 @@ class GatewayClient:
             await asyncio.to_thread(self.outbox.retry_later, entry.idempotency_key, err.code, err.message, next_at)
             self._changed()
             return Delivery.of(entry, PaymentStatus.QUEUED, next_retry_at=next_at, error=err)
-        await asyncio.to_thread(self.outbox.finish, entry.idempotency_key, PaymentStatus.REJECTED, err.code, err.message)
+        await asyncio.to_thread(
+            self.outbox.finish, entry.idempotency_key, PaymentStatus.REJECTED, err.code, err.message
+        )
         self._changed()
         return Delivery.of(entry, PaymentStatus.REJECTED, error=err)
 
@@ -503,11 +556,15 @@ class GatewayClient:
             report = SyncReport(session.username)
             now = time.time()
             queued = await asyncio.to_thread(self.outbox.entries, session.username)
-            keys = [e.idempotency_key for e in queued
-                    if e.idempotency_key not in self._sending and (not due_only or e.next_retry_at <= now)]
+            keys = [
+                e.idempotency_key
+                for e in queued
+                if e.idempotency_key not in self._sending and (not due_only or e.next_retry_at <= now)
+            ]
             for key in keys:
-                claimed = await asyncio.to_thread(self.outbox.claim, session.username, time.time(), LEASE_S,
-                                                  due_only, [key])
+                claimed = await asyncio.to_thread(
+                    self.outbox.claim, session.username, time.time(), LEASE_S, due_only, [key]
+                )
                 if not claimed:
                     continue  # finished or taken by another sender meanwhile
                 delivery = await self._send(session, claimed[0])

@@ -20,8 +20,8 @@ from pathlib import Path
 from backend.client.errors import ClientError
 from backend.common.states import PaymentStatus
 
-MAX_QUEUED = 1000          # queued entries over all users; more is refused
-MAX_FINISHED = 1000        # final answers kept in `sent` (oldest dropped)
+MAX_QUEUED = 1000  # queued entries over all users; more is refused
+MAX_FINISHED = 1000  # final answers kept in `sent` (oldest dropped)
 BUSY_TIMEOUT_S = 10.0
 
 FINAL_STATUSES = tuple(s for s in PaymentStatus if s.final)
@@ -62,10 +62,14 @@ CREATE TABLE IF NOT EXISTS sent (
 );
 """
 
-_ENTRY_COLUMNS = ("idem_key, username, from_bank, from_account, to_bank, to_account, amount_cents, "
-                  "attempts, next_retry_at, last_code, last_error, created_at")
-_SENT_COLUMNS = ("idem_key, username, from_bank, from_account, to_bank, to_account, amount_cents, "
-                 "attempts, created_at, finished_at, status, code, reason, payment_id")
+_ENTRY_COLUMNS = (
+    "idem_key, username, from_bank, from_account, to_bank, to_account, amount_cents, "
+    "attempts, next_retry_at, last_code, last_error, created_at"
+)
+_SENT_COLUMNS = (
+    "idem_key, username, from_bank, from_account, to_bank, to_account, amount_cents, "
+    "attempts, created_at, finished_at, status, code, reason, payment_id"
+)
 
 
 @dataclass(frozen=True)
@@ -74,14 +78,14 @@ class OutboxEntry:
 
     idempotency_key: str
     username: str
-    from_bank: str       # "" when the gateway picks the user's only account
+    from_bank: str  # "" when the gateway picks the user's only account
     from_account: str
     to_bank: str
     to_account: str
     amount_cents: int
-    attempts: int        # sends tried so far
+    attempts: int  # sends tried so far
     next_retry_at: float
-    last_code: str       # status code name of the last failed send, "" before the first
+    last_code: str  # status code name of the last failed send, "" before the first
     last_error: str
     created_at: float
 
@@ -112,8 +116,8 @@ class SentEntry:
     created_at: float
     finished_at: float
     status: PaymentStatus  # SUCCEEDED | DECLINED | REJECTED (a final error) | EXPIRED (too old to resend)
-    code: str            # "OK" or the status code name of the final error
-    reason: str          # why declined, or the error message
+    code: str  # "OK" or the status code name of the final error
+    reason: str  # why declined, or the error message
     payment_id: str
 
     @property
@@ -164,8 +168,16 @@ class Outbox:
             conn.execute("COMMIT")
 
     # ------------------------------------------------------------ writes --
-    def add(self, username: str, to_bank: str, to_account: str, amount_cents: int,
-            from_bank: str = "", from_account: str = "", now: float | None = None) -> OutboxEntry:
+    def add(
+        self,
+        username: str,
+        to_bank: str,
+        to_account: str,
+        amount_cents: int,
+        from_bank: str = "",
+        from_account: str = "",
+        now: float | None = None,
+    ) -> OutboxEntry:
         """Queue a new payment under a fresh idempotency key; durable when this returns.
         Raises ClientError(RESOURCE_EXHAUSTED) when MAX_QUEUED entries are waiting."""
         assert amount_cents > 0, amount_cents
@@ -185,8 +197,15 @@ class Outbox:
             )
             return _entry(conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE idem_key = ?", (key,)).fetchone())
 
-    def claim(self, username: str, now: float, lease_s: float, due_only: bool = True,
-              keys: list[str] | None = None, limit: int = MAX_QUEUED) -> list[OutboxEntry]:
+    def claim(
+        self,
+        username: str,
+        now: float,
+        lease_s: float,
+        due_only: bool = True,
+        keys: list[str] | None = None,
+        limit: int = MAX_QUEUED,
+    ) -> list[OutboxEntry]:
         """Take entries of `username` for sending: each gets attempts + 1 and is not due
         again for `lease_s` (so another sender skips it while this one waits for an answer).
         Oldest first; `keys` restricts to those entries."""
@@ -201,14 +220,20 @@ class Outbox:
             where += f" AND idem_key IN ({', '.join('?' * len(keys))})"
             args += keys
         with self._write() as conn:
-            picked = [r[0] for r in conn.execute(
-                f"SELECT idem_key FROM outbox WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))]
+            picked = [
+                r[0]
+                for r in conn.execute(f"SELECT idem_key FROM outbox WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
+            ]
             conn.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, next_retry_at = ? WHERE idem_key = ?",
                 [(now + lease_s, k) for k in picked],
             )
-            rows = {r[0]: _entry(r) for r in conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE idem_key IN ({', '.join('?' * len(picked))})", picked)}
+            rows = {
+                r[0]: _entry(r)
+                for r in conn.execute(
+                    f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE idem_key IN ({', '.join('?' * len(picked))})", picked
+                )
+            }
         return [rows[k] for k in picked]
 
     def retry_later(self, key: str, code: str, message: str, next_retry_at: float) -> None:
@@ -230,11 +255,19 @@ class Outbox:
     def make_due(self, username: str, now: float) -> None:
         """Every entry of `username` is due now (the user just logged in again)."""
         with self._write() as conn:
-            conn.execute("UPDATE outbox SET next_retry_at = ? WHERE username = ? AND next_retry_at > ?",
-                         (now, username, now))
+            conn.execute(
+                "UPDATE outbox SET next_retry_at = ? WHERE username = ? AND next_retry_at > ?", (now, username, now)
+            )
 
-    def finish(self, key: str, status: PaymentStatus, code: str = "OK", reason: str = "", payment_id: str = "",
-               now: float | None = None) -> SentEntry | None:
+    def finish(
+        self,
+        key: str,
+        status: PaymentStatus,
+        code: str = "OK",
+        reason: str = "",
+        payment_id: str = "",
+        now: float | None = None,
+    ) -> SentEntry | None:
         """Move the entry to `sent` with its final answer, in one transaction. If another
         sender finished it first, return that answer; None if the key was never queued."""
         assert status in FINAL_STATUSES, status
@@ -245,13 +278,25 @@ class Outbox:
                 e = _entry(row)
                 conn.execute(
                     f"INSERT OR IGNORE INTO sent ({_SENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
-                    (e.idempotency_key, e.username, e.from_bank, e.from_account, e.to_bank, e.to_account,
-                     e.amount_cents, e.attempts, e.created_at, now, status, code, reason[:500], payment_id),
+                    (
+                        e.idempotency_key,
+                        e.username,
+                        e.from_bank,
+                        e.from_account,
+                        e.to_bank,
+                        e.to_account,
+                        e.amount_cents,
+                        e.attempts,
+                        e.created_at,
+                        now,
+                        status,
+                        code,
+                        reason[:500],
+                        payment_id,
+                    ),
                 )
                 conn.execute("DELETE FROM outbox WHERE idem_key = ?", (key,))
-                conn.execute(
-                    "DELETE FROM sent WHERE seq <= (SELECT MAX(seq) FROM sent) - ?", (MAX_FINISHED,)
-                )
+                conn.execute("DELETE FROM sent WHERE seq <= (SELECT MAX(seq) FROM sent) - ?", (MAX_FINISHED,))
             found = conn.execute(f"SELECT {_SENT_COLUMNS} FROM sent WHERE idem_key = ?", (key,)).fetchone()
         return _sent(found) if found else None
 
@@ -278,7 +323,8 @@ class Outbox:
                 rows = conn.execute(f"SELECT {_SENT_COLUMNS} FROM sent ORDER BY seq DESC LIMIT ?", (limit,))
             else:
                 rows = conn.execute(
-                    f"SELECT {_SENT_COLUMNS} FROM sent WHERE username = ? ORDER BY seq DESC LIMIT ?", (username, limit))
+                    f"SELECT {_SENT_COLUMNS} FROM sent WHERE username = ? ORDER BY seq DESC LIMIT ?", (username, limit)
+                )
             return [_sent(r) for r in rows]
 
     def get_sent(self, key: str) -> SentEntry | None:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from backend.client.errors import ClientError
 from backend.client.gateway_client import GatewayClient, SyncReport
 
-IDLE_POLL_S = 5.0     # re-read the outbox this often when nothing is due (another process may add entries)
-ERROR_PAUSE_S = 2.0   # after an unexpected error, before trying again
+IDLE_POLL_S = 5.0  # re-read the outbox this often when nothing is due (another process may add entries)
+ERROR_PAUSE_S = 2.0  # after an unexpected error, before trying again
 
 
 class Retrier:
@@ -20,8 +20,12 @@ class Retrier:
     pay, a login or a gateway restart to try at once. `on_round(report)` is called
     after every round that sent something."""
 
-    def __init__(self, client: GatewayClient, on_round: Callable[[SyncReport], None] | None = None,
-                 idle_poll_s: float = IDLE_POLL_S) -> None:
+    def __init__(
+        self,
+        client: GatewayClient,
+        on_round: Callable[[SyncReport], None] | None = None,
+        idle_poll_s: float = IDLE_POLL_S,
+    ) -> None:
         self.client = client
         self.on_round = on_round
         self.idle_poll_s = idle_poll_s
