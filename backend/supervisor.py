@@ -19,9 +19,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from backend.common import fixtures
 from backend.common.events import Event
@@ -43,7 +43,7 @@ class StackConfig:
     bank_fixtures: Path = fixtures.DEFAULT_BANKS
     user_fixtures: Path = fixtures.DEFAULT_USERS
     token_ttl_s: float = 3600.0
-    env: dict[str, str] = field(default_factory=dict)   # extra environment (fault points in tests)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment (fault points in tests)
 
     @property
     def gateway_address(self) -> str:
@@ -65,18 +65,41 @@ class ProcSpec:
 def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
     gateway = ProcSpec(
-        "gateway", "gateway", cfg.gateway_port,
-        ["--port", str(cfg.gateway_port), *common,
-         "--twopc-timeout", str(cfg.twopc_timeout_s), "--token-ttl", str(cfg.token_ttl_s),
-         "--users", str(cfg.user_fixtures),
-         *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")]],
+        "gateway",
+        "gateway",
+        cfg.gateway_port,
+        [
+            "--port",
+            str(cfg.gateway_port),
+            *common,
+            "--twopc-timeout",
+            str(cfg.twopc_timeout_s),
+            "--token-ttl",
+            str(cfg.token_ttl_s),
+            "--users",
+            str(cfg.user_fixtures),
+            *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")],
+        ],
         env=dict(cfg.env),
     )
     banks = [
         ProcSpec(
-            name, "bank", port,
-            ["--name", name, "--port", str(port), *common, "--fixtures", str(cfg.bank_fixtures),
-             "--gateway", cfg.gateway_address, "--in-doubt-after", str(cfg.in_doubt_after_s)],
+            name,
+            "bank",
+            port,
+            [
+                "--name",
+                name,
+                "--port",
+                str(port),
+                *common,
+                "--fixtures",
+                str(cfg.bank_fixtures),
+                "--gateway",
+                cfg.gateway_address,
+                "--in-doubt-after",
+                str(cfg.in_doubt_after_s),
+            ],
             env=dict(cfg.env),
         )
         for name, port in cfg.bank_ports.items()
@@ -95,7 +118,9 @@ class ProcState:
     proc: asyncio.subprocess.Process | None = None
     reader: asyncio.Task | None = None
     serving: asyncio.Event = field(default_factory=asyncio.Event)
-    exit_state: ProcessState = ProcessState.CRASHED  # what an exit means: OFFLINE if we killed it, STOPPED if we stopped it
+    exit_state: ProcessState = (
+        ProcessState.CRASHED
+    )  # what an exit means: OFFLINE if we killed it, STOPPED if we stopped it
 
 
 class Supervisor:
@@ -122,7 +147,11 @@ class Supervisor:
             p.restarts += 1
         env = {**os.environ, **p.spec.env, "PYTHONUNBUFFERED": "1"}
         p.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", "-m", f"backend.{p.spec.kind}", *p.spec.args,
+            sys.executable,
+            "-u",
+            "-m",
+            f"backend.{p.spec.kind}",
+            *p.spec.args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -147,7 +176,7 @@ class Supervisor:
         p = self.procs[name]
         try:
             await asyncio.wait_for(p.serving.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RuntimeError(f"{name} did not start serving within {timeout_s:.0f} s (state {p.state})") from None
         if p.state not in (ProcessState.SERVING, ProcessState.FROZEN):
             raise RuntimeError(f"{name} exited while starting (exit code {p.exit_code})")
@@ -195,7 +224,7 @@ class Supervisor:
         if self._signal(p, signal.SIGTERM):
             try:
                 await asyncio.wait_for(asyncio.shield(self._reaped(p)), STOP_GRACE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._signal(p, signal.SIGKILL)
                 await self._reaped(p)
 
@@ -251,7 +280,7 @@ async def close_child(proc: asyncio.subprocess.Process, grace_s: float) -> None:
         proc.stdin.close()
     try:
         await asyncio.wait_for(proc.wait(), grace_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         killpg(proc.pid)
         await proc.wait()
 

@@ -13,8 +13,8 @@ from tests.stack import eventually, pay_request, start_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-BIG = "x" * 10_000          # 10 KB: under the 64 KB message limit, far over every field limit
-HUGE = "k" * 100_000        # a request over the gateway's 64 KB receive limit
+BIG = "x" * 10_000  # 10 KB: under the 64 KB message limit, far over every field limit
+HUGE = "k" * 100_000  # a request over the gateway's 64 KB receive limit
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 
 
@@ -22,7 +22,7 @@ INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 class Ctx:
     stack: object
     gw: object
-    bob: tuple   # metadata of bob (one account, B-2001)
+    bob: tuple  # metadata of bob (one account, B-2001)
     alice: tuple  # metadata of alice (A-1001 and C-3002)
 
 
@@ -43,13 +43,15 @@ def ref(bank, account):
 
 def pay(c, md_name="bob", **kw):
     md = getattr(c, md_name)
-    return c.gw.Pay(pay_request(**{"to_bank": "BankA", "to_account": "A-1001", "amount_cents": 100, **kw}),
-                    metadata=md, timeout=10)
+    return c.gw.Pay(
+        pay_request(**{"to_bank": "BankA", "to_account": "A-1001", "amount_cents": 100, **kw}), metadata=md, timeout=10
+    )
 
 
 def register(c, username="newuser", password="a-long-password", bank="BankA", account="A-1002"):
-    return c.gw.Register(pb.RegisterRequest(username=username, password=password, account=ref(bank, account)),
-                         timeout=10)
+    return c.gw.Register(
+        pb.RegisterRequest(username=username, password=password, account=ref(bank, account)), timeout=10
+    )
 
 
 def login(c, username="bob", password="wrong-password"):
@@ -73,42 +75,69 @@ CASES = {
     # where the money goes
     "unknown-bank": (lambda c: pay(c, to_bank="BankZ"), NOT_FOUND, "unknown bank BankZ"),
     "unknown-payee-account": (lambda c: pay(c, to_account="A-9999"), NOT_FOUND, "unknown account A-9999"),
-    "unknown-payee-same-bank": (lambda c: pay(c, to_bank="BankB", to_account="B-9999"), NOT_FOUND,
-                                "unknown account B-9999"),
+    "unknown-payee-same-bank": (
+        lambda c: pay(c, to_bank="BankB", to_account="B-9999"),
+        NOT_FOUND,
+        "unknown account B-9999",
+    ),
     "pay-yourself": (lambda c: pay(c, to_bank="BankB", to_account="B-2001"), INVALID, "same account"),
-    "pay-from-someone-elses-account": (lambda c: pay(c, from_bank="BankC", from_account="C-3001"), DENIED,
-                                       "only from your own accounts"),
-    "two-accounts-no-from": (lambda c: pay(c, "alice", to_bank="BankB", to_account="B-2001"), INVALID,
-                             "say which one"),
+    "pay-from-someone-elses-account": (
+        lambda c: pay(c, from_bank="BankC", from_account="C-3001"),
+        DENIED,
+        "only from your own accounts",
+    ),
+    "two-accounts-no-from": (lambda c: pay(c, "alice", to_bank="BankB", to_account="B-2001"), INVALID, "say which one"),
     # oversized and malformed strings
     "bank-10kb": (lambda c: pay(c, to_bank=BIG), INVALID, "bad bank name"),
     "account-10kb": (lambda c: pay(c, to_account=BIG), INVALID, "bad account id"),
-    "from-account-10kb": (lambda c: pay(c, "alice", from_bank="BankA", from_account=BIG), INVALID,
-                          "bad account id"),
-    "from-account-60kb": (lambda c: pay(c, "alice", from_bank="BankA", from_account="y" * 60_000), INVALID,
-                          "bad account id"),
-    "from-bank-10kb": (lambda c: pay(c, "alice", from_bank=BIG, from_account="A-1001"), INVALID,
-                       "bad bank name"),
+    "from-account-10kb": (lambda c: pay(c, "alice", from_bank="BankA", from_account=BIG), INVALID, "bad account id"),
+    "from-account-60kb": (
+        lambda c: pay(c, "alice", from_bank="BankA", from_account="y" * 60_000),
+        INVALID,
+        "bad account id",
+    ),
+    "from-bank-10kb": (lambda c: pay(c, "alice", from_bank=BIG, from_account="A-1001"), INVALID, "bad bank name"),
     "key-10kb": (lambda c: pay(c, key=BIG), INVALID, "bad idempotency_key"),
     "key-256-chars": (lambda c: pay(c, key="k" * 256), INVALID, "1-255 printable ASCII"),
     "key-with-space": (lambda c: pay(c, key="two words"), INVALID, "bad idempotency_key"),
     "key-not-ascii": (lambda c: pay(c, key="schlüssel"), INVALID, "bad idempotency_key"),
-    "key-missing": (lambda c: c.gw.Pay(pb.PayRequest(to=ref("BankA", "A-1001"), amount_cents=100),
-                                       metadata=c.bob, timeout=10), INVALID, "idempotency_key is required"),
+    "key-missing": (
+        lambda c: c.gw.Pay(pb.PayRequest(to=ref("BankA", "A-1001"), amount_cents=100), metadata=c.bob, timeout=10),
+        INVALID,
+        "idempotency_key is required",
+    ),
     "message-over-64kb": (lambda c: pay(c, key=HUGE), grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
-    "payment-id-10kb": (lambda c: c.gw.GetPayment(pb.GetPaymentRequest(payment_id=BIG), metadata=c.bob,
-                                                  timeout=10), INVALID, "bad transaction id"),
-    "payment-id-unknown": (lambda c: c.gw.GetPayment(pb.GetPaymentRequest(payment_id="nope"), metadata=c.bob,
-                                                     timeout=10), NOT_FOUND, "no payment nope"),
-    "page-size-too-big": (lambda c: c.gw.ListPayments(pb.ListPaymentsRequest(page_size=101), metadata=c.bob,
-                                                      timeout=10), INVALID, "page_size must be 1 to 100"),
-    "page-token-garbage": (lambda c: c.gw.ListPayments(pb.ListPaymentsRequest(page_token="abc"),
-                                                       metadata=c.bob, timeout=10), INVALID, "bad page_token"),
+    "payment-id-10kb": (
+        lambda c: c.gw.GetPayment(pb.GetPaymentRequest(payment_id=BIG), metadata=c.bob, timeout=10),
+        INVALID,
+        "bad transaction id",
+    ),
+    "payment-id-unknown": (
+        lambda c: c.gw.GetPayment(pb.GetPaymentRequest(payment_id="nope"), metadata=c.bob, timeout=10),
+        NOT_FOUND,
+        "no payment nope",
+    ),
+    "page-size-too-big": (
+        lambda c: c.gw.ListPayments(pb.ListPaymentsRequest(page_size=101), metadata=c.bob, timeout=10),
+        INVALID,
+        "page_size must be 1 to 100",
+    ),
+    "page-token-garbage": (
+        lambda c: c.gw.ListPayments(pb.ListPaymentsRequest(page_token="abc"), metadata=c.bob, timeout=10),
+        INVALID,
+        "bad page_token",
+    ),
     # accounts and users
-    "register-taken-username": (lambda c: register(c, username="alice", account="A-1001"),
-                                grpc.StatusCode.ALREADY_EXISTS, "taken"),
-    "register-someone-elses-account": (lambda c: register(c, username="mallory", bank="BankB", account="B-2001"),
-                                       DENIED, "not held by mallory"),
+    "register-taken-username": (
+        lambda c: register(c, username="alice", account="A-1001"),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "taken",
+    ),
+    "register-someone-elses-account": (
+        lambda c: register(c, username="mallory", bank="BankB", account="B-2001"),
+        DENIED,
+        "not held by mallory",
+    ),
     "register-unknown-bank": (lambda c: register(c, bank="BankZ"), NOT_FOUND, "unknown bank BankZ"),
     "register-unknown-account": (lambda c: register(c, account="A-9999"), NOT_FOUND, "no account A-9999"),
     "register-username-10kb": (lambda c: register(c, username=BIG), INVALID, "bad username"),
@@ -116,20 +145,32 @@ CASES = {
     "register-password-short": (lambda c: register(c, password="short"), INVALID, "8 to 256 characters"),
     "register-password-10kb": (lambda c: register(c, password=BIG), INVALID, "8 to 256 characters"),
     "register-account-10kb": (lambda c: register(c, account=BIG), INVALID, "bad account id"),
-    "link-someone-elses-account": (lambda c: c.gw.LinkAccount(pb.LinkAccountRequest(account=ref("BankA", "A-1002")),
-                                                              metadata=c.bob, timeout=10), DENIED, "not held by bob"),
+    "link-someone-elses-account": (
+        lambda c: c.gw.LinkAccount(pb.LinkAccountRequest(account=ref("BankA", "A-1002")), metadata=c.bob, timeout=10),
+        DENIED,
+        "not held by bob",
+    ),
     "login-username-10kb": (lambda c: login(c, username=BIG), INVALID, "bad username"),
     "login-password-10kb": (lambda c: login(c, password=BIG), INVALID, "8 to 256 characters"),
     "login-wrong-password": (lambda c: login(c, "carol", "carol-demo-pX"), UNAUTH, "wrong username or password"),
     "login-unknown-user": (lambda c: login(c, "nobody", "whatever-pw"), UNAUTH, "wrong username or password"),
     # tokens
     "token-missing": (lambda c: with_auth(c, ()), UNAUTH, "missing token"),
-    "token-forged": (lambda c: with_auth(c, (("authorization", "Bearer " + "A" * 43),)), UNAUTH,
-                     "invalid, expired or revoked token"),
-    "token-1000-chars": (lambda c: with_auth(c, (("authorization", "Bearer " + "A" * 1000),)), UNAUTH,
-                         "invalid, expired or revoked token"),
-    "token-wrong-scheme": (lambda c: with_auth(c, (("authorization", c.bob[0][1].replace("Bearer", "Basic")),)),
-                           UNAUTH, "missing token"),
+    "token-forged": (
+        lambda c: with_auth(c, (("authorization", "Bearer " + "A" * 43),)),
+        UNAUTH,
+        "invalid, expired or revoked token",
+    ),
+    "token-1000-chars": (
+        lambda c: with_auth(c, (("authorization", "Bearer " + "A" * 1000),)),
+        UNAUTH,
+        "invalid, expired or revoked token",
+    ),
+    "token-wrong-scheme": (
+        lambda c: with_auth(c, (("authorization", c.bob[0][1].replace("Bearer", "Basic")),)),
+        UNAUTH,
+        "missing token",
+    ),
 }
 
 
@@ -152,7 +193,7 @@ async def test_bad_input_is_refused_and_changes_nothing(ctx, case):
     await ctx.stack.logs_caught_up()
     ledgers_after, begun_after = await snapshot(ctx.stack)
     assert ledgers_after == ledgers_before
-    assert all(l.held_cents == 0 for l in ledgers_after.values())
+    assert all(ledger.held_cents == 0 for ledger in ledgers_after.values())
     if "unknown-payee" not in case:  # refused before any bank was asked
         assert begun_after == begun_before
     # still serving, and bob's session still works

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf.descriptor import FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
-from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import strategies as st
 
 from backend.api import strife_pb2 as pb
@@ -33,34 +33,66 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # STRIFE_FUZZ_EXAMPLES=2000 for a longer, randomized campaign; the default is a quick,
 # derandomized run, so CI fails on a regression, never on the luck of the draw.
-FUZZ = settings(max_examples=int(os.environ.get("STRIFE_FUZZ_EXAMPLES", "80")), deadline=None,
-                suppress_health_check=list(HealthCheck), database=None,
-                derandomize="STRIFE_FUZZ_EXAMPLES" not in os.environ)
+FUZZ = settings(
+    max_examples=int(os.environ.get("STRIFE_FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize="STRIFE_FUZZ_EXAMPLES" not in os.environ,
+)
 
 # What a server may answer on purpose. Anything else is a bug.
 PROPER = {
-    grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
 }
 MAX_DETAILS = 512  # an error names the problem; it never carries the input back
-ECHO_MIN = 300     # an input string this long must not come back in any answer
+ECHO_MIN = 300  # an input string this long must not come back in any answer
 
 SERVICES = {name: pb.DESCRIPTOR.services_by_name[name] for name in ("Gateway", "Bank")}
 GATEWAY_METHODS = tuple(m.name for m in SERVICES["Gateway"].methods)
 BANK_METHODS = tuple(m.name for m in SERVICES["Bank"].methods)
-KNOWN = ["", "BankA", "BankB", "BankC", "BankZ", "A-1001", "A-1002", "A-1003", "B-2001", "C-3001", "C-3002",
-         "bob", "alice", "carol", "dave", "nobody", "a-long-password", "0", "-", "..", "K" * 255, "K" * 256]
+KNOWN = [
+    "",
+    "BankA",
+    "BankB",
+    "BankC",
+    "BankZ",
+    "A-1001",
+    "A-1002",
+    "A-1003",
+    "B-2001",
+    "C-3001",
+    "C-3002",
+    "bob",
+    "alice",
+    "carol",
+    "dave",
+    "nobody",
+    "a-long-password",
+    "0",
+    "-",
+    "..",
+    "K" * 255,
+    "K" * 256,
+]
 
 # ------------------------------------------------------------- strategies --
 
 _printable = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 TEXT = st.one_of(
     st.sampled_from(KNOWN),
-    st.text(max_size=40),                                            # any unicode, no surrogates
+    st.text(max_size=40),  # any unicode, no surrogates
     st.text(_printable, min_size=1, max_size=300),
-    st.text(min_size=1, max_size=8).map(lambda s: s * 400),          # long, up to ~3-12 KB
-    st.from_regex(r"[A-Za-z0-9_.:-]{1,140}", fullmatch=True),         # near the id alphabets
+    st.text(min_size=1, max_size=8).map(lambda s: s * 400),  # long, up to ~3-12 KB
+    st.from_regex(r"[A-Za-z0-9_.:-]{1,140}", fullmatch=True),  # near the id alphabets
 )
 INT64 = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
@@ -68,8 +100,9 @@ INT64 = st.one_of(
     st.sampled_from([0, -1, 1, 2**63 - 1, -(2**63), MAX_AMOUNT_CENTS, MAX_AMOUNT_CENTS + 1]),
 )
 # numbers of any size, and "digits" that are not ASCII ('²', '٣')
-PAGE_TOKEN = st.one_of(TEXT, st.integers(-10, 10**25).map(str),
-                       st.text(st.characters(categories=("Nd", "No")), min_size=1, max_size=20))
+PAGE_TOKEN = st.one_of(
+    TEXT, st.integers(-10, 10**25).map(str), st.text(st.characters(categories=("Nd", "No")), min_size=1, max_size=20)
+)
 INT32 = st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, 1, 100, 101, 1000, 1001, -1]))
 
 
@@ -79,8 +112,15 @@ def fields(**strategies):
 
 
 REF = st.builds(lambda kw: pb.AccountRef(**kw), fields(bank=TEXT, account_id=TEXT))
-REAL_ACCOUNTS = [("BankA", "A-1001"), ("BankA", "A-1002"), ("BankB", "B-2001"), ("BankC", "C-3001"),
-                 ("BankC", "C-3002"), ("BankA", "A-9999"), ("BankZ", "Z-1")]
+REAL_ACCOUNTS = [
+    ("BankA", "A-1001"),
+    ("BankA", "A-1002"),
+    ("BankB", "B-2001"),
+    ("BankC", "C-3001"),
+    ("BankC", "C-3002"),
+    ("BankA", "A-9999"),
+    ("BankZ", "Z-1"),
+]
 REAL_REF = st.sampled_from(REAL_ACCOUNTS).map(lambda t: pb.AccountRef(bank=t[0], account_id=t[1]))
 
 GATEWAY_REQUESTS = {
@@ -92,23 +132,34 @@ GATEWAY_REQUESTS = {
     "Pay": st.one_of(
         fields(idempotency_key=TEXT, to=REF, amount_cents=INT64, **{"from": REF}).map(lambda kw: pb.PayRequest(**kw)),
         # close to a real payment, so some get through validation to the banks
-        st.builds(lambda key, to, amount, source: pb.PayRequest(
-            idempotency_key=key, to=to, amount_cents=amount, **{"from": source}),
-            st.one_of(st.uuids().map(str), TEXT), st.one_of(REAL_REF, REF),
-            st.one_of(st.integers(1, 100_000), INT64), st.one_of(st.just(pb.AccountRef()), REAL_REF, REF)),
+        st.builds(
+            lambda key, to, amount, source: pb.PayRequest(
+                idempotency_key=key, to=to, amount_cents=amount, **{"from": source}
+            ),
+            st.one_of(st.uuids().map(str), TEXT),
+            st.one_of(REAL_REF, REF),
+            st.one_of(st.integers(1, 100_000), INT64),
+            st.one_of(st.just(pb.AccountRef()), REAL_REF, REF),
+        ),
     ),
     "GetPayment": fields(payment_id=TEXT).map(lambda kw: pb.GetPaymentRequest(**kw)),
     "ListPayments": fields(page_size=INT32, page_token=PAGE_TOKEN).map(lambda kw: pb.ListPaymentsRequest(**kw)),
 }
 
 LEG = fields(account_id=TEXT, delta_cents=INT64).map(lambda kw: pb.Leg(**kw))
-REAL_LEG = st.builds(lambda a, d: pb.Leg(account_id=a, delta_cents=d),
-                     st.sampled_from([a for _, a in REAL_ACCOUNTS]), st.one_of(st.integers(-5000, 5000), INT64))
+REAL_LEG = st.builds(
+    lambda a, d: pb.Leg(account_id=a, delta_cents=d),
+    st.sampled_from([a for _, a in REAL_ACCOUNTS]),
+    st.one_of(st.integers(-5000, 5000), INT64),
+)
 PREPARE = st.one_of(
     fields(txn_id=TEXT, legs=st.lists(LEG, max_size=20)).map(lambda kw: pb.PrepareRequest(**kw)),
     # well-formed, so some win a YES vote (and are then aborted, as a gateway would)
-    st.builds(lambda u, legs: pb.PrepareRequest(txn_id=f"fzp-{u}", legs=legs), st.uuids(),
-              st.lists(REAL_LEG, min_size=1, max_size=3)),
+    st.builds(
+        lambda u, legs: pb.PrepareRequest(txn_id=f"fzp-{u}", legs=legs),
+        st.uuids(),
+        st.lists(REAL_LEG, min_size=1, max_size=3),
+    ),
 )
 # Decisions go to transactions nobody prepared (or to malformed ids): a bank must refuse
 # or tombstone them, never move money. Prepares that win a YES are aborted right after.
@@ -147,7 +198,8 @@ RAW = st.one_of(
     st.binary(min_size=1, max_size=16).map(lambda b: b * 200),
     # a length-delimited field of any number holding bytes that are not UTF-8
     st.tuples(st.integers(1, 20), st.binary(min_size=1, max_size=40)).map(
-        lambda t: _varint(t[0] << 3 | 2) + _varint(len(t[1]) + 2) + b"\xc3\x28" + t[1]),
+        lambda t: _varint(t[0] << 3 | 2) + _varint(len(t[1]) + 2) + b"\xc3\x28" + t[1]
+    ),
     # a truncated or lying length prefix
     st.tuples(st.integers(1, 20), st.integers(0, 2**35)).map(lambda t: _varint(t[0] << 3 | 2) + _varint(t[1]) + b"x"),
     # a valid message followed by garbage
@@ -225,8 +277,8 @@ def assert_proper(method: str, code, answer: bytes, details: str, inputs: list[s
 async def snapshot(stack) -> tuple[dict, int]:
     ledgers = await stack.ledgers()
     return (
-        {(b, a.account_id): a.balance_cents for b, l in ledgers.items() for a in l.accounts},
-        sum(l.held_cents for l in ledgers.values()),
+        {(b, a.account_id): a.balance_cents for b, ledger in ledgers.items() for a in ledger.accounts},
+        sum(ledger.held_cents for ledger in ledgers.values()),
     )
 
 
@@ -262,6 +314,7 @@ async def check_ledgers(c: Ctx, before: dict, code, accepted_may_move: bool) -> 
 
 # ------------------------------------------------------------------ tests --
 
+
 @FUZZ
 @given(data=st.data())
 async def test_random_gateway_requests_get_proper_answers_and_change_nothing(ctx, data):
@@ -271,8 +324,9 @@ async def test_random_gateway_requests_get_proper_answers_and_change_nothing(ctx
     if method == "Logout" and token in ctx.sessions:
         token = None  # keep the module's sessions alive
     before, _ = await snapshot(ctx.stack)
-    code, answer, details = await call(ctx.gw_channel, f"/strife.v1.Gateway/{method}",
-                                       request.SerializeToString(), metadata(ctx, token))
+    code, answer, details = await call(
+        ctx.gw_channel, f"/strife.v1.Gateway/{method}", request.SerializeToString(), metadata(ctx, token)
+    )
     assert_proper(method, code, answer, details, long_strings(request))
     # Only a Pay that got through can move money, between accounts.
     await check_ledgers(ctx, before, code, accepted_may_move=method == "Pay")
@@ -303,10 +357,19 @@ async def test_undecodable_bytes_are_refused_by_every_server(ctx, data):
     target = data.draw(st.sampled_from(["gateway", *sorted(ctx.bank_channels)]), label="server")
     methods = GATEWAY_METHODS if target == "gateway" else BANK_METHODS
     service = "Gateway" if target == "gateway" else "Bank"
-    method = data.draw(st.one_of(
-        st.sampled_from([f"/strife.v1.{service}/{m}" for m in methods]),
-        st.sampled_from(["/grpc.health.v1.Health/Check", f"/strife.v1.{service}/Nope", "/strife.v1.Coordinator/ResolveTransaction"]),
-    ), label="method")
+    method = data.draw(
+        st.one_of(
+            st.sampled_from([f"/strife.v1.{service}/{m}" for m in methods]),
+            st.sampled_from(
+                [
+                    "/grpc.health.v1.Health/Check",
+                    f"/strife.v1.{service}/Nope",
+                    "/strife.v1.Coordinator/ResolveTransaction",
+                ]
+            ),
+        ),
+        label="method",
+    )
     payload = data.draw(RAW, label="payload")
     channel = ctx.gw_channel if target == "gateway" else ctx.bank_channels[target]
     with_token = data.draw(st.booleans(), label="with token") and not method.endswith("/Logout")
@@ -323,15 +386,20 @@ async def test_undecodable_bytes_are_refused_by_every_server(ctx, data):
     await serving(channel)
 
 
-ALL_METHODS = [*(f"/strife.v1.Gateway/{m}" for m in GATEWAY_METHODS), *(f"/strife.v1.Bank/{m}" for m in BANK_METHODS),
-               "/grpc.health.v1.Health/Check"]
+ALL_METHODS = [
+    *(f"/strife.v1.Gateway/{m}" for m in GATEWAY_METHODS),
+    *(f"/strife.v1.Bank/{m}" for m in BANK_METHODS),
+    "/grpc.health.v1.Health/Check",
+]
 # Not protobuf whatever the message type: a tag that never ends, wire type 7, a length
 # far past the end.
 CORRUPT = (b"\xff\xff\xff\xff", b"\x0f", b"\x0a\xff\xff\xff\xff\x0f")
 # A string field 1 that is not UTF-8, for messages whose field 1 is a string.
 BAD_UTF8 = b"\x0a\x04\xc3\x28\xff\xfe"
 STRING_FIELD_1 = {
-    m.name for service in SERVICES.values() for m in service.methods
+    m.name
+    for service in SERVICES.values()
+    for m in service.methods
     if 1 in m.input_type.fields_by_number and m.input_type.fields_by_number[1].type == FieldDescriptor.TYPE_STRING
 }
 
@@ -354,10 +422,18 @@ async def test_page_tokens_that_are_not_ascii_numbers_are_invalid_argument(ctx):
     """'²'.isdigit() is true, and 19 nines overflow SQLite: both used to escape as UNKNOWN."""
     gw_md = ctx.sessions["bob"]
     for token in ("²", "١٢٣", "9" * 19, "4611686018427387905", "-1", " 1", "1" * 5000):
-        code, _, details = await call(ctx.gw_channel, "/strife.v1.Gateway/ListPayments",
-                                      pb.ListPaymentsRequest(page_token=token).SerializeToString(), gw_md)
+        code, _, details = await call(
+            ctx.gw_channel,
+            "/strife.v1.Gateway/ListPayments",
+            pb.ListPaymentsRequest(page_token=token).SerializeToString(),
+            gw_md,
+        )
         assert code is grpc.StatusCode.INVALID_ARGUMENT, (token[:20], code, details)
         assert "bad page_token" in details
-    ok, _, _ = await call(ctx.gw_channel, "/strife.v1.Gateway/ListPayments",
-                          pb.ListPaymentsRequest(page_token="0" * 19).SerializeToString(), gw_md)
+    ok, _, _ = await call(
+        ctx.gw_channel,
+        "/strife.v1.Gateway/ListPayments",
+        pb.ListPaymentsRequest(page_token="0" * 19).SerializeToString(),
+        gw_md,
+    )
     assert ok is grpc.StatusCode.OK

@@ -46,6 +46,7 @@ async def code_of(call) -> grpc.StatusCode:
 
 # ------------------------------------------------------------ login limits --
 
+
 async def test_failed_logins_from_one_peer_lock_every_username(tmp_path, certs_dir):
     """One failure each for many usernames (never enough to lock any one of them) still
     locks the peer address after MAX_FAILURES * 4: then even a right password is refused,
@@ -53,18 +54,23 @@ async def test_failed_logins_from_one_peer_lock_every_username(tmp_path, certs_d
     stack = await start_stack(tmp_path, certs_dir)
     try:
         gw, carol = await stack.login("carol")
-        wrong = [gw.Login(pb.LoginRequest(username=f"ghost-{i:03d}", password="not-a-password"), timeout=10)
-                 for i in range(PEER_LIMIT - 1)]
+        wrong = [
+            gw.Login(pb.LoginRequest(username=f"ghost-{i:03d}", password="not-a-password"), timeout=10)
+            for i in range(PEER_LIMIT - 1)
+        ]
         for call in wrong:
             assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
         # one under the bound: a right password still gets in (and does not wipe the peer's count)
         await stack.login("bob")
-        assert await code_of(gw.Login(pb.LoginRequest(username="ghost-last", password="not-a-password"),
-                                      timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            await code_of(gw.Login(pb.LoginRequest(username="ghost-last", password="not-a-password"), timeout=10))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
         for name in ("alice", "bob", "ghost-000"):
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await gw.Login(pb.LoginRequest(username=name, password=DEMO_PASSWORDS.get(name, "whatever-pw")),
-                               timeout=10)
+                await gw.Login(
+                    pb.LoginRequest(username=name, password=DEMO_PASSWORDS.get(name, "whatever-pw")), timeout=10
+                )
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "too many failed logins" in err.value.details()
         await gw.Balance(pb.BalanceRequest(), metadata=carol, timeout=5)
@@ -73,6 +79,7 @@ async def test_failed_logins_from_one_peer_lock_every_username(tmp_path, certs_d
 
 
 # ---------------------------------------------------------- message sizes --
+
 
 async def test_messages_over_64kb_are_refused_everywhere_and_just_under_is_read(stack):
     gw, bob = await stack.login("bob")
@@ -88,9 +95,14 @@ async def test_messages_over_64kb_are_refused_everywhere_and_just_under_is_read(
         assert await code_of(stack.bank("BankB").Balance(pb.BankBalanceRequest(account_id=text), timeout=10)) == code
     # many small legs adding up to more than 64 KB
     many = [pb.Leg(account_id=f"A-{i:060d}", delta_cents=1) for i in range(1200)]
-    assert await code_of(stack.bank("BankA", role="gateway").PrepareBatch(
-        pb.PrepareBatchRequest(prepares=[pb.PrepareRequest(txn_id="big-2", legs=many)]), timeout=10
-    )) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (
+        await code_of(
+            stack.bank("BankA", role="gateway").PrepareBatch(
+                pb.PrepareBatchRequest(prepares=[pb.PrepareRequest(txn_id="big-2", legs=many)]), timeout=10
+            )
+        )
+        == grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
     assert await stack.balances() == before
     assert not {"big-1", "big-2"} & set(await stack.txn_states())
     await gw.Balance(pb.BalanceRequest(), metadata=bob, timeout=5)
@@ -98,12 +110,14 @@ async def test_messages_over_64kb_are_refused_everywhere_and_just_under_is_read(
 
 # --------------------------------------------------------- history paging --
 
+
 async def test_history_pages_are_bounded_and_walk_every_payment_once(stack):
     gw, alice = await stack.login("alice")
     paid = []
     for i in range(7):
-        p = await gw.Pay(pay_request("BankB", "B-2001", 10 + i, from_bank="BankA", from_account="A-1001"),
-                         metadata=alice, timeout=10)
+        p = await gw.Pay(
+            pay_request("BankB", "B-2001", 10 + i, from_bank="BankA", from_account="A-1001"), metadata=alice, timeout=10
+        )
         paid.append(p.payment_id)
     for size in (MAX_PAGE_SIZE + 1, -1, 2**31 - 1):
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -154,14 +168,14 @@ async def test_500_concurrent_calls_on_one_connection_all_complete(stack):
     a handler, and a retry sends the same idempotency key), the servers keep serving."""
     gw, bob = await stack.login("bob")
     expected = await gw.Balance(pb.BalanceRequest(), metadata=bob, timeout=5)
-    answers = await asyncio.gather(*(
-        with_retries(lambda: gw.Balance(pb.BalanceRequest(), metadata=bob, timeout=30)) for _ in range(500)))
+    answers = await asyncio.gather(
+        *(with_retries(lambda: gw.Balance(pb.BalanceRequest(), metadata=bob, timeout=30)) for _ in range(500))
+    )
     assert all(a == expected for a in answers)
     before = await stack.balances()
     _, carol = await stack.login("carol")
     requests = [pay_request("BankA", "A-1001", 1) for _ in range(300)]
-    paid = await asyncio.gather(*(
-        with_retries(lambda r=r: gw.Pay(r, metadata=carol, timeout=30)) for r in requests))
+    paid = await asyncio.gather(*(with_retries(lambda r=r: gw.Pay(r, metadata=carol, timeout=30)) for r in requests))
     assert {p.status for p in paid} == {pb.SUCCEEDED}
     assert len({p.payment_id for p in paid}) == 300
     after = await stack.balances()

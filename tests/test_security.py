@@ -121,8 +121,11 @@ async def test_only_a_bank_certificate_may_resolve_transactions(stack):
     begun_before = set(stack.begun())
     await stack.sup.freeze("BankB")
     try:
-        paying = asyncio.ensure_future(gw.Pay(
-            pay_request("BankB", "B-2001", 321, from_bank="BankA", from_account="A-1001"), metadata=md, timeout=10))
+        paying = asyncio.ensure_future(
+            gw.Pay(
+                pay_request("BankB", "B-2001", 321, from_bank="BankA", from_account="A-1001"), metadata=md, timeout=10
+            )
+        )
 
         async def new_txn():
             return set(stack.begun()) - begun_before
@@ -145,12 +148,19 @@ async def test_only_a_bank_certificate_may_resolve_transactions(stack):
 async def test_plaintext_connections_are_refused(stack):
     for target in (stack.cfg.gateway_address, *(stack.cfg.bank_address(b) for b in stack.cfg.bank_ports)):
         async with grpc.aio.insecure_channel(target) as channel:
-            await refused(pb_grpc.GatewayStub(channel).Login(
-                pb.LoginRequest(username="bob", password=DEMO_PASSWORDS["bob"]), timeout=3), grpc.StatusCode.UNAVAILABLE)
-            await refused(pb_grpc.BankStub(channel).ListAccounts(pb.ListAccountsRequest(), timeout=3),
-                          grpc.StatusCode.UNAVAILABLE)
-            await refused(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3),
-                          grpc.StatusCode.UNAVAILABLE)
+            await refused(
+                pb_grpc.GatewayStub(channel).Login(
+                    pb.LoginRequest(username="bob", password=DEMO_PASSWORDS["bob"]), timeout=3
+                ),
+                grpc.StatusCode.UNAVAILABLE,
+            )
+            await refused(
+                pb_grpc.BankStub(channel).ListAccounts(pb.ListAccountsRequest(), timeout=3), grpc.StatusCode.UNAVAILABLE
+            )
+            await refused(
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3),
+                grpc.StatusCode.UNAVAILABLE,
+            )
     await healthy(stack)
 
 
@@ -158,8 +168,10 @@ async def test_tls_without_a_client_certificate_is_refused(stack, certs_dir):
     creds = grpc.ssl_channel_credentials(root_certificates=(certs_dir / "ca.crt").read_bytes())
     for target in (stack.cfg.gateway_address, stack.cfg.bank_address("BankA")):
         async with grpc.aio.secure_channel(target, creds) as channel:
-            await refused(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3),
-                          grpc.StatusCode.UNAVAILABLE)
+            await refused(
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3),
+                grpc.StatusCode.UNAVAILABLE,
+            )
     await healthy(stack)
 
 
@@ -173,13 +185,18 @@ async def test_certificate_from_another_ca_is_refused(stack, odd_certs):
     )
     for target in (stack.cfg.gateway_address, stack.cfg.bank_address("BankA")):
         async with grpc.aio.secure_channel(target, mixed) as channel:
-            await refused(pb_grpc.BankStub(channel).PrepareBatch(
-                pb.PrepareBatchRequest(prepares=[prepare("sec-other-ca")]), timeout=3),
-                          grpc.StatusCode.UNAVAILABLE)
+            await refused(
+                pb_grpc.BankStub(channel).PrepareBatch(
+                    pb.PrepareBatchRequest(prepares=[prepare("sec-other-ca")]), timeout=3
+                ),
+                grpc.StatusCode.UNAVAILABLE,
+            )
         # and a client trusting only the other CA does not trust our servers either
         async with tls.secure_channel(target, other, "gateway") as channel:
-            await refused(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3),
-                          grpc.StatusCode.UNAVAILABLE)
+            await refused(
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3),
+                grpc.StatusCode.UNAVAILABLE,
+            )
     assert "sec-other-ca" not in await stack.txn_states()
     await healthy(stack)
 
@@ -188,14 +205,19 @@ async def test_certificate_naming_no_known_role_is_refused(stack, odd_certs):
     ours, _ = odd_certs
     async with tls.secure_channel(stack.cfg.bank_address("BankA"), ours, "admin") as channel:
         bank = pb_grpc.BankStub(channel)
-        for call in (bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[prepare("sec-admin")]), timeout=5),
-                     bank.ListAccounts(pb.ListAccountsRequest(), timeout=5)):
+        for call in (
+            bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[prepare("sec-admin")]), timeout=5),
+            bank.ListAccounts(pb.ListAccountsRequest(), timeout=5),
+        ):
             details = await refused(call)
             assert "role 'unknown'" in details
     assert "sec-admin" not in await stack.txn_states()
     async with tls.secure_channel(stack.cfg.gateway_address, ours, "admin") as channel:
-        await refused(pb_grpc.GatewayStub(channel).Login(
-            pb.LoginRequest(username="bob", password=DEMO_PASSWORDS["bob"]), timeout=5))
+        await refused(
+            pb_grpc.GatewayStub(channel).Login(
+                pb.LoginRequest(username="bob", password=DEMO_PASSWORDS["bob"]), timeout=5
+            )
+        )
 
 
 async def test_no_password_or_token_in_any_log_line(tmp_path, certs_dir):
@@ -205,8 +227,12 @@ async def test_no_password_or_token_in_any_log_line(tmp_path, certs_dir):
         gw = stack.gateway()
         password = "Zq9-never-log-me"
         secrets.append(password)
-        await gw.Register(pb.RegisterRequest(username="dave", password=password,
-                                             account=pb.AccountRef(bank="BankA", account_id="A-1002")), timeout=10)
+        await gw.Register(
+            pb.RegisterRequest(
+                username="dave", password=password, account=pb.AccountRef(bank="BankA", account_id="A-1002")
+            ),
+            timeout=10,
+        )
         login = await gw.Login(pb.LoginRequest(username="dave", password=password), timeout=10)
         secrets.append(login.token)
         md = (("authorization", f"Bearer {login.token}"),)
@@ -231,17 +257,26 @@ async def test_no_password_or_token_in_any_log_line(tmp_path, certs_dir):
         # wrong passwords, near misses of real ones, and refused registrations
         for name, wrong in (("dave", password + "x"), ("bob", DEMO_PASSWORDS["bob"] + "!"), ("nobody", "Yq8-guess-pw")):
             secrets.append(wrong)
-            await refused(gw.Login(pb.LoginRequest(username=name, password=wrong), timeout=10),
-                          grpc.StatusCode.UNAUTHENTICATED)
+            await refused(
+                gw.Login(pb.LoginRequest(username=name, password=wrong), timeout=10), grpc.StatusCode.UNAUTHENTICATED
+            )
         for bad in ("sh0rt", "W" * 300):
             secrets.append(bad)
-            await refused(gw.Register(pb.RegisterRequest(username="erin", password=bad,
-                                                         account=pb.AccountRef(bank="BankA", account_id="A-1003")),
-                                      timeout=10), grpc.StatusCode.INVALID_ARGUMENT)
+            await refused(
+                gw.Register(
+                    pb.RegisterRequest(
+                        username="erin", password=bad, account=pb.AccountRef(bank="BankA", account_id="A-1003")
+                    ),
+                    timeout=10,
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            )
         forged = "forged-token-Xy7Q"
         secrets.append(forged)
-        await refused(gw.Balance(pb.BalanceRequest(), metadata=(("authorization", f"Bearer {forged}"),), timeout=10),
-                      grpc.StatusCode.UNAUTHENTICATED)
+        await refused(
+            gw.Balance(pb.BalanceRequest(), metadata=(("authorization", f"Bearer {forged}"),), timeout=10),
+            grpc.StatusCode.UNAUTHENTICATED,
+        )
         await stack.login("bob")  # the demo password of a seeded user
         secrets.append(DEMO_PASSWORDS["bob"])
     finally:

@@ -140,13 +140,9 @@ def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) 
             return Vote(False, refusal, reason)
     conn.execute("INSERT INTO txns (txn_id, state, prepared_at) VALUES (?, 'PREPARED', ?)", (txn_id, now))
     for account_id, delta in legs:
-        conn.execute(
-            "INSERT INTO legs (txn_id, account_id, delta_cents) VALUES (?, ?, ?)", (txn_id, account_id, delta)
-        )
+        conn.execute("INSERT INTO legs (txn_id, account_id, delta_cents) VALUES (?, ?, ?)", (txn_id, account_id, delta))
         if delta < 0:
-            conn.execute(
-                "UPDATE accounts SET held_cents = held_cents + ? WHERE account_id = ?", (-delta, account_id)
-            )
+            conn.execute("UPDATE accounts SET held_cents = held_cents + ? WHERE account_id = ?", (-delta, account_id))
     return Vote(True)
 
 

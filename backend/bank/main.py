@@ -23,10 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, required=True, help="port to listen on")
     p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="where the ledger lives (default .strife/)")
     p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
-    p.add_argument("--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file, read on first start")
+    p.add_argument(
+        "--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file, read on first start"
+    )
     p.add_argument("--gateway", default="", help="coordinator address host:port, asked about in-doubt transactions")
-    p.add_argument("--in-doubt-after", type=float, default=5.0, metavar="SECONDS",
-                   help="ask the coordinator about a YES vote not decided after this long (default 5)")
+    p.add_argument(
+        "--in-doubt-after",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="ask the coordinator about a YES vote not decided after this long (default 5)",
+    )
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by supervisors)")
 
 
@@ -57,9 +64,15 @@ async def serve(args: argparse.Namespace) -> None:
         db.close()
 
     await run_server(
-        name=name, host=args.host, port=args.port, certs_dir=args.certs, add_services=add,
+        name=name,
+        host=args.host,
+        port=args.port,
+        certs_dir=args.certs,
+        add_services=add,
         interceptors=[LoggingInterceptor(), RoleInterceptor(ROLE_RULES)],
-        on_started=started, on_stopping=stopping, watch_stdin=args.watch_stdin,
+        on_started=started,
+        on_stopping=stopping,
+        watch_stdin=args.watch_stdin,
     )
 
 

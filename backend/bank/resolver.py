@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import grpc
 
@@ -44,15 +45,17 @@ class Resolver:
         for txn_id in txn_ids:
             TwoPc(Phase.IN_DOUBT, txn_id).emit()
             try:
-                answer = await self.stub.ResolveTransaction(pb.ResolveRequest(txn_id=txn_id), timeout=RESOLVE_DEADLINE_S)
+                answer = await self.stub.ResolveTransaction(
+                    pb.ResolveRequest(txn_id=txn_id), timeout=RESOLVE_DEADLINE_S
+                )
             except grpc.aio.AioRpcError as exc:
                 TwoPc(Phase.RESOLVE_FAILED, txn_id, code=exc.code().name).emit("warning")
                 return resolved  # the coordinator is unreachable; try again next round
             if answer.decision == pb.COMMIT:
-                await self.db.write(lambda c: ledger.commit(c, txn_id))
+                await self.db.write(partial(ledger.commit, txn_id=txn_id))
                 TwoPc(Phase.COMMITTED, txn_id, reason="resolved with coordinator").emit()
             elif answer.decision == pb.ABORT:
-                await self.db.write(lambda c: ledger.abort(c, txn_id))
+                await self.db.write(partial(ledger.abort, txn_id=txn_id))
                 TwoPc(Phase.ABORTED, txn_id, reason="resolved with coordinator").emit()
             resolved += 1
         return resolved

@@ -134,7 +134,7 @@ class BankService(pb_grpc.BankServicer):
             transactions=[
                 pb.Transaction(
                     txn_id=r["txn_id"],
-                    state=pb.TxnState.Value(r["state"]),
+                    state=r["state"],
                     reason=r["reason"],
                     legs=[pb.Leg(account_id=leg["account_id"], delta_cents=leg["delta_cents"]) for leg in legs],
                 )
@@ -148,7 +148,7 @@ def _vote_message(vote: ledger.Vote) -> pb.PrepareResponse:
     if vote.yes:
         return pb.PrepareResponse(vote=pb.YES)
     assert vote.refusal is not None
-    return pb.PrepareResponse(vote=pb.NO, reason=vote.reason, refusal=pb.Refusal.Value(vote.refusal))
+    return pb.PrepareResponse(vote=pb.NO, reason=vote.reason, refusal=vote.refusal.value)
 
 
 def _balance(row) -> pb.BankBalanceResponse:

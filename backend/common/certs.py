@@ -13,6 +13,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -61,7 +62,7 @@ def _ensure_ca(certs_dir: Path) -> None:
     if (certs_dir / "ca.crt").exists():
         return
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("Strife CA"))
@@ -73,9 +74,15 @@ def _ensure_ca(certs_dir: Path) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -90,7 +97,7 @@ def _issue(certs_dir: Path, stem: str, common_name: str, server: bool) -> None:
         return
     ca_cert, ca_key = _load_ca(certs_dir)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -103,15 +110,11 @@ def _issue(certs_dir: Path, stem: str, common_name: str, server: bool) -> None:
     )
     if server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     _write_key(certs_dir / f"{stem}.key", key)
     _write_cert(certs_dir / f"{stem}.crt", builder.sign(ca_key, hashes.SHA256()))
 
@@ -127,7 +130,7 @@ def ensure_server_cert(certs_dir: Path, name: str) -> None:
     _issue(Path(certs_dir), f"server-{check_name(name)}", name, server=True)
 
 
-def ensure_certs(certs_dir: Path, servers: list[str] = ()) -> Path:
+def ensure_certs(certs_dir: Path, servers: Sequence[str] = ()) -> Path:
     """Create the CA, every role certificate and the named server certificates if missing."""
     certs_dir = Path(certs_dir)
     certs_dir.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ import asyncio
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from backend.common.limits import MAX_BATCH
 
@@ -101,7 +102,9 @@ class Database:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        await asyncio.to_thread(self._queue.put, (fn, loop, future)) if self._queue.full() else self._queue.put_nowait((fn, loop, future))
+        await asyncio.to_thread(self._queue.put, (fn, loop, future)) if self._queue.full() else self._queue.put_nowait(
+            (fn, loop, future)
+        )
         return await future
 
     def _run(self) -> None:
@@ -147,7 +150,7 @@ class Database:
         # One wake-up per event loop for the whole batch, not one per write: each
         # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_, loop, future), (ok, value) in zip(batch, outcomes):
+        for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle_all, settled)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import TypeVar
 
 from backend.common import jsonlog
 from backend.common.states import Decision
@@ -101,9 +102,12 @@ class TwoPc:
 _TWOPC_FIELDS = tuple(f.name for f in fields(TwoPc))
 
 
-def _member(enum: type[StrEnum], value: object):
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(enum: type[E], value: object) -> E | None:
     try:
-        return enum(value) if value is not None else None
+        return enum(value) if isinstance(value, str) else None
     except ValueError:
         return None
 

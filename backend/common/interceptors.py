@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import time
 import traceback
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -102,14 +102,21 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                     if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:  # not an abort: a bug
                         code = grpc.StatusCode.INTERNAL
                         call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
-                        jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
+                        jsonlog.emit(
+                            Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:]
+                        )
                         await context.abort(code, "internal error: the server logged it; try again later")
                     raise
                 finally:
                     if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                         code = context.code()
-                    events.rpc(method, code.name, round((time.perf_counter() - started) * 1000, 2),
-                               _level(method, code), **call)
+                    events.rpc(
+                        method,
+                        code.name,
+                        round((time.perf_counter() - started) * 1000, 2),
+                        _level(method, code),
+                        **call,
+                    )
                 raise AssertionError("unreachable: context.abort raises")
 
             return behavior
@@ -141,9 +148,9 @@ def method_options(*services: ServiceDescriptor) -> dict[str, MethodOptions]:
 def role_rules(*services: ServiceDescriptor) -> dict[str, frozenset[str]]:
     """Who may call each method, from the `(strife.v1.roles)` options in proto/strife.proto."""
     return {
-        name: frozenset(options.Extensions[pb.roles])
+        name: frozenset(options.Extensions[pb.roles])  # type: ignore[index]  # protobuf's stubs miss extensions
         for name, options in method_options(*services).items()
-        if options.Extensions[pb.roles]
+        if options.Extensions[pb.roles]  # type: ignore[index]
     }
 
 

@@ -21,7 +21,11 @@ _USER: contextvars.ContextVar[str] = contextvars.ContextVar("strife_user")
 _TOKEN: contextvars.ContextVar[str] = contextvars.ContextVar("strife_token")
 
 GATEWAY_METHODS = method_options(pb.DESCRIPTOR.services_by_name["Gateway"])
-ANONYMOUS_METHODS = frozenset(name for name, options in GATEWAY_METHODS.items() if options.Extensions[pb.anonymous])
+ANONYMOUS_METHODS = frozenset(
+    name
+    for name, options in GATEWAY_METHODS.items()
+    if options.Extensions[pb.anonymous]  # type: ignore[index]  # protobuf's stubs miss extensions
+)
 MAX_TOKEN_CHARS = 128
 
 

@@ -10,7 +10,8 @@ sent at all.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from backend.common.limits import MAX_BATCH
 
@@ -53,7 +54,7 @@ class Batcher(Generic[Item, Result]):
                 if not future.done():
                     future.set_exception(exc)
         else:
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
         finally:

@@ -19,11 +19,13 @@ import sqlite3
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.common import faults, jsonlog
+from backend.common.db import Database
 from backend.common.errors import (
     Aborted,
     DeadlineExceeded,
@@ -34,7 +36,6 @@ from backend.common.errors import (
 )
 from backend.common.events import Event, Phase, TwoPc, Vote
 from backend.common.states import Decision, Outcome
-from backend.common.db import Database
 from backend.gateway import store
 from backend.gateway.banks import Banks
 
@@ -105,9 +106,14 @@ class Coordinator:
             return Result(claim.row, replayed=True)
 
         TwoPc(
-            Phase.BEGIN, txn_id, user=fields.username, amount_cents=fields.amount_cents,
-            from_bank=fields.from_bank, from_account=fields.from_account,
-            to_bank=fields.to_bank, to_account=fields.to_account,
+            Phase.BEGIN,
+            txn_id,
+            user=fields.username,
+            amount_cents=fields.amount_cents,
+            from_bank=fields.from_bank,
+            from_account=fields.from_account,
+            to_bank=fields.to_bank,
+            to_account=fields.to_account,
         ).emit()
         votes = await self._prepare_all(txn_id, _legs(fields), vote_timeout_s)
         decision, outcome, reason = decide(votes)
@@ -146,7 +152,7 @@ class Coordinator:
         return [_vote(txn_id, bank, future) for bank, future in futures.items()]
 
     # -------------------------------------------------------- decisions --
-    async def _send_decision(self, txn_id: str, decision: str, banks: list[str]) -> None:
+    async def _send_decision(self, txn_id: str, decision: Decision, banks: list[str]) -> None:
         """Send the decision and wait for the banks (so the caller sees balances that
         include it, and a retry never meets a hold that is being released). Recording
         the acknowledgements is not waited for: at worst a decision is sent twice."""
@@ -162,7 +168,7 @@ class Coordinator:
         if len(acked) < len(banks):
             self._wake.set()
 
-    async def _send_one(self, txn_id: str, decision: str, bank: str) -> bool:
+    async def _send_one(self, txn_id: str, decision: Decision, bank: str) -> bool:
         future = self.banks.link(bank).decide(txn_id, decision == Decision.COMMIT)
         await asyncio.wait((future,), timeout=DECISION_SEND_TIMEOUT_S)
         if not _acked(txn_id, decision, bank, future):
@@ -184,7 +190,7 @@ class Coordinator:
         try:
             while self._acks:
                 acks, self._acks = self._acks[:RESEND_BATCH], self._acks[RESEND_BATCH:]
-                await self.db.write(lambda c: store.ack_pairs(c, acks))
+                await self.db.write(partial(store.ack_pairs, pairs=acks))
         finally:
             self._acks_writing = False
 
@@ -197,7 +203,7 @@ class Coordinator:
                 jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"{type(exc).__name__}: {exc}")
             try:
                 await asyncio.wait_for(self._wake.wait(), RESEND_INTERVAL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -205,7 +211,7 @@ class Coordinator:
         """One round: per bank, one decision alone (is the bank up?), then the rest
         together, so they share calls to the bank and writes of the acks."""
         pending = await self.db.read(lambda c: store.unacked(c, RESEND_BATCH))
-        by_bank: dict[str, list[tuple[str, str]]] = {}
+        by_bank: dict[str, list[tuple[str, Decision]]] = {}
         for txn_id, bank, decision in pending:
             if bank in self.banks:
                 by_bank.setdefault(bank, []).append((txn_id, decision))
@@ -221,7 +227,7 @@ class Coordinator:
                 if _acked(txn_id, decision, bank, future):
                     TwoPc(Phase.ACKED, txn_id, banks=[bank], decision=decision).emit()
                     acked.append((txn_id, bank))
-            await self.db.write(lambda c: store.ack_pairs(c, acked))
+            await self.db.write(partial(store.ack_pairs, pairs=acked))
             sent += len(acked)
         return sent
 
@@ -232,8 +238,8 @@ class Coordinator:
         txn_ids = await self.db.read(store.preparing)
         reason = "gateway restarted during 2PC"
         for start in range(0, len(txn_ids), RESEND_BATCH):
-            chunk = txn_ids[start:start + RESEND_BATCH]
-            await self.db.write(lambda c: [store.decide(c, t, Decision.ABORT, Outcome.RETRYABLE, reason) for t in chunk])
+            chunk = txn_ids[start : start + RESEND_BATCH]
+            await self.db.write(partial(_abort_all, txn_ids=chunk, reason=reason))
             for txn_id in chunk:
                 TwoPc(Phase.DECISION, txn_id, decision=Decision.ABORT, reason=reason).emit()
         if txn_ids:
@@ -244,6 +250,11 @@ class Coordinator:
         decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))
         TwoPc(Phase.RESOLVED, txn_id, decision=decision).emit()
         return decision
+
+
+def _abort_all(conn: sqlite3.Connection, txn_ids: list[str], reason: str) -> None:
+    for txn_id in txn_ids:
+        store.decide(conn, txn_id, Decision.ABORT, Outcome.RETRYABLE, reason)
 
 
 def _retrieve(task: asyncio.Task) -> None:
@@ -274,7 +285,7 @@ def _vote(txn_id: str, bank: str, future: asyncio.Future) -> BankVote:
     return BankVote(bank, answer, reason=reason)
 
 
-def _acked(txn_id: str, decision: str, bank: str, future: asyncio.Future) -> bool:
+def _acked(txn_id: str, decision: Decision, bank: str, future: asyncio.Future) -> bool:
     """Whether a bank's decision future holds its acknowledgement; log why not."""
     if not future.done():
         future.cancel()

@@ -17,23 +17,36 @@ from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
 from backend.gateway.coordinator import Coordinator
 from backend.gateway.links import LinkCache
-from backend.gateway.sessions import SessionCache
 from backend.gateway.service import ROLE_RULES, CoordinatorService, GatewayService
+from backend.gateway.sessions import SessionCache
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, required=True, help="port to listen on")
-    p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="where the gateway's database lives (default .strife/)")
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(".strife"), help="where the gateway's database lives (default .strife/)"
+    )
     p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
-    p.add_argument("--bank", action="append", default=[], metavar="NAME=HOST:PORT", required=True,
-                   help="a bank the gateway coordinates; repeat for each bank")
-    p.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS",
-                   help="deadline for all banks to vote on a payment (default 2)")
-    p.add_argument("--token-ttl", type=float, default=3600.0, metavar="SECONDS",
-                   help="how long a login token lives (default 3600)")
-    p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS,
-                   help="demo users fixture, read on first start")
+    p.add_argument(
+        "--bank",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        required=True,
+        help="a bank the gateway coordinates; repeat for each bank",
+    )
+    p.add_argument(
+        "--twopc-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="deadline for all banks to vote on a payment (default 2)",
+    )
+    p.add_argument(
+        "--token-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long a login token lives (default 3600)"
+    )
+    p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture, read on first start")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by supervisors)")
 
 
@@ -57,7 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         addresses = dict(parse_bank_flag(v) for v in args.bank)
     except ValueError as exc:
-        raise SystemExit(f"gateway: {exc}")
+        raise SystemExit(f"gateway: {exc}") from None
     db = Database(Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS)
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
@@ -85,13 +98,19 @@ async def serve(args: argparse.Namespace) -> None:
         db.close()
 
     await run_server(
-        name="gateway", host=args.host, port=args.port, certs_dir=args.certs, add_services=add,
+        name="gateway",
+        host=args.host,
+        port=args.port,
+        certs_dir=args.certs,
+        add_services=add,
         interceptors=[
             LoggingInterceptor(),
             RoleInterceptor(ROLE_RULES),
             AuthenticationInterceptor(sessions),
         ],
-        on_started=started, on_stopping=stopping, watch_stdin=args.watch_stdin,
+        on_started=started,
+        on_stopping=stopping,
+        watch_stdin=args.watch_stdin,
     )
 
 

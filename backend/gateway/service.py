@@ -147,9 +147,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             if wait_s > 0:
                 raise ResourceExhausted(f"too many failed logins for {username}; try again in {int(wait_s) + 1} s")
             stored = await self.db.read(lambda c: store.password_hash(c, username))
-            ok = await asyncio.to_thread(
-                passwords.verify_password, request.password, stored or passwords.dummy_hash()
-            )
+            ok = await asyncio.to_thread(passwords.verify_password, request.password, stored or passwords.dummy_hash())
             if not ok or stored is None:
                 self.limiter.failed(username, peer)
                 raise Unauthenticated("wrong username or password")

@@ -91,6 +91,7 @@ def token_digest(token: str) -> str:
 
 # ------------------------------------------------------------------ users --
 
+
 def add_user(conn: sqlite3.Connection, username: str, password_hash: str, links: list[tuple[str, str]]) -> None:
     if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
         raise AlreadyExists(f"username {username!r} is taken: pick another or log in")
@@ -103,9 +104,7 @@ def add_user(conn: sqlite3.Connection, username: str, password_hash: str, links:
 
 
 def add_link(conn: sqlite3.Connection, username: str, bank: str, account_id: str) -> list[tuple[str, str]]:
-    row = conn.execute(
-        "SELECT username FROM links WHERE bank = ? AND account_id = ?", (bank, account_id)
-    ).fetchone()
+    row = conn.execute("SELECT username FROM links WHERE bank = ? AND account_id = ?", (bank, account_id)).fetchone()
     if row is not None and row[0] != username:
         raise AlreadyExists(f"account {account_id} at {bank} is already linked to another user")
     if row is None:
@@ -135,14 +134,14 @@ def mark_seeded(conn: sqlite3.Connection) -> None:
 
 # --------------------------------------------------------------- sessions --
 
+
 def add_session(conn: sqlite3.Connection, token: str, username: str, expires_at: float) -> list[str]:
     """Record a new session. A user keeps at most MAX_SESSIONS_PER_USER live sessions:
     the oldest are revoked to make room. Returns the digests of the sessions revoked."""
     now = time.time()
     conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now - 86400,))
     live = conn.execute(
-        "SELECT token_sha256 FROM sessions WHERE username = ? AND revoked = 0 AND expires_at >= ? "
-        "ORDER BY expires_at",
+        "SELECT token_sha256 FROM sessions WHERE username = ? AND revoked = 0 AND expires_at >= ? ORDER BY expires_at",
         (username, now),
     ).fetchall()
     revoked = [r[0] for r in live[: max(0, len(live) + 1 - MAX_SESSIONS_PER_USER)]]
@@ -167,6 +166,7 @@ def revoke_session(conn: sqlite3.Connection, token: str) -> None:
 
 
 # --------------------------------------------------------------- payments --
+
 
 @dataclass(frozen=True)
 class PaymentFields:
@@ -223,8 +223,18 @@ def claim(conn: sqlite3.Connection, fields: PaymentFields, txn_id: str) -> Claim
     conn.execute(
         "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
         "to_account, amount_cents, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?)",
-        (txn_id, fields.username, fields.idem_key, fingerprint, fields.from_bank, fields.from_account,
-         fields.to_bank, fields.to_account, fields.amount_cents, now),
+        (
+            txn_id,
+            fields.username,
+            fields.idem_key,
+            fingerprint,
+            fields.from_bank,
+            fields.from_account,
+            fields.to_bank,
+            fields.to_account,
+            fields.amount_cents,
+            now,
+        ),
     )
     conn.execute(
         "INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) VALUES (?, ?, ?, ?)",
@@ -286,14 +296,14 @@ def ack_pairs(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> None:
     conn.executemany("UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", pairs)
 
 
-def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, str]]:
+def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, Decision]]:
     """(txn_id, bank, decision) for decisions a bank has not acknowledged yet."""
     rows = conn.execute(
         "SELECT pa.txn_id, pa.bank, p.state FROM participants pa JOIN payments p ON p.txn_id = pa.txn_id "
         "WHERE pa.acked = 0 AND p.state != 'PREPARING' LIMIT ?",
         (limit,),
     ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
+    return [(r[0], r[1], Decision(r[2])) for r in rows]
 
 
 def payment(conn: sqlite3.Connection, txn_id: str) -> sqlite3.Row | None:
