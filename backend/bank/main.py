@@ -11,10 +11,9 @@ from backend.bank import ledger
 from backend.bank.resolver import Resolver
 from backend.bank.service import ROLE_RULES, BankService
 from backend.common import certs, fixtures, jsonlog, tls
-from backend.common.db import Database
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import run_server
+from backend.common.serve import open_database, run_server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     name = certs.check_name(args.name)
     jsonlog.configure(name)
-    db = Database(Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS)
+    db = open_database(name, Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS)
     accounts = fixtures.bank_accounts(args.fixtures, name)
     if await db.write(lambda c: ledger.seed(c, accounts)):
         jsonlog.emit(Event.SEEDED, msg=f"{len(accounts)} accounts from {args.fixtures}")

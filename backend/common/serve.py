@@ -14,11 +14,13 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from backend.common import jsonlog, tls
+from backend.common.db import Database, SchemaTooNew
 from backend.common.events import Event
 from backend.common.limits import MAX_MESSAGE_BYTES
 
@@ -47,8 +49,20 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-class PortTaken(SystemExit):
-    pass
+def refuse_start(name: str, message: str, exit_code: int = 1) -> NoReturn:
+    """Stop a server that cannot start: one log line for its supervisor, one line on
+    stderr for a person, and an exit code; never a traceback."""
+    jsonlog.emit(Event.START_FAILED, level="error", msg=message)
+    jsonlog.flush()
+    print(f"{name}: {message}", file=sys.stderr)
+    raise SystemExit(exit_code)
+
+
+def open_database(name: str, path: Path, migrations: Sequence[str]) -> Database:
+    try:
+        return Database(path, migrations)
+    except SchemaTooNew as exc:
+        refuse_start(name, str(exc))
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -85,9 +99,7 @@ async def run_server(
     except RuntimeError:
         bound = 0
     if not bound:
-        jsonlog.emit(Event.START_FAILED, level="error", msg=f"cannot listen on {address}: port in use or not allowed")
-        print(f"{name}: cannot listen on {address}: the port is in use or not allowed", file=sys.stderr)
-        raise PortTaken(2)
+        refuse_start(name, f"cannot listen on {address}: the port is in use or not allowed", exit_code=2)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from backend.common import fixtures, jsonlog
 from backend.common.db import Database
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import run_server
+from backend.common.serve import open_database, run_server
 from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
@@ -71,7 +71,7 @@ async def serve(args: argparse.Namespace) -> None:
         addresses = dict(parse_bank_flag(v) for v in args.bank)
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from None
-    db = Database(Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS)
+    db = open_database("gateway", Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS)
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()
