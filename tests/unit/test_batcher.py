@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from backend.common.limits import MAX_BATCH
 from backend.gateway import batcher as batcher_module
 from backend.gateway.batcher import Batcher
 
@@ -81,7 +82,7 @@ async def test_items_submitted_during_a_call_leave_together_in_the_next_call():
 async def test_a_call_carries_at_most_max_batch_items():
     bank = FakeBank(hold=True)
     batcher = Batcher(bank.send)
-    max_batch = batcher_module.MAX_BATCH
+    max_batch = MAX_BATCH
     count = 1 + 2 * max_batch + 5
     futures = [batcher.submit_nowait(i) for i in range(count)]
     await settle()

@@ -25,7 +25,7 @@ SCHEMA = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);
 
 def open_db(path: Path) -> Database:
     """The one place that builds a Database for these tests."""
-    return Database(path, SCHEMA)
+    return Database(path, [SCHEMA])
 
 
 @pytest.fixture
