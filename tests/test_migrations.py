@@ -27,11 +27,11 @@ def old_ledger(path) -> None:
     conn.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?)", ACCOUNTS)
     conn.execute("INSERT INTO meta VALUES ('seeded', '1')")
     rows = [
-        ("t-no", "ABORTED", "insufficient funds", 1.0, 1.0),
-        ("t-unknown", "ABORTED", "unknown account Z-9", 2.0, 2.0),
-        ("t-tomb", "ABORTED", "aborted before prepare", 3.0, 3.0),
-        ("t-held", "PREPARED", "", 4.0, None),
-        ("t-done", "COMMITTED", "", 5.0, 6.0),
+        ("t-no", LedgerState.ABORTED, "insufficient funds", 1.0, 1.0),
+        ("t-unknown", LedgerState.ABORTED, "unknown account Z-9", 2.0, 2.0),
+        ("t-tomb", LedgerState.ABORTED, "aborted before prepare", 3.0, 3.0),
+        ("t-held", LedgerState.PREPARED, "", 4.0, None),
+        ("t-done", LedgerState.COMMITTED, "", 5.0, 6.0),
     ]
     conn.executemany("INSERT INTO txns VALUES (?, ?, ?, ?, ?)", rows)
     conn.execute("INSERT INTO legs VALUES ('t-held', 'A-2', -200)")
@@ -89,7 +89,7 @@ async def test_a_gateway_store_from_before_versioning_keeps_its_payments(tmp_pat
     conn.execute("BEGIN")
     store.add_user(conn, "alice", "hash", [("BankA", "A-1")])
     assert store.claim(conn, fields, "txn-1").kind == store.ClaimKind.NEW
-    conn.execute("COMMIT")
+    conn.commit()
     conn.close()
     db = Database(path, store.MIGRATIONS)
     try:

@@ -59,9 +59,9 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {len(migrations):d}")
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.rollback()
         raise
-    conn.execute("COMMIT")
+    conn.commit()
     return found
 
 
@@ -140,10 +140,10 @@ class Database:
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((True, result))
-            conn.execute("COMMIT")
+            conn.commit()
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed
             try:
-                conn.execute("ROLLBACK")
+                conn.rollback()
             except sqlite3.Error:
                 pass
             outcomes = [(False, exc)] * len(batch)
@@ -165,7 +165,7 @@ class Database:
             try:
                 return fn(self._reader)
             finally:
-                self._reader.execute("COMMIT")
+                self._reader.commit()
 
     def close(self) -> None:
         if self._closed:
