@@ -16,7 +16,7 @@ from app.chaos import check as chaos_check
 from app.chaos import nemesis as chaos_nemesis
 from backend.bank import ledger
 from backend.client.outbox import Outbox
-from backend.common.db import connect
+from backend.common.db import connect, migrate
 from backend.common.states import Decision, Outcome, PaymentStatus
 from backend.gateway import store
 
@@ -106,13 +106,13 @@ class World:
         self.banks = {}
         for name, path in self.bank_files.items():
             conn = connect(path)
-            conn.executescript(ledger.SCHEMA)
+            migrate(conn, ledger.MIGRATIONS)
             ledger.seed(
                 conn, [{"id": f"{name}-acc", "owner": "alice" if name == self.A else "bob", "balance_cents": 1000}]
             )
             self.banks[name] = conn
         self.gw = connect(self.gateway_file)
-        self.gw.executescript(store.SCHEMA)
+        migrate(self.gw, store.MIGRATIONS)
         self.outbox = Outbox(self.profile / "outbox.sqlite")
         self.ok_key, self.ok_txn = self.pay("t1", 300)
         self.no_key, self.no_txn = self.pay("t2", 5000)

@@ -25,7 +25,7 @@ from pathlib import Path
 from app.bench.stack import OwnStack
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.common import tls
+from backend.common import db, tls
 from backend.common.states import Decision, Outcome
 from backend.gateway import store
 
@@ -74,7 +74,7 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(store.SCHEMA)
+        db.migrate(conn, store.MIGRATIONS)
         for start in range(0, rows, SEED_CHUNK):
             batch = []
             for i in range(start, min(rows, start + SEED_CHUNK)):
