@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from backend.common import fixtures
@@ -53,10 +54,17 @@ class StackConfig:
         return f"{self.host}:{self.bank_ports[name]}"
 
 
+class ProcessKind(StrEnum):
+    """What a supervised process is; it runs as `python -m backend.<kind>`."""
+
+    GATEWAY = "gateway"
+    BANK = "bank"
+
+
 @dataclass
 class ProcSpec:
     name: str
-    kind: str  # "gateway" | "bank"
+    kind: ProcessKind
     port: int
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -66,7 +74,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
     gateway = ProcSpec(
         "gateway",
-        "gateway",
+        ProcessKind.GATEWAY,
         cfg.gateway_port,
         [
             "--port",
@@ -85,7 +93,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     banks = [
         ProcSpec(
             name,
-            "bank",
+            ProcessKind.BANK,
             port,
             [
                 "--name",
@@ -166,7 +174,7 @@ class Supervisor:
 
     async def start_all(self, timeout_s: float = 30.0) -> None:
         """Start banks first, then the gateway, and wait until all are serving."""
-        order = sorted(self.procs, key=lambda n: self.procs[n].spec.kind == "gateway")
+        order = sorted(self.procs, key=lambda n: self.procs[n].spec.kind == ProcessKind.GATEWAY)
         for name in order:
             await self.start(name)
         for name in order:
