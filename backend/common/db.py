@@ -43,17 +43,14 @@ def connect(path: Path) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
     """Bring the schema to version len(migrations): run, in order and in one
     transaction, the migrations after the database's PRAGMA user_version.
-    Returns the version the database had."""
+    Returns the version the database had. Safe when several processes open one
+    database at once: the version is read again under the write lock."""
     assert not isinstance(migrations, str), "a list of migration scripts, not one script"
-    (found,) = conn.execute("PRAGMA user_version").fetchone()
-    if found > len(migrations):
-        raise SchemaTooNew(
-            f"schema version {found} is newer than this Strife knows ({len(migrations)}): run a newer Strife"
-        )
-    if found == len(migrations):
-        return found
+    if _version(conn, len(migrations)) == len(migrations):
+        return len(migrations)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        found = _version(conn, len(migrations))
         for script in migrations[found:]:
             for statement in _statements(script):
                 conn.execute(statement)
@@ -62,6 +59,13 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
         conn.rollback()
         raise
     conn.commit()
+    return found
+
+
+def _version(conn: sqlite3.Connection, known: int) -> int:
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > known:
+        raise SchemaTooNew(f"schema version {found} is newer than this Strife knows ({known}): run a newer Strife")
     return found
 
 
@@ -153,7 +157,10 @@ class Database:
         for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, settled in by_loop.items():
-            loop.call_soon_threadsafe(_settle_all, settled)
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody waits there; the writer must live on
+                pass
 
     # -- reads ----------------------------------------------------------
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

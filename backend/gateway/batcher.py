@@ -48,7 +48,8 @@ class Batcher(Generic[Item, Result]):
     async def _flush(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
         try:
             results = await self._send([item for item, _ in batch])
-            assert len(results) == len(batch), "a batch answer must answer every item"
+            if len(results) != len(batch):  # never settle some waiters and strand the rest
+                raise RuntimeError(f"a batch answer has {len(results)} results for {len(batch)} items")
         except BaseException as exc:  # noqa: BLE001 - every waiter gets the failure
             for _, future in batch:
                 if not future.done():

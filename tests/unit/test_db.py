@@ -10,6 +10,7 @@ batch see more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -329,3 +330,30 @@ async def test_database_reopens_with_what_was_committed(db_path):
         assert await again.read(lambda c: c.execute("SELECT v FROM t").fetchall()[0][0]) == "kept"
     finally:
         again.close()
+
+
+async def test_a_caller_whose_event_loop_closed_does_not_kill_the_writer(tmp_path):
+    """Answers go to each caller's own loop; one that has closed meanwhile must not stop
+    the writer thread (every later write would hang)."""
+    db = Database(tmp_path / "unit.sqlite", ["CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);"])
+    try:
+        entered, opened = threading.Event(), threading.Event()
+
+        def gate(conn):
+            entered.set()
+            assert opened.wait(2)
+
+        first = asyncio.ensure_future(db.write(gate))
+        assert await asyncio.to_thread(entered.wait, 2)
+
+        async def short_lived() -> None:  # queues a write, stops waiting, and its loop closes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(db.write(lambda c: c.execute("INSERT INTO t VALUES (1)")), 0.001)
+
+        await asyncio.to_thread(asyncio.run, short_lived())
+        opened.set()
+        await first
+        count = await asyncio.wait_for(db.write(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]), 1)
+        assert count == 1
+    finally:
+        db.close()

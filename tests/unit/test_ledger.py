@@ -13,9 +13,9 @@ import pytest
 
 from backend.bank import ledger
 from backend.bank.ledger import LedgerError
-from backend.common.db import connect, migrate
 from backend.common.errors import FailedPrecondition
 from backend.common.states import LedgerState, Refusal
+from tests.unit.sqlite_tx import open_migrated, tx
 
 SEED = [
     {"id": "A-1", "owner": "alice", "balance_cents": 10_000},
@@ -27,11 +27,7 @@ SEEDED_TOTAL = sum(SEEDED.values())
 
 
 def open_ledger(path: Path) -> sqlite3.Connection:
-    """The one place that builds the ledger schema for these tests."""
-    conn = connect(path)
-    migrate(conn, ledger.MIGRATIONS)
-    conn.execute("PRAGMA synchronous=OFF")  # what is tested here is the logic, not the fsync: milliseconds per test
-    return conn
+    return open_migrated(path, ledger.MIGRATIONS)
 
 
 @pytest.fixture
@@ -43,18 +39,6 @@ def conn(tmp_path: Path):
         yield connection
     finally:
         connection.close()
-
-
-def tx(conn: sqlite3.Connection, fn, *args):
-    """Run one ledger function in its own transaction, as one write of the Database."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
 
 
 def assert_yes(vote: ledger.Vote) -> None:

@@ -11,19 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from backend.common.db import connect, migrate
 from backend.common.errors import AlreadyExists
 from backend.common.states import Decision, Outcome
 from backend.gateway import store
 from backend.gateway.store import ClaimKind, PaymentFields
+from tests.unit.sqlite_tx import open_migrated, tx
 
 
 def open_store(path: Path) -> sqlite3.Connection:
-    """The one place that builds the gateway schema for these tests."""
-    conn = connect(path)
-    migrate(conn, store.MIGRATIONS)
-    conn.execute("PRAGMA synchronous=OFF")  # what is tested here is the logic, not the fsync: milliseconds per test
-    return conn
+    return open_migrated(path, store.MIGRATIONS)
 
 
 @pytest.fixture
@@ -33,18 +29,6 @@ def conn(tmp_path: Path):
         yield connection
     finally:
         connection.close()
-
-
-def tx(conn: sqlite3.Connection, fn, *args):
-    """Run one store function in its own transaction, as one write of the Database."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn, *args)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
 
 
 def pay(**changes) -> PaymentFields:
