@@ -13,11 +13,14 @@ import grpc
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import certs, fixtures, jsonlog, tls
+from backend.common.errors import CLIENT_CODES
 from backend.common.events import Event, Phase
 from backend.common.states import LedgerState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 from backend.testbed import stack_config
 
+# What a server may answer: the documented codes, and CANCELLED when the caller hung up.
+SEEN_BY_CLIENTS = {c.name for c in CLIENT_CODES - {grpc.StatusCode.INTERNAL}} | {"CANCELLED"}
 DEMO_PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
 
 
@@ -141,9 +144,14 @@ class Stack:
         }
 
     async def close(self) -> None:
+        """Stop everything, then fail if any server answered a call with a status code
+        no client may see (UNKNOWN, INTERNAL: an exception nobody expected, a bug)."""
         for ch in self._channels:
             await ch.close()
         await self.sup.close()
+        answered = {r.get("code") for r in self.records if r.get("event") == Event.RPC}
+        bugs = [r for r in self.records if r.get("event") == Event.INTERNAL_ERROR]
+        assert not bugs and answered <= SEEN_BY_CLIENTS, (answered - SEEN_BY_CLIENTS, bugs[:3])
 
 
 def fault_env(*points: str) -> dict[str, str]:

@@ -4,8 +4,6 @@ migrated in place with its data; one from a newer Strife is refused clearly."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +11,6 @@ from backend.bank import ledger
 from backend.common.db import Database, SchemaTooNew, connect, migrate
 from backend.common.states import LedgerState, Refusal
 from backend.gateway import store
-from backend.testbed import free_ports
 
 ACCOUNTS = [("A-1", "alice", 10_000, 0), ("A-2", "bob", 500, 200)]
 
@@ -115,32 +112,3 @@ def test_a_database_from_a_newer_strife_is_refused(tmp_path):
     conn.close()
     with pytest.raises(SchemaTooNew, match="99"):
         Database(path, ledger.MIGRATIONS)
-
-
-def test_a_bank_on_a_newer_database_exits_with_one_clear_line(tmp_path, certs_dir):
-    conn = connect(tmp_path / "bank-BankA.sqlite")
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "backend.bank",
-            "--name",
-            "BankA",
-            "--port",
-            str(free_ports(1)[0]),
-            "--data-dir",
-            str(tmp_path),
-            "--certs",
-            str(certs_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
-        f"BankA: {tmp_path / 'bank-BankA.sqlite'}: schema version 99 is newer than this Strife knows (2): run a newer Strife"
-    ]
-    assert "Traceback" not in done.stdout + done.stderr

@@ -5,6 +5,8 @@ import os
 import signal
 import sys
 
+from backend.bank import ledger
+from backend.common.db import connect
 from backend.common.events import Event
 from backend.testbed import free_ports
 
@@ -159,3 +161,19 @@ async def test_children_exit_when_their_supervisor_is_killed(tmp_path, certs_dir
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_bank_on_a_database_from_a_newer_strife_exits_with_one_clear_line(tmp_path, certs_dir):
+    conn = connect(tmp_path / "bank-BankA.sqlite")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    port = str(free_ports(1)[0])
+    code, out, err = await run(
+        "bank", "--name", "BankA", "--port", port, "--data-dir", str(tmp_path), "--certs", str(certs_dir)
+    )
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"BankA: {tmp_path / 'bank-BankA.sqlite'}: schema version 99 is newer than this Strife knows "
+        f"({len(ledger.MIGRATIONS)}): run a newer Strife"
+    ]
+    assert "Traceback" not in out + err and Event.SERVING not in out

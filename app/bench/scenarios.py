@@ -106,7 +106,7 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
                     "INSERT INTO participants (txn_id, bank, acked) VALUES (?, ?, ?)",
                     [(r[0], bank, 0 if r[9] == Decision.PREPARING else 1) for r in batch for bank in {r[4], r[6]}],
                 )
-            conn.execute("COMMIT")
+            conn.commit()
     finally:
         conn.close()
     return time.monotonic() - started

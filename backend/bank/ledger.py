@@ -57,12 +57,14 @@ CREATE INDEX IF NOT EXISTS journal_account ON journal (account_id, seq);
 
 # Why a NO vote (states.Refusal), so the coordinator never reads the words; and the
 # seeded total of a ledger seeded before it was recorded, which its journal explains.
-SCHEMA_V2 = f"""
-ALTER TABLE txns ADD COLUMN refusal TEXT CHECK (refusal IN ({", ".join(f"'{r}'" for r in Refusal)}));
+# A migration is history: its text never changes, so it names values, not enums.
+SCHEMA_V2 = """
+ALTER TABLE txns ADD COLUMN refusal TEXT
+    CHECK (refusal IN ('INSUFFICIENT_FUNDS', 'UNKNOWN_ACCOUNT', 'ALREADY_ABORTED'));
 UPDATE txns SET refusal = CASE
-    WHEN reason = 'insufficient funds' THEN '{Refusal.INSUFFICIENT_FUNDS}'
-    WHEN reason LIKE 'unknown account %' THEN '{Refusal.UNKNOWN_ACCOUNT}'
-    ELSE '{Refusal.ALREADY_ABORTED}' END
+    WHEN reason = 'insufficient funds' THEN 'INSUFFICIENT_FUNDS'
+    WHEN reason LIKE 'unknown account %' THEN 'UNKNOWN_ACCOUNT'
+    ELSE 'ALREADY_ABORTED' END
 WHERE state = 'ABORTED' AND decided_at = prepared_at AND NOT EXISTS (SELECT 1 FROM legs WHERE legs.txn_id = txns.txn_id);
 INSERT INTO meta (key, value)
 SELECT 'seeded_total_cents',

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -243,7 +244,7 @@ class GatewayClient:
         self._stub: pb_grpc.GatewayStub | None = None
         self._sending: set[str] = set()  # keys being sent by this process
         self._sync_lock = asyncio.Lock()
-        self.on_outbox_change = None  # optional callable(): the outbox changed
+        self.on_outbox_change: Callable[[], None] | None = None  # called when the outbox changed
 
     async def __aenter__(self) -> GatewayClient:
         return self

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from backend.client.errors import ClientError
+from backend.common.db import migrate
 from backend.common.states import PaymentStatus
 
 MAX_QUEUED = 1000  # queued entries over all users; more is refused
@@ -26,7 +27,9 @@ BUSY_TIMEOUT_S = 10.0
 
 FINAL_STATUSES = tuple(s for s in PaymentStatus if s.final)
 
-_SCHEMA = f"""
+# Version 1 is the schema from before versioning (IF NOT EXISTS adopts such a file).
+# A migration is history: its text never changes, so it names values, not enums.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     idem_key TEXT NOT NULL UNIQUE,
@@ -55,12 +58,13 @@ CREATE TABLE IF NOT EXISTS sent (
     attempts INTEGER NOT NULL,
     created_at REAL NOT NULL,
     finished_at REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in FINAL_STATUSES)})),
+    status TEXT NOT NULL CHECK (status IN ('SUCCEEDED', 'DECLINED', 'REJECTED', 'EXPIRED')),
     code TEXT NOT NULL,
     reason TEXT NOT NULL,
     payment_id TEXT NOT NULL
 );
 """
+MIGRATIONS = (SCHEMA_V1,)
 
 _ENTRY_COLUMNS = (
     "idem_key, username, from_bank, from_account, to_bank, to_account, amount_cents, "
@@ -144,7 +148,7 @@ class Outbox:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         os.chmod(self.path, 0o600)  # SQLite gives its -wal and -shm files the same mode
         with self._connect() as conn:
-            conn.executescript(_SCHEMA)
+            migrate(conn, MIGRATIONS)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -163,9 +167,9 @@ class Outbox:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                conn.rollback()
                 raise
-            conn.execute("COMMIT")
+            conn.commit()
 
     # ------------------------------------------------------------ writes --
     def add(
