@@ -24,7 +24,7 @@ def parse_bank_flag(value: str) -> tuple[str, str]:
     return limits.bank(name), address
 
 
-class BankLink:
+class BankBatches:
     """Prepares and decisions for one bank, batched (see backend/gateway/batcher.py)."""
 
     def __init__(self, stub: pb_grpc.BankStub, prepare_timeout_s: float) -> None:
@@ -55,7 +55,7 @@ class Banks:
         self.addresses = dict(addresses)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.BankStub] = {}
-        self._links: dict[str, BankLink] = {}
+        self._batches: dict[str, BankBatches] = {}
         self._certs_dir = certs_dir
         self._prepare_timeout_s = prepare_timeout_s
 
@@ -64,10 +64,10 @@ class Banks:
         for name, address in self.addresses.items():
             self._channels[name] = tls.secure_channel(address, self._certs_dir, "gateway")
             self._stubs[name] = pb_grpc.BankStub(self._channels[name])
-            self._links[name] = BankLink(self._stubs[name], self._prepare_timeout_s)
+            self._batches[name] = BankBatches(self._stubs[name], self._prepare_timeout_s)
 
-    def link(self, name: str) -> BankLink:
-        return self._links[name]
+    def batches(self, name: str) -> BankBatches:
+        return self._batches[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self._stubs

@@ -143,7 +143,7 @@ class Coordinator:
         """Prepare at every participant in parallel under one deadline. The bank
         batchers hand back futures, so waiting costs no task per bank."""
         futures = {
-            bank: self.banks.link(bank).prepare(
+            bank: self.banks.batches(bank).prepare(
                 pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=a, delta_cents=d) for a, d in bank_legs])
             )
             for bank, bank_legs in legs.items()
@@ -157,7 +157,7 @@ class Coordinator:
         include it, and a retry never meets a hold that is being released). Recording
         the acknowledgements is not waited for: at worst a decision is sent twice."""
         commit = decision == Decision.COMMIT
-        futures = {bank: self.banks.link(bank).decide(txn_id, commit) for bank in banks}
+        futures = {bank: self.banks.batches(bank).decide(txn_id, commit) for bank in banks}
         await asyncio.wait(futures.values(), timeout=DECISION_SEND_TIMEOUT_S)
         acked = [bank for bank, future in futures.items() if _acked(txn_id, decision, bank, future)]
         if acked:
@@ -169,7 +169,7 @@ class Coordinator:
             self._wake.set()
 
     async def _send_one(self, txn_id: str, decision: Decision, bank: str) -> bool:
-        future = self.banks.link(bank).decide(txn_id, decision == Decision.COMMIT)
+        future = self.banks.batches(bank).decide(txn_id, decision == Decision.COMMIT)
         await asyncio.wait((future,), timeout=DECISION_SEND_TIMEOUT_S)
         if not _acked(txn_id, decision, bank, future):
             return False
@@ -220,7 +220,7 @@ class Coordinator:
             if not await self._send_one(*items[0], bank):
                 continue  # down: one warning a round, not one per decision
             acked = [(items[0][0], bank)]
-            futures = [(t, d, self.banks.link(bank).decide(t, d == Decision.COMMIT)) for t, d in items[1:]]
+            futures = [(t, d, self.banks.batches(bank).decide(t, d == Decision.COMMIT)) for t, d in items[1:]]
             if futures:
                 await asyncio.wait([f for _, _, f in futures], timeout=DECISION_SEND_TIMEOUT_S)
             for txn_id, decision, future in futures:
