@@ -58,7 +58,7 @@ class Vote(StrEnum):
     NONE = "NONE"  # the bank gave no vote: offline, timed out, failed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is 3x slower to build, and payments build 5 of these
 class TwoPc:
     """One 2PC event. Fields left None are not written."""
 
@@ -79,7 +79,12 @@ class TwoPc:
     to_account: str | None = None
 
     def emit(self, level: str = "info") -> None:
-        jsonlog.emit(Event.TWOPC, level=level, **{name: getattr(self, name) for name in _TWOPC_FIELDS})
+        line = jsonlog.record(Event.TWOPC, level)
+        for name in _TWOPC_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                line[name] = value
+        jsonlog.write(line)
 
     @classmethod
     def read(cls, record: dict) -> TwoPc | None:

@@ -36,11 +36,21 @@ def configure(process: str, out=None) -> None:
 
 
 def emit(event: str, level: str = "info", **fields: Any) -> None:
+    """Write one line: the event and the fields that are not None."""
+    line = record(event, level)
+    line.update({k: v for k, v in fields.items() if v is not None})
+    write(line)
+
+
+def record(event: str, level: str = "info") -> dict[str, Any]:
+    """The fields every line has; add the rest and `write` it."""
+    return {"time": round(time.time(), 3), "process": _process, "level": level, "event": event}
+
+
+def write(line: dict[str, Any]) -> None:
     global _flush_scheduled
-    record = {"time": round(time.time(), 3), "process": _process, "level": level, "event": event}
-    record.update({k: v for k, v in fields.items() if v is not None})
-    _buffer.append(json.dumps(record, separators=(",", ":"), default=str))
-    if level == "error" or len(_buffer) >= MAX_BUFFERED:
+    _buffer.append(json.dumps(line, separators=(",", ":"), default=str))
+    if line["level"] == "error" or len(_buffer) >= MAX_BUFFERED:
         flush()
         return
     if _flush_scheduled:
