@@ -75,6 +75,11 @@ CASES = {
     # where the money goes
     "unknown-bank": (lambda c: pay(c, to_bank="BankZ"), NOT_FOUND, "unknown bank BankZ"),
     "unknown-payee-account": (lambda c: pay(c, to_account="A-9999"), NOT_FOUND, "unknown account A-9999"),
+    "unknown-payee-more-than-you-have": (  # the account is the mistake, not the funds
+        lambda c: pay(c, to_account="A-9999", amount_cents=100_000_00),
+        NOT_FOUND,
+        "unknown account A-9999",
+    ),
     "unknown-payee-same-bank": (
         lambda c: pay(c, to_bank="BankB", to_account="B-9999"),
         NOT_FOUND,

@@ -311,10 +311,14 @@ def _legs(fields: store.PaymentFields) -> dict[str, list[tuple[str, int]]]:
 
 def decide(votes: list[BankVote]) -> tuple[Decision, Outcome, str]:
     """(decision, outcome, reason) from the votes: COMMIT only if every bank said YES;
-    DECLINED when a bank refused for want of funds (final); else RETRYABLE."""
+    DECLINED when a bank refused for want of funds (final), unless an account does
+    not exist at all (that is the client's mistake, NOT_FOUND); else RETRYABLE."""
     if all(v.yes for v in votes):
         return Decision.COMMIT, Outcome.SUCCEEDED, ""
     refused = [v for v in votes if v.answer == Answer.VOTED and not v.yes]
+    unknown = [v for v in refused if v.refusal == pb.UNKNOWN_ACCOUNT]
+    if unknown:
+        return Decision.ABORT, Outcome.RETRYABLE, "; ".join(v.reason for v in unknown)
     if any(v.refusal == pb.INSUFFICIENT_FUNDS for v in refused):
         return Decision.ABORT, Outcome.DECLINED, "insufficient funds"
     failed = refused or [v for v in votes if not v.yes]

@@ -33,6 +33,17 @@ def test_insufficient_funds_declines_whatever_the_words():
     assert decide([no("BankA", pb.ALREADY_ABORTED, "insufficient funds"), YES_B])[1] == Outcome.RETRYABLE
 
 
+def test_an_unknown_account_wins_over_insufficient_funds():
+    """Paying more than you have to an account that does not exist: the account is the mistake."""
+    votes = [
+        no("BankA", pb.INSUFFICIENT_FUNDS, "insufficient funds"),
+        no("BankB", pb.UNKNOWN_ACCOUNT, "unknown account B-9"),
+    ]
+    decision, outcome, reason = decide(votes)
+    assert (decision, outcome, reason) == (Decision.ABORT, Outcome.RETRYABLE, "unknown account B-9")
+    assert not_made(votes, reason).code is grpc.StatusCode.NOT_FOUND
+
+
 def test_a_decline_wins_over_an_outage():
     assert decide([no("BankA", pb.INSUFFICIENT_FUNDS), silent("BankB", Answer.TIMEOUT)])[1] == Outcome.DECLINED
 
