@@ -1,14 +1,25 @@
-"""2PC live: one row per recent payment, each participant's phase as it happens."""
+"""2PC live: one row per recent payment, each participant's phase as it happens.
+
+The table follows the newest payment (the last row stays in view, whatever the panel's
+height does) until the user moves up on purpose; End follows again. Every column has a
+width computed here from what it shows, so nothing is cut and no frame is drawn with
+half-measured columns: the Decision column takes the rest of the width and a long
+reason wraps onto a second line.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import RowKey
 
 from app.format import short_id
 from app.model import BankStep, TxnRow
@@ -17,8 +28,12 @@ from backend.common.states import Decision
 
 MAX_ROWS = 200
 COMPACT_BELOW_COLUMNS = 110  # narrower than this, a phase is shown by its mark alone
+MIN_DECISION_WIDTH = 14  # below this the table scrolls sideways rather than wrap word by word
+MAX_ROW_LINES = 3  # a reason longer than this many lines is cut (the Logs tab has it whole)
+TITLE = "2PC live: payments through two-phase commit"
 SUBTITLE = "beside each account, its bank's phase: prepare → vote → commit/abort"
 COMPACT_SUBTITLE = "phases: … prepare sent  ✓ yes/committed  ✗ no/aborted  ? in doubt"
+PAUSED_SUBTITLE = "following paused: End jumps to the newest"
 
 STEP_STYLE = {  # mark, style; the label is the step's name
     BankStep.PREPARE_SENT: ("…", "yellow"),
@@ -31,7 +46,7 @@ STEP_STYLE = {  # mark, style; the label is the step's name
 }
 
 
-COLUMNS = (
+COLUMNS: tuple[tuple[str | Text, str], ...] = (
     ("Txn", "txn"),
     ("From", "payer"),
     ("To", "payee"),
@@ -39,6 +54,89 @@ COLUMNS = (
     (Text("ms", justify="right"), "latency"),
     ("Decision", "outcome"),
 )
+WRAPPED = "outcome"  # the one column that takes the width left and wraps
+
+
+class TxnTable(DataTable):
+    """The rows. `following` is True while the newest row is to be kept in view; only the
+    user changes it: moving up (keys, click, wheel) stops it, End or reaching the last
+    row again starts it."""
+
+    BINDINGS = [
+        Binding("end", "follow", "Newest"),
+        Binding("home", "oldest", "Oldest", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+        self.following = True
+
+    def show_newest(self) -> None:
+        """Cursor on the last row, scrolled to the bottom (after the next layout)."""
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
+            self.call_after_refresh(self._scroll_bottom)
+
+    def _scroll_bottom(self) -> None:
+        if self.following:
+            self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+
+    def _user_moved(self) -> None:
+        self.following = self.row_count == 0 or self.cursor_row >= self.row_count - 1
+        self.post_message(TxnPanel.FollowChanged())
+
+    def action_follow(self) -> None:
+        self.following = True
+        self.show_newest()
+        self.post_message(TxnPanel.FollowChanged())
+
+    def action_oldest(self) -> None:
+        self.action_scroll_top()
+        self._user_moved()
+
+    def action_cursor_up(self) -> None:
+        super().action_cursor_up()
+        self._user_moved()
+
+    def action_cursor_down(self) -> None:
+        super().action_cursor_down()
+        self._user_moved()
+
+    def action_page_up(self) -> None:
+        super().action_page_up()
+        self._user_moved()
+
+    def action_page_down(self) -> None:
+        super().action_page_down()
+        self._user_moved()
+
+    def action_scroll_top(self) -> None:
+        super().action_scroll_top()
+        self._user_moved()
+
+    def action_scroll_bottom(self) -> None:
+        super().action_scroll_bottom()
+        self._user_moved()
+
+    async def on_click(self, event: events.Click) -> None:
+        self.call_after_refresh(self._user_moved)  # the base class moves the cursor first
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self.following = False
+        self.post_message(TxnPanel.FollowChanged())
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        def at_bottom() -> None:
+            if self.is_vertical_scroll_end:
+                self.following = True
+                self.show_newest()
+                self.post_message(TxnPanel.FollowChanged())
+
+        self.call_after_refresh(at_bottom)
+
+    def on_resize(self) -> None:
+        if self.following:
+            self.show_newest()
 
 
 class TxnPanel(Vertical):
@@ -46,53 +144,156 @@ class TxnPanel(Vertical):
 
     compact: reactive[bool] = reactive(False, init=False)
 
+    class FollowChanged(Message):
+        """The table started or stopped following the newest row."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.border_title = "2PC live: payments through two-phase commit"
+        self.border_title = TITLE
         self.border_subtitle = SUBTITLE
         self._rows: OrderedDict[str, TxnRow] = OrderedDict()
+        self._widths: dict[str, int] = {}  # column key -> width in cells, as the table has it
+        self._laid_out_for = -1  # the panel width the columns were computed for
 
     def compose(self) -> ComposeResult:
         yield Static(
             "No payments yet. Pay from the Client tab (c) and watch it go through both banks.", classes="empty-hint"
         )
-        yield DataTable(cursor_type="row")
+        yield TxnTable()
+
+    @property
+    def table(self) -> TxnTable:
+        return self.query_one(TxnTable)
+
+    @property
+    def following(self) -> bool:
+        return self.table.following
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for label, key in COLUMNS:
-            table.add_column(label, key=key)
-        table.display = False
+        self._rebuild()
+        self.table.display = False
 
     def on_resize(self) -> None:
         self.compact = self.size.width < COMPACT_BELOW_COLUMNS
+        if self.size.width != self._laid_out_for:
+            self._rebuild()
 
-    def watch_compact(self, compact: bool) -> None:
-        self.border_subtitle = COMPACT_SUBTITLE if compact else SUBTITLE
-        table = self.query_one(DataTable)
-        table.clear(columns=True)  # fresh columns: their widths fit the new cells
-        for label, key in COLUMNS:
-            table.add_column(label, key=key)
-        for row in self._rows.values():
-            table.add_row(*_cells(row, compact), key=row.txn_id)
+    def watch_compact(self) -> None:
+        self._rebuild()
 
+    def on_txn_panel_follow_changed(self) -> None:
+        self._show_titles()
+
+    # ------------------------------------------------------------ rows --
     def upsert(self, row: TxnRow) -> None:
+        table = self.table
+        known = row.txn_id in self._rows
         self._rows[row.txn_id] = row
-        table = self.query_one(DataTable)
         cells = _cells(row, self.compact)
-        if row.txn_id in table.rows:
+        if self._needs_wider_columns(cells):
+            self._rebuild()
+        elif known:
+            self._update(row.txn_id, cells)
+        else:
+            table.add_row(*cells, key=row.txn_id, height=self._height(cells))
+            while len(self._rows) > MAX_ROWS:
+                oldest, _ = self._rows.popitem(last=False)
+                table.remove_row(oldest)
+            table.display = True
+            self.query_one(".empty-hint").display = False
+        if table.following:
+            table.show_newest()
+        self._show_titles()
+
+    def _update(self, txn_id: str, cells: tuple) -> None:
+        table = self.table
+        if table.rows[RowKey(txn_id)].height == self._height(cells):
             for (_, key), value in zip(COLUMNS, cells, strict=True):
-                table.update_cell(row.txn_id, key, value, update_width=True)
+                table.update_cell(txn_id, key, value)
             return
-        follow = table.cursor_row >= table.row_count - 1
-        table.add_row(*cells, key=row.txn_id)
-        while len(self._rows) > MAX_ROWS:
-            oldest, _ = self._rows.popitem(last=False)
-            table.remove_row(oldest)
-        table.display = True
-        self.query_one(".empty-hint").display = False
-        if follow:
-            table.move_cursor(row=table.row_count - 1, animate=False)
+        # A row's height changes only by adding it again: add it and every later row anew.
+        index = table.get_row_index(txn_id)
+        later = list(self._rows)[index:]
+        cursor_key = self._cursor_key()
+        for key in later:
+            table.remove_row(key)
+        for key in later:
+            again = _cells(self._rows[key], self.compact)
+            table.add_row(*again, key=key, height=self._height(again))
+        self._restore_cursor(cursor_key)
+
+    def _cursor_key(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def _restore_cursor(self, key: str | None) -> None:
+        table = self.table
+        if table.following or key is None or key not in table.rows:
+            return
+        table.move_cursor(row=table.get_row_index(key), animate=False, scroll=False)
+
+    # ---------------------------------------------------------- layout --
+    def _rebuild(self) -> None:
+        """Columns sized for the rows and the panel's width, every row added again; the
+        cursor stays on its row (or on the newest while following), never jumps to the top."""
+        if not self.is_mounted:
+            return
+        table = self.table
+        cursor_key, scroll_y = self._cursor_key(), table.scroll_y
+        every = [_cells(r, self.compact) for r in self._rows.values()]
+        self._widths = _widths(every, self.size.width - table.styles.scrollbar_size_vertical, table.cell_padding)
+        self._laid_out_for = self.size.width
+        table.clear(columns=True)
+        for label, key in COLUMNS:
+            table.add_column(label, key=key, width=self._widths[key])
+        for txn_id, cells in zip(self._rows, every, strict=True):
+            table.add_row(*cells, key=txn_id, height=self._height(cells))
+        if table.following:
+            table.show_newest()
+        else:
+            self._restore_cursor(cursor_key)
+            table.call_after_refresh(table.scroll_to, y=scroll_y, animate=False, force=True)
+        self._show_titles()
+
+    def _needs_wider_columns(self, cells: tuple) -> bool:
+        return any(
+            key != WRAPPED and _width(value) > self._widths.get(key, 0)
+            for (_, key), value in zip(COLUMNS, cells, strict=True)
+        )
+
+    def _height(self, cells: tuple) -> int:
+        """Lines the Decision cell wraps onto at its column's width."""
+        outcome: Text = cells[-1]
+        width = self._widths.get(WRAPPED, 0)
+        if width <= 0 or outcome.cell_len <= width:
+            return 1
+        return min(MAX_ROW_LINES, len(outcome.wrap(self.app.console, width)))
+
+    def _show_titles(self) -> None:
+        doubt = sum(1 for r in self._rows.values() if r.in_doubt)
+        self.border_title = f"{TITLE} · ⚠ {doubt} IN DOUBT" if doubt else TITLE
+        if not self.table.following and self._rows:
+            self.border_subtitle = PAUSED_SUBTITLE
+        else:
+            self.border_subtitle = COMPACT_SUBTITLE if self.compact else SUBTITLE
+
+
+def _width(value: object) -> int:
+    return value.cell_len if isinstance(value, Text) else len(str(value))
+
+
+def _widths(rows: list[tuple], total: int, padding: int) -> dict[str, int]:
+    """Every column as wide as its widest cell (or label); Decision gets what is left."""
+    widths = {
+        key: max([_width(label), *(_width(cells[i]) for cells in rows)])
+        for i, (label, key) in enumerate(COLUMNS)
+        if key != WRAPPED
+    }
+    used = sum(w + 2 * padding for w in widths.values())
+    widths[WRAPPED] = max(MIN_DECISION_WIDTH, total - used - 2 * padding)
+    return widths
 
 
 def _cells(row: TxnRow, compact: bool) -> tuple:
