@@ -9,6 +9,7 @@ talk to each other or to the source.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,7 +23,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
+from textual.widgets import Footer, HelpPanel, Input, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState
 
 from app import messages as msg
@@ -30,6 +31,8 @@ from app.model import ProcessInfo
 from app.source import ClientError, ControlSource
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
+from app.widgets.confirm_quit import ConfirmQuit
+from app.widgets.help_screen import HelpScreen, Section
 from app.widgets.log_view import LogView
 from app.widgets.login_form import LoginForm
 from app.widgets.outbox_panel import OutboxPanel
@@ -64,12 +67,18 @@ class StrifeApp(App):
     CSS_PATH = "strife.tcss"
     TITLE = "Strife control room"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    # The tab keys are plain (not priority) bindings: a text field keeps its typed letters,
+    # every other widget lets them through. Tooltips are what the help overlay (?) says.
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("d", "show_tab('dashboard')", "Dashboard", show=False),
-        Binding("c", "show_tab('client')", "Client", show=False),
-        Binding("l", "show_tab('logs')", "Logs", show=False),
-        Binding("escape", "leave_field", "Leave field"),
+        Binding("q", "request_quit", "Quit", tooltip="Quit: asks first, then stops every process"),
+        Binding("ctrl+c,ctrl+q", "quit", "Quit at once", show=False, priority=True),
+        Binding("d", "show_tab('dashboard')", "Dashboard", show=False, tooltip="Dashboard tab"),
+        Binding("c", "show_tab('client')", "Client", show=False, tooltip="Client tab: log in and pay"),
+        Binding("l", "show_tab('logs')", "Logs", show=False, tooltip="Logs tab"),
+        Binding("question_mark", "help", "Keys", key_display="?", tooltip="This list of keys"),
+        # Two bindings on one key: the first whose check_action allows it runs.
+        Binding("escape", "leave_field", "Leave field", tooltip="Leave a text field for the tab bar"),
+        Binding("escape", "escape", "Tab bar", show=False, tooltip="Close the Keys panel, else go to the tab bar"),
     ]
 
     def __init__(self, source: ControlSource, clock: Callable[[], float] = time.time) -> None:
@@ -117,8 +126,20 @@ class StrifeApp(App):
         await self._stop_source()
 
     async def action_quit(self) -> None:
+        """Stop every process and quit, without asking (Ctrl+C, Ctrl+Q, the palette)."""
         await self._stop_source()
         self.exit()
+
+    def action_request_quit(self) -> None:
+        """q: one key must not stop the whole stack by accident; ask first."""
+        if isinstance(self.screen, ConfirmQuit):
+            return
+
+        async def answered(stop: bool | None) -> None:
+            if stop:
+                await self.action_quit()
+
+        self.push_screen(ConfirmQuit(), answered)
 
     async def _stop_source(self) -> None:
         if not self._source_stopped:
@@ -144,16 +165,59 @@ class StrifeApp(App):
             widget.now = now
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        tabbed = self.query_one(TabbedContent)
+        if tabbed.active != tab:
+            # Take focus out of the old pane first. Hiding a pane moves its focus to a visible
+            # sibling of the focused widget, which is in the same hidden pane (a dropdown's
+            # neighbour field), and TabbedContent then switches back to that pane: d pressed
+            # on the Pay form's bank dropdown did nothing (Textual issue #4955).
+            self.screen.set_focus(None)
+        tabbed.active = tab
 
     def action_leave_field(self) -> None:
         """From a text field to the tab bar, where the one-letter keys work again."""
-        self.query_one(Tabs).focus()
+        self.action_escape()
+
+    def action_escape(self) -> None:
+        """Esc outside a text field: close the Keys panel if it is open, else go to the tab bar."""
+        if self.screen.query(HelpPanel):
+            self.action_hide_help_panel()
+        else:
+            self.query_one(Tabs).focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "leave_field":
             return isinstance(self.focused, Input)
+        if action == "escape":
+            return not isinstance(self.focused, Input)
         return True
+
+    def help_sections(self) -> list[Section]:
+        """Every key: the app's, then each panel's (read from their BINDINGS, so a key added
+        to a panel is listed without touching this), then what keys do inside fields."""
+        anywhere = _describe(self.BINDINGS, self) + [
+            (self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "")), "Command palette: every action by name"),
+            ("tab / shift+tab", "Next / previous panel or field"),
+        ]
+        sections: list[Section] = [("Anywhere", anywhere)]
+        seen: set[type] = set()
+        for widget in self.screen.query("*"):
+            for cls in type(widget).__mro__:
+                if cls in seen or not cls.__module__.startswith("app.") or not vars(cls).get("BINDINGS"):
+                    continue
+                seen.add(cls)
+                sections.append((_panel_title(widget), _describe(vars(cls)["BINDINGS"], self)))
+        sections.append(
+            (
+                "In a text field",
+                [("letters", "Are typed, not taken as keys"), ("enter", "Log in / pay"), ("esc", "Leave the field")],
+            )
+        )
+        return sections
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Keys go to the tab just opened: focus its first field or table."""
@@ -174,6 +238,15 @@ class StrifeApp(App):
     # ------------------------------------------------- from the source --
     @shows(msg.ProcessesChanged)
     def _show_processes(self, message: msg.ProcessesChanged) -> None:
+        before = {p.name: p.state for p in self._processes}
+        for p in message.processes:
+            if p.state == ProcessState.CRASHED and before.get(p.name, ProcessState.CRASHED) != ProcessState.CRASHED:
+                self.notify(
+                    f"It exited on its own ({_exit_reason(p.exit_code)}). Select it in Processes and press r.",
+                    title=f"{p.name} crashed",
+                    severity="error",
+                    timeout=10,
+                )
         self._processes = message.processes
         self.query_one(ProcessPanel).processes = message.processes
         self.query_one(LogView).processes = tuple(p.name for p in message.processes)
@@ -200,6 +273,8 @@ class StrifeApp(App):
     @shows(msg.ClientChanged)
     def _show_client(self, message: msg.ClientChanged) -> None:
         state = message.state
+        if state.username != self.query_one(LoginForm).username:
+            self.query_one(PayForm).clear_result()  # the last user's payment is not this user's
         self.query_one(ClientSummary).state = state
         self.query_one(LoginForm).username = state.username
         self.query_one(PayForm).from_accounts = tuple(f"{a.bank}/{a.account_id}" for a in state.accounts)
@@ -291,6 +366,9 @@ class StrifeApp(App):
                 request.to_bank, request.to_account, request.amount_text, request.from_bank, request.from_account
             )
         except ClientError as exc:
+            if exc.code == "INVALID_ARGUMENT":  # a mistake in the form: said once, there, in words
+                form.error = _sentence(str(exc))
+                return
             form.error = f"✗ {exc.code}: {exc}"
             self.notify(str(exc), title=f"Payment not made ({exc.code})", severity="error")
             return
@@ -327,3 +405,34 @@ class StrifeApp(App):
                 )
             yield SystemCommand(f"Restart {p.name}", f"Start {p.name} again", partial(run, "restart"))
         yield SystemCommand("Retry offline queue", "Send the queued payments now", self.sync_outbox)
+
+
+def _describe(bindings: Iterable[Any], app: App) -> list[tuple[str, str]]:
+    """(keys, what they do) of `bindings`, one line per action; keys of one action joined."""
+    lines: dict[tuple[str, str], list[str]] = {}
+    for binding in Binding.make_bindings(bindings):
+        what = binding.tooltip or binding.description
+        if what:
+            lines.setdefault((binding.action, what), []).append(app.get_key_display(binding))
+    return [(" / ".join(dict.fromkeys(keys)), what) for (_, what), keys in lines.items()]
+
+
+def _panel_title(widget: Widget) -> str:
+    """A panel's title without its details: "Offline queue (3)" and "Logs: every ..." -> the name."""
+    title = str(widget.border_title or type(widget).__name__)
+    return re.sub(r"\s*\(\d+\)$", "", title.split(":")[0])
+
+
+def _exit_reason(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "no exit code"
+    if exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exit code {exit_code}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

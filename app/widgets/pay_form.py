@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from textual import on
 from textual.app import ComposeResult
@@ -12,19 +14,44 @@ from textual.reactive import reactive
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static
 
-from backend.common.limits import InvalidInput
-from backend.common.money import parse_cents
+from backend.common.limits import MAX_AMOUNT_CENTS, InvalidInput
+from backend.common.money import format_cents, parse_cents
+
+_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+NOT_A_NUMBER = "Type the amount in digits, e.g. 12.50"
+
+
+def amount_problem(text: str) -> str | None:
+    """What is wrong with an amount as typed, in words, or None when it is one.
+
+    One mistake, one wording: 0, 0.00, -1 and -0.50 all say the amount must be more than 0.
+    parse_cents stays the judge of what is accepted; this only says why not."""
+    text = text.strip()
+    if not text:
+        return "Enter an amount, e.g. 12.50"
+    if not _NUMBER_RE.match(text):
+        return NOT_A_NUMBER
+    value = Decimal(text)
+    if value <= 0:
+        return "The amount must be more than 0"
+    exponent = value.as_tuple().exponent  # an int: the regex lets only digits through
+    if isinstance(exponent, int) and exponent < -2:
+        return "At most 2 decimals: amounts are in whole cents"
+    if value * 100 > MAX_AMOUNT_CENTS:
+        return f"At most {format_cents(MAX_AMOUNT_CENTS)} in one payment"
+    try:
+        parse_cents(text)
+    except InvalidInput:
+        return NOT_A_NUMBER  # a form parse_cents refuses that the checks above let through ("+5")
+    return None
 
 
 class AmountValidator(Validator):
     """Marks the amount field red while it is not an amount like 12.50."""
 
     def validate(self, value: str) -> ValidationResult:
-        try:
-            parse_cents(value)
-        except InvalidInput as exc:
-            return self.failure(str(exc))
-        return self.success()
+        problem = amount_problem(value)
+        return self.success() if problem is None else self.failure(problem)
 
 
 class PayForm(Vertical):
@@ -102,6 +129,13 @@ class PayForm(Vertical):
         button = self.query_one("#pay-submit", Button)
         button.disabled = busy
         button.label = "Paying…" if busy else "Pay"
+        if busy:  # a new payment: the last one's result no longer describes what is going on
+            self.clear_result()
+
+    def clear_result(self) -> None:
+        """Forget the last payment's outcome or error (a new payment, another user)."""
+        self.outcome = ""
+        self.error = ""
 
     def _show(self, selector: str, text: str) -> None:
         line = self.query_one(selector, Static)
@@ -114,6 +148,11 @@ class PayForm(Vertical):
         event.stop()
         if self.busy:
             return
+        amount = self.query_one("#pay-amount", Input)
+        if (problem := amount_problem(amount.value)) is not None:
+            self.error = problem  # said once, here, next to the field; nothing is sent
+            amount.focus()
+            return
         source = self.query_one("#pay-from", Select).selection  # "BankA/A-1001", None when logged out
         bank = self.query_one("#pay-bank", Select).selection
         from_bank, _, from_account = str(source or "").partition("/")
@@ -121,7 +160,7 @@ class PayForm(Vertical):
             self.PayRequested(
                 to_bank=str(bank or ""),
                 to_account=self.query_one("#pay-account", Input).value.strip(),
-                amount_text=self.query_one("#pay-amount", Input).value,
+                amount_text=amount.value,
                 from_bank=from_bank or None,
                 from_account=from_account or None,
             )
