@@ -18,7 +18,7 @@ class BalancesPanel(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "Balances"
-        self.border_subtitle = "available = balance − held by payments in 2PC"
+        self.border_subtitle = "available = balance − held in 2PC"
 
     def compose(self) -> ComposeResult:
         yield DataTable(cursor_type="none", zebra_stripes=False)
@@ -44,15 +44,18 @@ class BalancesPanel(Vertical):
 
 
 def _bank_rows(bank: BankBalances) -> list[tuple]:
+    """A bank's total row, then its accounts. What the total row says beyond the total (held
+    by payments in 2PC, or unreachable) sits in the Available column, which is empty there
+    otherwise: the Owner column stays as narrow as the names, so nothing is cut."""
     if not bank.reachable:
-        return [(Text(bank.bank, style="bold"), Text("?", style="dim"), "", Text("unreachable", style="bold red"), "")]
+        return [(Text(bank.bank, style="bold"), Text("?", style="dim"), "", "", Text("unreachable", style="bold red"))]
     rows: list[tuple] = [
         (
             Text(bank.bank, style="bold"),
             Text("total", style="bold"),
-            Text(f"held {format_cents(bank.held_cents)}", style="dim") if bank.held_cents else "",
-            Text(format_cents(bank.total_cents), style="bold", justify="right"),
             "",
+            Text(format_cents(bank.total_cents), style="bold", justify="right"),
+            Text(f"held {format_cents(bank.held_cents)}", style="yellow") if bank.held_cents else "",
         )
     ]
     for a in bank.accounts:
@@ -68,10 +71,10 @@ def _conservation(b: Balances) -> str:
     total, expected = format_cents(b.total_cents), format_cents(b.expected_total_cents)
     if not b.complete:
         missing = ", ".join(x.bank for x in b.banks if not x.reachable)
-        return f"? {missing} unreachable: total {total} is incomplete"
+        return f"? {missing} unreachable: total {total} incomplete"
     if b.settling and b.total_cents != b.expected_total_cents:
         return f"… payments reaching their banks: total {total} for a moment (expected {expected})"
     if b.conserved:
-        return f"✓ all banks {total} = expected: money conserved"
+        return f"✓ {total} in all banks: money conserved"
     off = format_cents(b.total_cents - b.expected_total_cents)
     return f"✗ all banks {total} ≠ {expected} expected (off by {off}): MONEY NOT CONSERVED"

@@ -70,14 +70,28 @@ class ProcessPanel(Vertical):
         self._render_rows()
 
     def _render_rows(self) -> None:
+        """Cells updated in place under columns as wide as their widest cell, computed here:
+        the table never draws a frame with columns cut to their header's width while it
+        measures itself (which a rebuild of the columns on every tick did)."""
         table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear(columns=True)  # fresh columns: their widths fit what is shown now
-        table.add_columns(*COLUMNS)
-        for p in self.processes:
-            table.add_row(*_cells(p, self.now), key=p.name)
-        if self.processes:
-            table.move_cursor(row=min(row, len(self.processes) - 1), animate=False)
+        rows = {p.name: _cells(p, self.now) for p in self.processes}
+        widths = [max([len(label), *(_width(cells[i]) for cells in rows.values())]) for i, label in enumerate(COLUMNS)]
+        if widths != [c.width for c in table.ordered_columns] or list(rows) != [
+            r.key.value for r in table.ordered_rows
+        ]:
+            row = table.cursor_row
+            table.clear(columns=True)
+            for label, width in zip(COLUMNS, widths, strict=True):
+                table.add_column(label, key=label, width=width)
+            for name, cells in rows.items():
+                table.add_row(*cells, key=name)
+            if rows:
+                table.move_cursor(row=min(row, len(rows) - 1), animate=False)
+            return
+        for name, cells in rows.items():
+            for label, value in zip(COLUMNS, cells, strict=True):
+                if table.get_cell(name, label) != value:
+                    table.update_cell(name, label, value)
 
     def _selected(self) -> ProcessInfo | None:
         if not self.processes:
@@ -91,6 +105,10 @@ class ProcessPanel(Vertical):
     def action_freeze_or_thaw(self) -> None:
         if (p := self._selected()) is not None:
             self.post_message(self.ActionRequested("thaw" if p.state == ProcessState.FROZEN else "freeze", p.name))
+
+
+def _width(value: object) -> int:
+    return value.cell_len if isinstance(value, Text) else len(str(value))
 
 
 def _cells(p: ProcessInfo, now: float) -> tuple:
