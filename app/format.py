@@ -34,3 +34,33 @@ def clock_time(at: float) -> str:
 
 def short_id(text: str, length: int = 6) -> str:
     return text[:length]
+
+
+def retry_due(at: float | None, now: float) -> str:
+    """When a queued payment is sent again: 'in 4s', or 'due now' once that time has come
+    (a retry never happened '1s ago': it is due, or being sent)."""
+    if at is None:
+        return "-"
+    delta = at - now
+    return "due now" if delta < 1 else f"in {duration(delta)}"
+
+
+# Why a send failed, in a few words, from its gRPC status code: never the transport's own
+# text ("Stream removed (Socket closed)"), which says nothing to a presenter.
+SEND_FAILURE = {
+    "UNAVAILABLE": "gateway or bank down",
+    "DEADLINE_EXCEEDED": "no answer in time",
+    "ABORTED": "still in flight",
+    "RESOURCE_EXHAUSTED": "rate limited",
+    "UNAUTHENTICATED": "log in again",
+    "CANCELLED": "cancelled",
+    "INTERNAL": "gateway error",
+    "UNKNOWN": "gateway error",
+}
+
+
+def send_failure(code: str) -> str:
+    """'gateway or bank down' for UNAVAILABLE, ...; '-' before the first failed send."""
+    if not code:
+        return "-"
+    return SEND_FAILURE.get(code, code.lower().replace("_", " "))

@@ -1,4 +1,8 @@
-"""Offline queue: the embedded client's outbox, payments written down but not yet answered."""
+"""Offline queue: the embedded client's outbox, payments written down but not yet answered.
+
+Every column is as wide as its widest cell, computed here (no frame with columns cut to
+their header while the table measures itself); "Why queued" takes the rest and wraps.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,14 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from app.format import relative, short_id
+from app.format import retry_due, send_failure, short_id
 from app.model import QueuedPayment
 from backend.common.money import format_cents
+
+COLUMNS = ("Key", "User", "Pay to", "Amount", "Tries", "Next retry", "Why queued")
+RIGHT = {"Amount", "Tries"}
+MIN_WHY_WIDTH = 12
+MAX_ROW_LINES = 2
 
 
 class OutboxPanel(Vertical):
@@ -38,8 +47,9 @@ class OutboxPanel(Vertical):
         yield DataTable(cursor_type="row")
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_columns("Key", "User", "Pay to", Text("Amount", justify="right"), "Tries", "Next retry", "Last error")
+        self._render_rows()
+
+    def on_resize(self) -> None:
         self._render_rows()
 
     def watch_entries(self) -> None:
@@ -50,18 +60,18 @@ class OutboxPanel(Vertical):
 
     def _render_rows(self) -> None:
         table = self.query_one(DataTable)
-        table.clear()
-        for e in self.entries:
-            table.add_row(
-                Text(short_id(e.idempotency_key, 8), style="dim"),
-                e.username,
-                e.payee,
-                Text(format_cents(e.amount_cents), justify="right"),
-                Text(str(e.attempts), justify="right"),
-                relative(e.next_retry_at, self.now),
-                Text(e.last_error, style="red"),
-                key=e.idempotency_key,
-            )
+        rows = [_cells(e, self.now) for e in self.entries]
+        widths = _widths(rows, self.size.width - table.styles.scrollbar_size_vertical, table.cell_padding)
+        if widths != [c.width for c in table.ordered_columns]:
+            table.clear(columns=True)
+            for label, width in zip(COLUMNS, widths, strict=True):
+                table.add_column(Text(label, justify="right") if label in RIGHT else label, key=label, width=width)
+        else:
+            table.clear()
+        console = self.app.console
+        for e, cells in zip(self.entries, rows, strict=True):
+            lines = len(cells[-1].wrap(console, widths[-1]))
+            table.add_row(*cells, key=e.idempotency_key, height=min(MAX_ROW_LINES, lines))
         self.border_title = f"Offline queue ({len(self.entries)})" if self.entries else "Offline queue"
         table.display = bool(self.entries)
         self.set_class(not self.entries, "-empty")
@@ -69,3 +79,31 @@ class OutboxPanel(Vertical):
 
     def action_sync(self) -> None:
         self.post_message(self.SyncRequested())
+
+
+def _cells(e: QueuedPayment, now: float) -> tuple[Text, ...]:
+    return (
+        Text(short_id(e.idempotency_key, 8), style="dim"),
+        Text(e.username),
+        Text(e.payee),
+        Text(format_cents(e.amount_cents), justify="right"),
+        Text(str(e.attempts), justify="right"),
+        Text(retry_due(e.next_retry_at, now)),
+        Text(_why(e), style="red"),
+    )
+
+
+def _why(e: QueuedPayment) -> str:
+    """Why its last send failed, from the status code. The model may not carry the code
+    yet (QueuedPayment.last_code); then only that a send failed, never the raw text."""
+    code = getattr(e, "last_code", "")
+    if code:
+        return send_failure(code)
+    return "send failed" if e.last_error else "-"
+
+
+def _widths(rows: list[tuple[Text, ...]], total: int, padding: int) -> list[int]:
+    """Each column as wide as its widest cell or label; the last takes what is left."""
+    widths = [max([len(label), *(cells[i].cell_len for cells in rows)]) for i, label in enumerate(COLUMNS[:-1])]
+    used = sum(w + 2 * padding for w in widths)
+    return [*widths, max(MIN_WHY_WIDTH, total - used - 2 * padding)]
