@@ -29,6 +29,7 @@ from backend.common.events import Event
 from backend.common.states import ProcessState
 
 MAX_LINE_BYTES = 64 * 1024
+MAX_REASON_CHARS = 500  # of a start_failed message kept for the error a waiter sees
 STOP_GRACE_S = 5.0
 
 
@@ -129,6 +130,9 @@ class ProcState:
     exit_state: ProcessState = (
         ProcessState.CRASHED
     )  # what an exit means: OFFLINE if we killed it, STOPPED if we stopped it
+    # Why the last start failed, as the process said it (its start_failed line:
+    # "cannot listen on 127.0.0.1:50061: the port is in use or not allowed"); "" if it did not say.
+    start_error: str = ""
 
 
 class Supervisor:
@@ -168,6 +172,7 @@ class Supervisor:
             limit=MAX_LINE_BYTES,
         )
         p.pid, p.started_at, p.exit_code, p.exit_state = p.proc.pid, time.time(), None, ProcessState.CRASHED
+        p.start_error = ""
         p.serving = asyncio.Event()
         self._set(p, ProcessState.STARTING)
         p.reader = asyncio.create_task(self._read(p, p.proc))
@@ -187,7 +192,8 @@ class Supervisor:
         except TimeoutError:
             raise RuntimeError(f"{name} did not start serving within {timeout_s:.0f} s (state {p.state})") from None
         if p.state not in (ProcessState.SERVING, ProcessState.FROZEN):
-            raise RuntimeError(f"{name} exited while starting (exit code {p.exit_code})")
+            reason = f": {p.start_error}" if p.start_error else ""
+            raise RuntimeError(f"{name} exited while starting{reason} (exit code {p.exit_code})")
 
     async def _read(self, p: ProcState, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -199,9 +205,12 @@ class Supervisor:
             if not line:
                 break
             record = _parse(line, p.spec.name)
-            if record.get("event") == Event.SERVING and p.proc is proc:
-                self._set(p, ProcessState.SERVING)
-                p.serving.set()
+            if p.proc is proc:
+                if record.get("event") == Event.SERVING:
+                    self._set(p, ProcessState.SERVING)
+                    p.serving.set()
+                elif record.get("event") == Event.START_FAILED:
+                    p.start_error = str(record.get("msg") or "")[:MAX_REASON_CHARS]
             self.on_record(record)
         code = await proc.wait()
         if p.proc is not proc:
