@@ -1,19 +1,34 @@
-"""Logs: the JSON lines of every process, one formatted line each, filterable."""
+"""Logs: the JSON lines of every process, one formatted line each, filterable.
+
+Lines are shown in time order across processes (each process's lines reach us
+through its own pipe, a few milliseconds apart, so a late line is put in its
+place rather than at the bottom), wrapped to the width, and the view follows the
+newest line, through resizes too, until the user scrolls up (back at the bottom,
+it follows again)."""
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+from rich.console import Console
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.geometry import Size
 from textual.reactive import reactive
-from textual.widgets import Label, RichLog, Select
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Label, Select
 
 from app.format import clock_time, short_id
 from app.model import LogRecord
 
 MAX_RECORDS = 2000
+CONTINUATION_INDENT = 2  # a long line goes on below, indented so it does not read as a new line
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 LEVEL_NAME = {"warning": "WARN", "critical": "CRIT"}
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red", "critical": "bold white on red"}
@@ -24,17 +39,147 @@ _SECRET_WORDS = ("password", "token", "secret", "private", "authorization", "coo
 _ALL = "all"
 
 
+Key = tuple[float, int]  # (time, arrival number): lines of the same time stay in arrival order
+
+
+@dataclass
+class _Entry:
+    key: Key
+    text: Text
+    strips: list[Strip]  # the text wrapped to the current width
+
+
+class LogLines(ScrollView, can_focus=True):
+    """Formatted log lines in time order, wrapped to the width, the newest in view unless
+    the user scrolled up (Textual's anchor: kept at the bottom as lines come and the size
+    changes, released by a scroll up, taken again at the bottom)."""
+
+    DEFAULT_CSS = """
+    LogLines {
+        height: 1fr;
+        background: $surface;
+        color: $foreground;
+        padding: 0 1;
+        overflow-x: hidden;
+        overflow-y: scroll;
+        &:focus { background-tint: $foreground 5%; }
+    }
+    """
+
+    def __init__(self, max_lines: int = MAX_RECORDS, **kwargs) -> None:
+        super().__init__(**kwargs)
+        assert max_lines > 0
+        self.max_lines = max_lines  # log lines (records), however many rows each wraps to
+        self._entries: list[_Entry] = []  # in key order
+        self._keys: list[Key] = []
+        self._rows: list[Strip] = []  # every entry's strips, in order: what is drawn
+        self._width = 0  # what the strips are wrapped to; 0 until the size is known
+        self._arrivals = itertools.count()
+
+    @property
+    def following(self) -> bool:
+        """True while the newest line is kept in view."""
+        return self.is_anchored and not self._anchor_released
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    def add(self, at: float, text: Text) -> None:
+        """Show `text` in its place by time `at` (at the bottom unless it came late)."""
+        key = (at, next(self._arrivals))
+        entry = _Entry(key, text, self._wrap(text))
+        i = bisect.bisect_right(self._keys, key)
+        if i == len(self._entries):
+            self._rows.extend(entry.strips)
+        else:
+            row = sum(len(e.strips) for e in self._entries[:i])
+            self._rows[row:row] = entry.strips
+        self._entries.insert(i, entry)
+        self._keys.insert(i, key)
+        dropped = 0
+        while len(self._entries) > self.max_lines:
+            dropped += len(self._entries.pop(0).strips)
+            self._keys.pop(0)
+        del self._rows[:dropped]
+        self._resized_content()
+        if dropped and not self.following:  # keep the lines the user is reading in place
+            self.scroll_to(y=max(0, self.scroll_y - dropped), animate=False, immediate=True)
+
+    def replace(self, lines: Iterable[tuple[float, Text]]) -> None:
+        """Show these lines instead (oldest to newest or in any order), the newest in view."""
+        self._entries, self._keys, self._rows = [], [], []
+        for at, text in lines:
+            self.add(at, text)
+        self.anchor()
+
+    @property
+    def texts(self) -> list[Text]:
+        """The lines shown, in time order (for tests and the tooltip-less curious)."""
+        return [e.text for e in self._entries]
+
+    def on_resize(self, event: events.Resize) -> None:
+        width = self.scrollable_content_region.width
+        if width == self._width:
+            return
+        top = self._entry_at_row(int(self.scroll_y))
+        self._width = width
+        for entry in self._entries:
+            entry.strips = self._wrap(entry.text)
+        self._rows = [strip for entry in self._entries for strip in entry.strips]
+        self._resized_content()
+        if not self.following and top is not None:  # keep the first line read at the top
+            row = sum(len(e.strips) for e in self._entries[:top])
+            self.scroll_to(y=row, animate=False, immediate=True)
+
+    def _entry_at_row(self, row: int) -> int | None:
+        seen = 0
+        for i, entry in enumerate(self._entries):
+            seen += len(entry.strips)
+            if seen > row:
+                return i
+        return None
+
+    def _resized_content(self) -> None:
+        self.virtual_size = Size(self._width, len(self._rows))
+        self.refresh()
+
+    def _wrap(self, text: Text) -> list[Strip]:
+        return wrap(text, self._width, self.app.console)
+
+    def render_line(self, y: int) -> Strip:
+        row = int(self.scroll_y) + y
+        width = self.scrollable_content_region.width
+        if row >= len(self._rows):
+            return Strip.blank(width, self.rich_style)
+        return self._rows[row].crop_extend(0, width, self.rich_style).apply_style(self.rich_style)
+
+
+def wrap(text: Text, width: int, console: Console) -> list[Strip]:
+    """`text` as rows of at most `width` cells: whole if it fits, else folded, the rows
+    after the first indented by CONTINUATION_INDENT. No rows while the width is unknown."""
+    if width <= 0:
+        return []
+    if "\n" not in text.plain and text.cell_len <= width:
+        return [Strip(text.render(console), text.cell_len)]
+    indent = CONTINUATION_INDENT if width > 4 * CONTINUATION_INDENT else 0
+    first, *rest = text.wrap(console, width - indent, overflow="fold")
+    rows = [first, *(Text(" " * indent).append_text(line) for line in rest)]
+    return [Strip(row.render(console)) for row in rows]
+
+
 class LogView(Vertical):
     processes: reactive[tuple[str, ...]] = reactive(tuple, init=False)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.border_title = "Logs: every process's JSON lines"
+        self.border_title = "Logs: every process's JSON lines, in time order"
         self.border_subtitle = f"keeps the last {MAX_RECORDS} lines · tab to the filters below"
-        self._records: deque[LogRecord] = deque(maxlen=MAX_RECORDS)
+        self._records: list[LogRecord] = []  # in key order, at most MAX_RECORDS
+        self._keys: list[Key] = []
+        self._arrivals = itertools.count()
 
     def compose(self) -> ComposeResult:
-        yield RichLog(max_lines=MAX_RECORDS, wrap=False, auto_scroll=True)
+        yield LogLines(MAX_RECORDS)
         with Horizontal(id="log-filters"):
             yield Label("Process")
             yield Select([("all processes", _ALL)], value=_ALL, allow_blank=False, id="log-process", compact=True)
@@ -59,16 +204,17 @@ class LogView(Vertical):
         select.value = value if value in names else _ALL
 
     def append(self, record: LogRecord) -> None:
-        self._records.append(record)
+        key = (record.time, next(self._arrivals))
+        i = bisect.bisect_right(self._keys, key)
+        self._records.insert(i, record)
+        self._keys.insert(i, key)
+        if len(self._records) > MAX_RECORDS:
+            del self._records[0], self._keys[0]
         if self._shown(record):
-            self.query_one(RichLog).write(format_record(record))
+            self.query_one(LogLines).add(record.time, format_record(record))
 
     def on_select_changed(self) -> None:
-        log = self.query_one(RichLog)
-        log.clear()
-        for record in self._records:
-            if self._shown(record):
-                log.write(format_record(record))
+        self.query_one(LogLines).replace((r.time, format_record(r)) for r in self._records if self._shown(r))
 
     def _shown(self, record: LogRecord) -> bool:
         process = self.query_one("#log-process", Select).value
