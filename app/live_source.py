@@ -9,6 +9,7 @@ the standard gRPC health service.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from textual.message import Message
 
 from app import messages as msg
 from app.model import (
+    LATENCY_WINDOW_PAYMENTS,
     AccountRow,
     Balances,
     BankBalances,
@@ -43,8 +45,10 @@ from backend.supervisor import StackConfig, Supervisor, stack_specs
 
 POLL_S = 2.0
 HEALTH_TIMEOUT_S = 0.5
-STATS_WINDOW_S = 60
-LATENCY_SAMPLES = 500
+STATS_WINDOW_S = 60  # finished seconds in the throughput sparkline
+# A second is counted as finished this long after it ended: the log lines of its last
+# decisions reach us a few milliseconds late.
+LATE_LINES_S = 0.25
 _LOG_FIELDS = ("time", "process", "level", "event")
 
 
@@ -67,9 +71,58 @@ def committing(rows, now: float) -> int:
     )
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest rank: the smallest sample with at least q of all samples at or below it."""
+    assert ordered and 0 < q <= 1
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+class PaymentStats:
+    """What the status bar shows, from the gateway's 2PC lines; pure (every time is passed in).
+
+    Throughput: payments the gateway decided COMMIT in each whole second, for the last
+    `window_s` finished seconds (a second still running is never shown: it would read 0
+    right after a commit). Latency: from the gateway's `begin` of a payment to its
+    decision (what the paying client waits for, give or take the network), over the last
+    `latency_window` decided payments, commits and aborts alike. How long a dead or frozen
+    bank then takes to acknowledge the decision is not counted: no client waits for it."""
+
+    def __init__(self, window_s: int = STATS_WINDOW_S, latency_window: int = LATENCY_WINDOW_PAYMENTS) -> None:
+        assert window_s > 0 and latency_window > 0
+        self.window_s = window_s
+        self._commits: dict[int, int] = {}  # whole second (time.time()) -> commits decided in it
+        self._latencies_ms: deque[float] = deque(maxlen=latency_window)
+
+    def committed(self, at: float) -> None:
+        second = int(at)
+        self._commits[second] = self._commits.get(second, 0) + 1
+        if len(self._commits) > 2 * self.window_s:  # bounded: forget seconds the window has left
+            newest = max(self._commits)
+            for old in [s for s in self._commits if s <= newest - self.window_s]:
+                del self._commits[old]
+
+    def decided(self, began_at: float, decided_at: float) -> None:
+        self._latencies_ms.append(max(0.0, (decided_at - began_at) * 1000))
+
+    def message(self, now: float) -> msg.StatsChanged:
+        newest = math.floor(now - LATE_LINES_S) - 1  # the newest finished second
+        seconds = range(newest - self.window_s + 1, newest + 1)
+        ordered = sorted(self._latencies_ms)
+        return msg.StatsChanged(
+            tuple(self._commits.get(s, 0) for s in seconds),
+            percentile(ordered, 0.50) if ordered else None,
+            percentile(ordered, 0.99) if ordered else None,
+        )
+
+    def next_tick_at(self, now: float) -> float:
+        """When the next second will count as finished."""
+        return math.floor(now - LATE_LINES_S) + 1 + LATE_LINES_S
+
+
 class LiveSource(ControlSource):
-    def __init__(self, cfg: StackConfig) -> None:
+    def __init__(self, cfg: StackConfig, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.clock = clock
         self._post: Callable[[Message], None] = lambda m: None
         self._lock = None
         self.sup = Supervisor(stack_specs(cfg), self._on_record, self._on_change)
@@ -78,8 +131,7 @@ class LiveSource(ControlSource):
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task] = []
         self._balances_due = asyncio.Event()
-        self._commits: deque[float] = deque(maxlen=10_000)
-        self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.stats = PaymentStats()
         self._fixture_total = fixture_total_cents(cfg)
         self._seeded: dict[str, int] = {}  # bank -> what it was seeded with (never changes)
         self._off_streak = 0
@@ -148,13 +200,14 @@ class LiveSource(ControlSource):
         except RuntimeError as exc:
             raise ClientError("UNAVAILABLE", str(exc)) from None
         self._balances_due.set()
-        if name == "gateway":
-            self._wake_retrier()
 
     # ------------------------------------------------------ process events --
     def _on_change(self, state) -> None:
         if state.state != ProcessState.SERVING:
             self._health[state.spec.name] = "UNKNOWN"
+        else:
+            # Serving again (started, restarted, thawed): what was queued may go through now.
+            self._wake_retrier(all_now=True)
         self._post_processes()
         if state.spec.kind == "bank":
             self._balances_due.set()
@@ -173,11 +226,12 @@ class LiveSource(ControlSource):
             restarts=p.restarts,
             health=self._health.get(p.spec.name, "UNKNOWN"),
             exit_code=p.exit_code,
+            start_error=p.start_error,
         )
 
     def _on_record(self, raw: dict) -> None:
         record = LogRecord(
-            time=float(raw.get("time") or time.time()),
+            time=float(raw.get("time") or self.clock()),
             process=str(raw.get("process", "?")),
             level=str(raw.get("level", "info")),
             event=str(raw.get("event", "")),
@@ -192,10 +246,11 @@ class LiveSource(ControlSource):
             return
         if event.phase in (Phase.ACKED, Phase.COMMITTED, Phase.ABORTED):
             self._balances_due.set()
-        if record.process == "gateway" and event.phase == Phase.DECISION and event.decision == Decision.COMMIT:
-            self._commits.append(record.time)
-        if row is not None and row.latency_ms is not None and event.phase == Phase.ACKED:
-            self._latencies.append(row.latency_ms)
+        if record.process == "gateway" and event.phase == Phase.DECISION and row is not None:
+            # row is not None: this line made the decision (a decision is written once).
+            self.stats.decided(row.started_at, record.time)
+            if row.decision == Decision.COMMIT:
+                self.stats.committed(record.time)
 
     # ------------------------------------------------------------- polling --
     async def _poll_health(self) -> None:
@@ -227,9 +282,9 @@ class LiveSource(ControlSource):
             except TimeoutError:
                 pass
             self._balances_due.clear()
-            in_flight = committing(self.timeline.rows(), time.time())
+            in_flight = committing(self.timeline.rows(), self.clock())
             banks = await asyncio.gather(*(self._bank_balances(n) for n in self.cfg.bank_ports))
-            in_flight += committing(self.timeline.rows(), time.time())
+            in_flight += committing(self.timeline.rows(), self.clock())
             expected = sum(self._seeded.values()) if len(self._seeded) == len(banks) else self._fixture_total
             balances = Balances(tuple(banks), expected)
             off = balances.complete and balances.total_cents != expected
@@ -259,18 +314,11 @@ class LiveSource(ControlSource):
         )
 
     async def _tick_stats(self) -> None:
+        """Post the stats once a second, just after each second is finished."""
         while True:
-            now = time.time()
-            buckets = [0] * STATS_WINDOW_S
-            for t in self._commits:
-                age = int(now - t)
-                if 0 <= age < STATS_WINDOW_S:
-                    buckets[STATS_WINDOW_S - 1 - age] += 1
-            ordered = sorted(self._latencies)
-            p50 = ordered[len(ordered) // 2] if ordered else None
-            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else None
-            self._post(msg.StatsChanged(tuple(buckets), p50, p99))
-            await asyncio.sleep(1.0)
+            now = self.clock()
+            self._post(self.stats.message(now))
+            await asyncio.sleep(min(1.0, max(0.05, self.stats.next_tick_at(now) - self.clock())))
 
     # ------------------------------------------------------ embedded client --
     def _client(self) -> GatewayClient:
@@ -278,10 +326,11 @@ class LiveSource(ControlSource):
             raise ClientError("UNAVAILABLE", "the control room is still starting")
         return self.client
 
-    def _wake_retrier(self) -> None:
-        """Send the queued payments now rather than at their next retry time."""
+    def _wake_retrier(self, all_now: bool = False) -> None:
+        """Look at the offline queue now; with all_now (a process came back), send every
+        queued payment now rather than at its next retry time."""
         if self.retrier is not None:
-            self.retrier.wake()
+            self.retrier.wake(all_now=all_now)
 
     def _post_outbox(self) -> None:
         if self.client is None:

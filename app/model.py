@@ -7,6 +7,10 @@ from enum import StrEnum
 
 from backend.common.states import Decision, PaymentStatus, ProcessState
 
+# What the status bar's numbers are over (app.live_source.PaymentStats computes them).
+RATE_WINDOW_S = 5  # "N payments/s": committed payments per second, mean of the last 5 finished seconds
+LATENCY_WINDOW_PAYMENTS = 100  # p50/p99 of begin -> decision over the last 100 decided payments
+
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -19,6 +23,7 @@ class ProcessInfo:
     restarts: int = 0
     health: str = "UNKNOWN"  # gRPC health: "SERVING" | "NOT_SERVING" | "UNKNOWN"
     exit_code: int | None = None
+    start_error: str = ""  # why its last start failed, as it said ("cannot listen on 127.0.0.1:50061: ...")
 
 
 @dataclass(frozen=True)

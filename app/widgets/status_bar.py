@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.widgets import Label, Sparkline
 
 from app.messages import StatsChanged
+from app.model import LATENCY_WINDOW_PAYMENTS, RATE_WINDOW_S
+
+TITLE = "Strife control room"
+MIN_SPARKLINE_CELLS = 10  # a narrower terminal takes the shortest wording and lets the sparkline shrink
+# What the numbers count, said as fully as the width allows (the tooltip always has the long form).
+_WORDINGS = (
+    "{rate} payments/s (last {window} s) · p50 {p50} · p99 {p99} (last {n} payments, begin→decision)",
+    "{rate} payments/s ({window} s) · p50 {p50} · p99 {p99} (last {n}, begin→decision)",
+    "{rate}/s ({window} s) · p50 {p50} · p99 {p99} (last {n})",
+)
 
 
 class StatusBar(Horizontal):
     stats: reactive[StatsChanged | None] = reactive(None, init=False)
 
     def compose(self) -> ComposeResult:
-        yield Label("Strife control room", id="status-title")
+        yield Label(TITLE, id="status-title")
         yield Sparkline([], id="status-sparkline")
         yield Label("waiting for data", id="status-numbers")
 
     def watch_stats(self, stats: StatsChanged) -> None:
         self.query_one(Sparkline).data = list(stats.rate_per_s)
-        now = stats.rate_per_s[-1] if stats.rate_per_s else 0
-        self.query_one("#status-numbers", Label).update(
-            f"{now} payments/s · p50 {_ms(stats.p50_ms)} · p99 {_ms(stats.p99_ms)}"
-        )
+        self._show_numbers()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._show_numbers()
+
+    def _show_numbers(self) -> None:
+        if self.stats is None:
+            return
+        numbers = self.query_one("#status-numbers", Label)
+        room = self.size.width - len(TITLE) - 4 - MIN_SPARKLINE_CELLS  # 4: the labels' padding
+        texts = wordings(self.stats)
+        numbers.update(next((t for t in texts if len(t) <= room), texts[-1]))
+        numbers.tooltip = texts[0]
+
+
+def rate_per_s(stats: StatsChanged, window_s: int = RATE_WINDOW_S) -> float:
+    """Committed payments per second over the last `window_s` finished seconds."""
+    recent = stats.rate_per_s[-window_s:]
+    return sum(recent) / window_s if recent else 0.0
+
+
+def wordings(stats: StatsChanged) -> list[str]:
+    """The numbers, longest wording first."""
+    values = {
+        "rate": f"{rate_per_s(stats):.1f}",
+        "window": RATE_WINDOW_S,
+        "p50": _ms(stats.p50_ms),
+        "p99": _ms(stats.p99_ms),
+        "n": LATENCY_WINDOW_PAYMENTS,
+    }
+    return [w.format(**values) for w in _WORDINGS]
 
 
 def _ms(value: float | None) -> str:
