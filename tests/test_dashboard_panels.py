@@ -112,14 +112,17 @@ async def test_scrolling_up_stops_following_and_end_jumps_to_the_newest():
         await add_payments(pilot, [payment(n) for n in range(MANY)])
         table = txn_table(app)
         table.focus()
+        await pilot.resize_terminal(*SMALL)  # compact rows, as in tmux at 80 columns
+        await pilot.pause()
         await pilot.press("up", "up", "up")
         looking_at = table.cursor_row
         await add_payments(pilot, [payment(MANY + 1)])
         assert table.cursor_row == looking_at, "a new payment pulled the user away from the row they chose"
-        await pilot.resize_terminal(100, 40)  # a width change keeps the row they chose too
+        await pilot.resize_terminal(*WIDE)  # a width change keeps the row they chose too
         await pilot.pause()
         await pilot.pause()
         assert table.cursor_row == looking_at
+        assert table.ordered_rows[looking_at].key.value in visible_rows(table), "the chosen row went out of view"
         await pilot.press("end")
         await pilot.pause()
         assert newest_in_view(app)

@@ -228,11 +228,12 @@ class TxnPanel(Vertical):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
-    def _restore_cursor(self, key: str | None) -> None:
+    def _restore_cursor(self, key: str | None, scroll: bool = False) -> None:
+        """The cursor back on the row the user chose (and, with `scroll`, that row in view)."""
         table = self.table
         if table.following or key is None or key not in table.rows:
             return
-        table.move_cursor(row=table.get_row_index(key), animate=False, scroll=False)
+        table.move_cursor(row=table.get_row_index(key), animate=False, scroll=scroll)
 
     # ---------------------------------------------------------- layout --
     def _rebuild(self) -> None:
@@ -241,7 +242,7 @@ class TxnPanel(Vertical):
         if not self.is_mounted:
             return
         table = self.table
-        cursor_key, scroll_y = self._cursor_key(), table.scroll_y
+        cursor_key = self._cursor_key()
         every = [_cells(r, self.compact) for r in self._rows.values()]
         self._widths = _widths(every, self.size.width - table.styles.scrollbar_size_vertical, table.cell_padding)
         self._laid_out_for = self.size.width
@@ -253,8 +254,7 @@ class TxnPanel(Vertical):
         if table.following:
             table.show_newest()
         else:
-            self._restore_cursor(cursor_key)
-            table.call_after_refresh(table.scroll_to, y=scroll_y, animate=False, force=True)
+            self._restore_cursor(cursor_key, scroll=True)
         self._show_titles()
 
     def _needs_wider_columns(self, cells: tuple) -> bool:
