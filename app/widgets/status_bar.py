@@ -12,7 +12,7 @@ from app.messages import StatsChanged
 from app.model import LATENCY_WINDOW_PAYMENTS, RATE_WINDOW_S
 
 TITLE = "Strife control room"
-MIN_SPARKLINE_CELLS = 10  # a narrower terminal takes the shortest wording and lets the sparkline shrink
+MIN_SPARKLINE_CELLS = 20  # below this the wording gets shorter, so the sparkline keeps some history
 # What the numbers count, said as fully as the width allows (the tooltip always has the long form).
 _WORDINGS = (
     "{rate} payments/s (last {window} s) · p50 {p50} · p99 {p99} (last {n} payments, begin→decision)",
@@ -34,7 +34,8 @@ class StatusBar(Horizontal):
         self._show_numbers()
 
     def on_resize(self, event: events.Resize) -> None:
-        self._show_numbers()
+        # After the layout pass this event comes from: a width change asked for during it is lost.
+        self.call_after_refresh(self._show_numbers)
 
     def _show_numbers(self) -> None:
         if self.stats is None:
