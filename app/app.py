@@ -45,6 +45,8 @@ from backend.common.states import ProcessState
 TICK_S = 1.0
 ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
 
+ESC_HELP = "Leave a text field or dropdown for the tab bar; close the Keys panel"
+
 ShowHandler = Callable[["StrifeApp", Any], None]
 
 
@@ -77,8 +79,8 @@ class StrifeApp(App):
         Binding("l", "show_tab('logs')", "Logs", show=False, tooltip="Logs tab"),
         Binding("question_mark", "help", "Keys", key_display="?", tooltip="This list of keys"),
         # Two bindings on one key: the first whose check_action allows it runs.
-        Binding("escape", "leave_field", "Leave field", tooltip="Leave a text field for the tab bar"),
-        Binding("escape", "escape", "Tab bar", show=False, tooltip="Close the Keys panel, else go to the tab bar"),
+        Binding("escape", "leave_field", "Leave field", tooltip=ESC_HELP),
+        Binding("escape", "escape", "Tab bar", show=False, tooltip=ESC_HELP),
     ]
 
     def __init__(self, source: ControlSource, clock: Callable[[], float] = time.time) -> None:
@@ -172,7 +174,9 @@ class StrifeApp(App):
             # neighbour field), and TabbedContent then switches back to that pane: d pressed
             # on the Pay form's bank dropdown did nothing (Textual issue #4955).
             self.screen.set_focus(None)
-        tabbed.active = tab
+            tabbed.active = tab  # TabActivated then focuses the new pane
+        elif self.focused is None or tabbed.active_pane not in self.focused.ancestors:
+            self._focus_first(tabbed.active_pane)  # on the tab bar: the key goes into its pane
 
     def action_leave_field(self) -> None:
         """From a text field to the tab bar, where the one-letter keys work again."""
@@ -221,19 +225,19 @@ class StrifeApp(App):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """Keys go to the tab just opened: focus its first field or table."""
-        pane = event.pane
+        self.call_after_refresh(self._focus_first, event.pane)
 
-        def focus_first() -> None:
-            target: Widget | None
-            if pane.id == "client":  # a field to type in, never the Log out button
-                logged_in = self.query_one(LoginForm).username is not None
-                target = self.query_one("#pay-bank" if logged_in else "#login-username")
-            else:
-                target = next((w for w in self.screen.focus_chain if pane in w.ancestors), None)
-            if target is not None:
-                target.focus()
-
-        self.call_after_refresh(focus_first)
+    def _focus_first(self, pane: TabPane | None) -> None:
+        target: Widget | None
+        if pane is None:
+            return
+        if pane.id == "client":  # a field to type in, never the Log out button
+            logged_in = self.query_one(LoginForm).username is not None
+            target = self.query_one("#pay-bank" if logged_in else "#login-username")
+        else:
+            target = next((w for w in self.screen.focus_chain if pane in w.ancestors), None)
+        if target is not None:
+            target.focus()
 
     # ------------------------------------------------- from the source --
     @shows(msg.ProcessesChanged)
@@ -242,7 +246,8 @@ class StrifeApp(App):
         for p in message.processes:
             if p.state == ProcessState.CRASHED and before.get(p.name, ProcessState.CRASHED) != ProcessState.CRASHED:
                 self.notify(
-                    f"It exited on its own ({_exit_reason(p.exit_code)}). Select it in Processes and press r.",
+                    f"{_exit_reason(p.exit_code)}, not by the control room. "
+                    "Select it in Processes and press r to start it again.",
                     title=f"{p.name} crashed",
                     severity="error",
                     timeout=10,
@@ -408,30 +413,33 @@ class StrifeApp(App):
 
 
 def _describe(bindings: Iterable[Any], app: App) -> list[tuple[str, str]]:
-    """(keys, what they do) of `bindings`, one line per action; keys of one action joined."""
-    lines: dict[tuple[str, str], list[str]] = {}
+    """(keys, what they do) of `bindings`, one line per explanation; keys that do the same joined."""
+    lines: dict[str, list[str]] = {}
     for binding in Binding.make_bindings(bindings):
         what = binding.tooltip or binding.description
         if what:
-            lines.setdefault((binding.action, what), []).append(app.get_key_display(binding))
-    return [(" / ".join(dict.fromkeys(keys)), what) for (_, what), keys in lines.items()]
+            lines.setdefault(what, []).append(app.get_key_display(binding))
+    return [(" / ".join(dict.fromkeys(keys)), what) for what, keys in lines.items()]
 
 
 def _panel_title(widget: Widget) -> str:
-    """A panel's title without its details: "Offline queue (3)" and "Logs: every ..." -> the name."""
-    title = str(widget.border_title or type(widget).__name__)
+    """The title of the panel `widget` is in, without details: "Offline queue (3)", "Logs: every ..."
+    -> the name."""
+    titled = next((w for w in widget.ancestors_with_self if isinstance(w, Widget) and w.border_title), widget)
+    title = str(titled.border_title or type(widget).__name__)
     return re.sub(r"\s*\(\d+\)$", "", title.split(":")[0])
 
 
 def _exit_reason(exit_code: int | None) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
     if exit_code is None:
-        return "no exit code"
+        return "Stopped"
     if exit_code < 0:
         try:
-            return f"killed by {signal.Signals(-exit_code).name}"
+            return f"Killed by {signal.Signals(-exit_code).name}"
         except ValueError:
-            return f"killed by signal {-exit_code}"
-    return f"exit code {exit_code}"
+            return f"Killed by signal {-exit_code}"
+    return f"Exited with code {exit_code}"
 
 
 def _sentence(text: str) -> str:

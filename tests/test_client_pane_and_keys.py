@@ -111,6 +111,9 @@ async def test_tab_keys_work_from_the_dropdown_focused_after_logging_in():
         await pilot.pause()
         assert isinstance(app.focused, Tabs), "Esc from a dropdown goes to the tab bar"
         assert active_tab(app) == "client"
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.focused is app.query_one("#pay-bank", Select), "c from the tab bar goes into the Client pane"
 
 
 async def test_tab_keys_work_from_every_dropdown_and_letters_still_go_into_text_fields():

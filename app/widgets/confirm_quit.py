@@ -29,7 +29,7 @@ class ConfirmQuit(ModalScreen[bool]):
     ConfirmQuit #quit-question { width: auto; text-style: bold; }
     ConfirmQuit #quit-detail { width: auto; color: $text-muted; }
     ConfirmQuit Horizontal { width: auto; height: auto; margin-top: 1; }
-    ConfirmQuit Button { margin-right: 2; }
+    ConfirmQuit #quit-yes { margin-right: 2; }
     """
 
     BINDINGS = [

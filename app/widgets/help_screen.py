@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 from rich.text import Text
@@ -11,7 +12,11 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-KEY_WIDTH = 14  # the key column; the longest key shown is "shift+tab"
+BOX_WIDTH = 72
+KEY_WIDTH = 17  # the key column: "tab / shift+tab" and a space
+# What a key does wraps under itself, not under the keys: the box less its border (2),
+# padding (4), scrollbar (2), indent (2) and the key column.
+WHAT_WIDTH = BOX_WIDTH - 2 - 4 - 2 - 2 - KEY_WIDTH
 
 # One section: its title and its (keys, what they do) lines.
 Section = tuple[str, Sequence[tuple[str, str]]]
@@ -23,11 +28,11 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll {
-        width: 72;
+        width: BOX_WIDTH;
         max-width: 100%;
         height: auto;
         max-height: 100%;
-        padding: 0 2;
+        padding: 0 2 1 2;
         border: round $accent;
         border-title-color: $text;
         border-title-style: bold;
@@ -35,8 +40,7 @@ class HelpScreen(ModalScreen[None]):
         background: $surface;
     }
     HelpScreen .help-section { height: auto; margin-top: 1; }
-    HelpScreen .help-section:last-of-type { margin-bottom: 1; }
-    """
+    """.replace("BOX_WIDTH", str(BOX_WIDTH))
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close help")]
 
@@ -63,5 +67,5 @@ def _section(title: str, lines: Sequence[tuple[str, str]]) -> Text:
     for keys, what in lines:
         text.append("\n  ")
         text.append(keys.ljust(KEY_WIDTH), style="bold")
-        text.append(what)
+        text.append(("\n  " + " " * KEY_WIDTH).join(textwrap.wrap(what, WHAT_WIDTH)))
     return text
