@@ -195,7 +195,7 @@ async def test_quit_leaves_no_child_process(live_source):
         pids = [p.pid for p in live_source.sup.procs.values()]
         assert all(pids)
         await live_source.freeze("BankA")  # even a stopped process must go
-        await pilot.press("q")
+        await pilot.press("q", "y")  # q asks first; y stops everything
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"child {pid} still running"
 

@@ -16,6 +16,8 @@ def parse_cents(text: str) -> int:
     if not match:
         if re.match(r"^\d+\.\d{3,}$", text):
             raise InvalidInput(f"amount {text!r} has a fraction of a cent: use at most 2 decimals")
+        if re.match(r"^\s*-", text):
+            raise InvalidInput(f"amount must be positive, got {text}")
         raise InvalidInput(f"amount {text!r} is not a positive number like 12.50")
     units, frac = match.group(1), (match.group(2) or "").ljust(2, "0")
     return amount_cents(int(units) * 100 + int(frac))
