@@ -448,11 +448,17 @@ class GatewayClient:
         entry = await asyncio.to_thread(
             self.outbox.add, session.username, to_bank, to_account, amount_cents, src_bank, src_account
         )
-        self._changed()
-        [claimed] = await asyncio.to_thread(
-            self.outbox.claim, session.username, time.time(), LEASE_S, False, [entry.idempotency_key]
-        )
-        delivery = await self._send(session, claimed)
+        # Ours to send from now on: a sync that sends everything, due or not (after a wake for
+        # a process back), must not send it too while this send is on its way.
+        self._sending.add(entry.idempotency_key)
+        try:
+            self._changed()
+            [claimed] = await asyncio.to_thread(
+                self.outbox.claim, session.username, time.time(), LEASE_S, False, [entry.idempotency_key]
+            )
+            delivery = await self._send(session, claimed)
+        finally:
+            self._sending.discard(entry.idempotency_key)
         if delivery.status == PaymentStatus.REJECTED:
             assert delivery.error is not None
             raise delivery.error
@@ -550,7 +556,10 @@ class GatewayClient:
 
     async def sync(self, due_only: bool = False) -> SyncReport:
         """Send the logged-in user's queued payments now, oldest first (only those whose
-        retry time has come with due_only). Entries of other users are never touched.
+        retry time has come with due_only). Entries of other users are never touched, nor
+        those this process is sending. Without due_only an entry leased by another process
+        may be sent too: the gateway answers one of the two sends (same key) and the other
+        ABORTED, "in progress", so nothing is charged twice.
         Stops the round early when the gateway is unreachable or the session is refused."""
         session = self.require_session()
         async with self._sync_lock:
@@ -563,6 +572,8 @@ class GatewayClient:
                 if e.idempotency_key not in self._sending and (not due_only or e.next_retry_at <= now)
             ]
             for key in keys:
+                if key in self._sending:
+                    continue  # a pay or resend of this process took it meanwhile
                 claimed = await asyncio.to_thread(
                     self.outbox.claim, session.username, time.time(), LEASE_S, due_only, [key]
                 )
