@@ -348,6 +348,7 @@ class LiveSource(ControlSource):
                         next_retry_at=e.next_retry_at,
                         last_error=e.last_error,
                         created_at=e.created_at,
+                        last_code=e.last_code,
                     )
                     for e in entries
                 )

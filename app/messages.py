@@ -41,7 +41,8 @@ class ClientChanged(Message):
 
 @dataclass
 class StatsChanged(Message):
-    """Committed payments per second over the last seconds (oldest first) and recent latency."""
+    """Committed payments in each finished second (oldest first); p50/p99 from the
+    gateway's begin to its decision over the last 100 decided payments."""
 
     rate_per_s: tuple[int, ...]
     p50_ms: float | None

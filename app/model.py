@@ -126,6 +126,7 @@ class QueuedPayment:
     next_retry_at: float | None
     last_error: str = ""
     created_at: float = 0.0
+    last_code: str = ""  # status code name of the last failed send ("" before the first)
 
 
 @dataclass(frozen=True)

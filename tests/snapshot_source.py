@@ -282,8 +282,9 @@ class SnapshotSource(ControlSource):
                     1_000,
                     3,
                     NOW + 4,
-                    "UNAVAILABLE: gateway offline",
+                    "gateway offline",
                     NOW - 50,
+                    "UNAVAILABLE",
                 ),
                 QueuedPayment(
                     "5e6f7081-92a3-4b4c-9d5e-6f708192a3b4",
@@ -292,8 +293,9 @@ class SnapshotSource(ControlSource):
                     4_200,
                     1,
                     NOW + 1,
-                    "UNAVAILABLE: gateway offline",
+                    "gateway offline",
                     NOW - 12,
+                    "UNAVAILABLE",
                 ),
                 QueuedPayment(
                     "a1b2c3d4-e5f6-4071-8293-a4b5c6d7e8f9",
@@ -302,8 +304,9 @@ class SnapshotSource(ControlSource):
                     725,
                     5,
                     NOW + 16,
-                    "DEADLINE_EXCEEDED: no answer in 2s",
+                    "no answer in 2s",
                     NOW - 90,
+                    "DEADLINE_EXCEEDED",
                 ),
             )
             records.append(_log(-95, "gateway", KILLED_EVENT, "error", msg="killed by the control room (SIGKILL)"))

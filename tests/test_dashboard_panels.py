@@ -5,7 +5,7 @@ draws half-measured columns, the offline queue speaks plainly. No processes, no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 from rich.text import Text
@@ -175,16 +175,9 @@ WORST_PROCESSES = (  # every long value at once
 )
 
 
-@dataclass(frozen=True)
-class QueuedWithCode(QueuedPayment):
-    """A queued payment with the status code of its last failed send (see OutboxPanel)."""
-
-    last_code: str = ""
-
-
 QUEUED = (
-    QueuedWithCode("0c1d2e3f-4a5b", "alice", "BankB/B-2001", 1_000, 3, NOW + 4, "Socket closed", NOW, "UNAVAILABLE"),
-    QueuedWithCode(
+    QueuedPayment("0c1d2e3f-4a5b", "alice", "BankB/B-2001", 1_000, 3, NOW + 4, "Socket closed", NOW, "UNAVAILABLE"),
+    QueuedPayment(
         "5e6f7081-92a3", "frank", "BankC/C-3001", 1_234_567, 12, NOW - 3, "Deadline Exceeded", NOW, "DEADLINE_EXCEEDED"
     ),
 )

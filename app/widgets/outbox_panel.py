@@ -94,11 +94,9 @@ def _cells(e: QueuedPayment, now: float) -> tuple[Text, ...]:
 
 
 def _why(e: QueuedPayment) -> str:
-    """Why its last send failed, from the status code. The model may not carry the code
-    yet (QueuedPayment.last_code); then only that a send failed, never the raw text."""
-    code = getattr(e, "last_code", "")
-    if code:
-        return send_failure(code)
+    """Why its last send failed, from the status code; never the transport's raw text."""
+    if e.last_code:
+        return send_failure(e.last_code)
     return "send failed" if e.last_error else "-"
 
 
