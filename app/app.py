@@ -43,6 +43,7 @@ from app.widgets.txn_panel import TxnPanel
 from backend.common.states import ProcessState
 
 TICK_S = 1.0
+SLOW_MOTION_MS = 800  # per phase: prepare, vote and commit each stay on screen this long
 ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
 
 ESC_HELP = "Leave a text field or dropdown for the tab bar; close the Keys panel"
@@ -78,6 +79,12 @@ class StrifeApp(App):
         Binding("c", "show_tab('client')", "Client", show=False, tooltip="Client tab: log in and pay"),
         Binding("l", "show_tab('logs')", "Logs", show=False, tooltip="Logs tab"),
         Binding("question_mark", "help", "Keys", key_display="?", tooltip="This list of keys"),
+        Binding(
+            "m",
+            "slow_motion",
+            "Slow motion",
+            tooltip=f"Slow motion on/off: the gateway pauses {SLOW_MOTION_MS} ms between a payment's phases",
+        ),
         # Two bindings on one key: the first whose check_action allows it runs.
         Binding("escape", "leave_field", "Leave field", tooltip=ESC_HELP),
         Binding("escape", "escape", "Tab bar", show=False, tooltip=ESC_HELP),
@@ -90,6 +97,7 @@ class StrifeApp(App):
         self.theme = "textual-dark"
         self._processes: tuple[ProcessInfo, ...] = ()
         self._source_stopped = False
+        self._slow_motion_ms = 0
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -163,8 +171,13 @@ class StrifeApp(App):
 
     def _tick(self) -> None:
         now = self.clock()
-        for widget in (self.query_one(ProcessPanel), self.query_one(OutboxPanel), self.query_one(ClientSummary)):
-            widget.now = now
+        # query, not query_one: a tick that fires while the app closes finds no widgets
+        for panel in self.query(ProcessPanel):
+            panel.now = now
+        for queue in self.query(OutboxPanel):
+            queue.now = now
+        for summary in self.query(ClientSummary):
+            summary.now = now
 
     def action_show_tab(self, tab: str) -> None:
         tabbed = self.query_one(TabbedContent)
@@ -288,6 +301,14 @@ class StrifeApp(App):
     def _show_stats(self, message: msg.StatsChanged) -> None:
         self.query_one(StatusBar).stats = message
 
+    @shows(msg.SlowMotionChanged)
+    def _show_slow_motion(self, message: msg.SlowMotionChanged) -> None:
+        if message.pause_ms != self._slow_motion_ms:
+            on = f"Slow motion: the gateway pauses {message.pause_ms} ms between phases"
+            self.notify(on if message.pause_ms else "Slow motion off: payments at full speed")
+        self._slow_motion_ms = message.pause_ms
+        self.query_one(StatusBar).slow_motion_ms = message.pause_ms
+
     # ------------------------------------------------ from the widgets --
     def on_process_panel_action_requested(self, message: ProcessPanel.ActionRequested) -> None:
         self.run_process_action(message.action, message.process)
@@ -389,6 +410,16 @@ class StrifeApp(App):
         except ClientError as exc:
             self.notify(str(exc), title=f"Balance not refreshed ({exc.code})", severity="warning")
 
+    def action_slow_motion(self) -> None:
+        self.set_slow_motion(0 if self._slow_motion_ms else SLOW_MOTION_MS)
+
+    @work(group="slow-motion", exclusive=True, exit_on_error=False)
+    async def set_slow_motion(self, pause_ms: int) -> None:
+        try:
+            await self.source.set_slow_motion(pause_ms)
+        except ClientError as exc:
+            self.notify(exc.message, title=f"Slow motion not changed ({exc.code})", severity="error")
+
     @work(group="sync", exit_on_error=False)
     async def sync_outbox(self) -> None:
         try:
@@ -410,6 +441,9 @@ class StrifeApp(App):
                 )
             yield SystemCommand(f"Restart {p.name}", f"Start {p.name} again", partial(run, "restart"))
         yield SystemCommand("Retry offline queue", "Send the queued payments now", self.sync_outbox)
+        yield SystemCommand(
+            "Slow motion on/off", f"The gateway pauses {SLOW_MOTION_MS} ms between phases", self.action_slow_motion
+        )
 
 
 def _describe(bindings: Iterable[Any], app: App) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import sys
+from dataclasses import replace
 
 from app.cli.up import stack_config
 from app.live_source import LiveSource
@@ -13,7 +14,7 @@ from app.live_source import LiveSource
 def main(args: argparse.Namespace) -> None:
     from app.app import StrifeApp
 
-    cfg = stack_config(args)
+    cfg = replace(stack_config(args), demo=True)  # a presenter's stack: slow motion works
     source = LiveSource(cfg)
     # Whatever happens to the app, no child outlives it: the children also watch
     # their stdin, and this kills them when the interpreter exits.

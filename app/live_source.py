@@ -130,6 +130,7 @@ class LiveSource(ControlSource):
         self._health: dict[str, str] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task] = []
+        self._slow_motion_ms = 0  # what the presenter asked for; a restarted gateway gets it again
         self._balances_due = asyncio.Event()
         self.stats = PaymentStats()
         self._fixture_total = fixture_total_cents(cfg)
@@ -208,6 +209,8 @@ class LiveSource(ControlSource):
         else:
             # Serving again (started, restarted, thawed): what was queued may go through now.
             self._wake_retrier(all_now=True)
+            if state.spec.name == "gateway" and self._slow_motion_ms:
+                self._tasks.append(asyncio.create_task(self._slow_motion_again()))
         self._post_processes()
         if state.spec.kind == "bank":
             self._balances_due.set()
@@ -427,6 +430,23 @@ class LiveSource(ControlSource):
                 )
             )
         )
+
+    async def set_slow_motion(self, pause_ms: int) -> None:
+        self._slow_motion_ms = pause_ms
+        try:
+            answer = await pb_grpc.DemoStub(self._channels["gateway"]).SetSlowMotion(
+                pb.SlowMotionRequest(pause_ms=pause_ms), timeout=2.0
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ClientError(exc.code().name, exc.details() or "the gateway did not answer") from None
+        self._post(msg.SlowMotionChanged(answer.pause_ms))
+
+    async def _slow_motion_again(self) -> None:
+        """A restarted gateway starts at full speed: give it the presenter's setting."""
+        try:
+            await self.set_slow_motion(self._slow_motion_ms)
+        except ClientError:
+            self._post(msg.SlowMotionChanged(0))
 
     async def sync_outbox(self) -> None:
         client = self._client()

@@ -40,6 +40,13 @@ class ClientChanged(Message):
 
 
 @dataclass
+class SlowMotionChanged(Message):
+    """The gateway's pause between the phases of a payment (0: off)."""
+
+    pause_ms: int
+
+
+@dataclass
 class StatsChanged(Message):
     """Committed payments in each finished second (oldest first); p50/p99 from the
     gateway's begin to its decision over the last 100 decided payments."""

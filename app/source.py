@@ -72,3 +72,8 @@ class ControlSource(ABC):
     @abstractmethod
     async def sync_outbox(self) -> None:
         """Try the queued payments now."""
+
+    @abstractmethod
+    async def set_slow_motion(self, pause_ms: int) -> None:
+        """Make the gateway pause `pause_ms` between the phases of every payment (0: off);
+        the value in force arrives as a SlowMotionChanged message."""

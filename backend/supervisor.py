@@ -46,6 +46,7 @@ class StackConfig:
     user_fixtures: Path = fixtures.DEFAULT_USERS
     token_ttl_s: float = 3600.0
     env: dict[str, str] = field(default_factory=dict)  # extra environment (fault points in tests)
+    demo: bool = False  # the gateway obeys demo switches (slow motion): the control room's stacks
 
     @property
     def gateway_address(self) -> str:
@@ -88,6 +89,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
             "--users",
             str(cfg.user_fixtures),
             *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")],
+            *(["--demo"] if cfg.demo else []),
         ],
         env=dict(cfg.env),
     )

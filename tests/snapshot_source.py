@@ -383,6 +383,10 @@ class SnapshotSource(ControlSource):
     async def sync_outbox(self) -> None:
         """Nothing to send: the fake gateway never comes back."""
 
+    async def set_slow_motion(self, pause_ms: int) -> None:
+        self.slow_motion_ms = pause_ms
+        self._post(msg.SlowMotionChanged(pause_ms))
+
 
 if __name__ == "__main__":
     from app.app import StrifeApp

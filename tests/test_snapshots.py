@@ -86,6 +86,30 @@ def test_conservation_line_turns_red(snap_compare):
     assert snap_compare(make_app("money_lost"), terminal_size=WIDE, run_before=settle)
 
 
+HUGE = (200, 50)
+
+
+def test_idle_dashboard_large_terminal(snap_compare):
+    assert snap_compare(make_app("idle"), terminal_size=HUGE, run_before=settle)
+
+
+async def slow_motion_on(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("m")
+    await pilot.app.workers.wait_for_complete()
+    pilot.app.clear_notifications()  # a toast expires on a clock: not part of the picture
+    await pilot.pause()
+
+
+def test_payment_mid_prepare_in_slow_motion(snap_compare):
+    assert snap_compare(make_app("mid_2pc"), terminal_size=WIDE, run_before=slow_motion_on)
+
+
+@pytest.mark.parametrize("size", [SMALL, WIDE, HUGE], ids=["80x24", "120x40", "200x50"])
+def test_help_overlay(snap_compare, size):
+    assert snap_compare(make_app("idle"), terminal_size=size, press=["question_mark"], run_before=settle)
+
+
 def test_logs_tab(snap_compare):
     assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, press=["l"], run_before=settle)
 

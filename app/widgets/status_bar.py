@@ -23,11 +23,20 @@ _WORDINGS = (
 
 class StatusBar(Horizontal):
     stats: reactive[StatsChanged | None] = reactive(None, init=False)
+    slow_motion_ms: reactive[int] = reactive(0, init=False)
 
     def compose(self) -> ComposeResult:
         yield Label(TITLE, id="status-title")
+        yield Label("", id="status-slow")
         yield Sparkline([], id="status-sparkline")
         yield Label("waiting for data", id="status-numbers")
+
+    def watch_slow_motion_ms(self, pause_ms: int) -> None:
+        """Impossible to miss while on: every payment is slowed down on purpose."""
+        slow = self.query_one("#status-slow", Label)
+        slow.update(f"SLOW MOTION {pause_ms} ms" if pause_ms else "")
+        slow.display = bool(pause_ms)
+        self.call_after_refresh(self._show_numbers)
 
     def watch_stats(self, stats: StatsChanged) -> None:
         self.query_one(Sparkline).data = list(stats.rate_per_s)
@@ -41,7 +50,9 @@ class StatusBar(Horizontal):
         if self.stats is None:
             return
         numbers = self.query_one("#status-numbers", Label)
+        slow = self.query_one("#status-slow", Label)
         room = self.size.width - len(TITLE) - 4 - MIN_SPARKLINE_CELLS  # 4: the labels' padding
+        room -= slow.outer_size.width if slow.display else 0
         texts = wordings(self.stats)
         numbers.update(next((t for t in texts if len(t) <= room), texts[-1]))
         numbers.tooltip = texts[0]

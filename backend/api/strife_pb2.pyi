@@ -203,6 +203,18 @@ class ListPaymentsResponse(_message.Message):
     next_page_token: str
     def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class SlowMotionRequest(_message.Message):
+    __slots__ = ("pause_ms",)
+    PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
+    pause_ms: int
+    def __init__(self, pause_ms: _Optional[int] = ...) -> None: ...
+
+class SlowMotionResponse(_message.Message):
+    __slots__ = ("pause_ms",)
+    PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
+    pause_ms: int
+    def __init__(self, pause_ms: _Optional[int] = ...) -> None: ...
+
 class ResolveRequest(_message.Message):
     __slots__ = ("txn_id",)
     TXN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -413,10 +413,94 @@ class Gateway:
             _registered_method=True)
 
 
-class CoordinatorStub:
+class DemoStub:
     """------------------------------------------------------------ coordinator --
 
-    What banks call on the gateway to learn the decision about a transaction
+    The control room's demo switches. Needs role `operator` and a gateway started
+    with --demo; any other gateway refuses them (FAILED_PRECONDITION).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetSlowMotion = channel.unary_unary(
+                '/strife.v1.Demo/SetSlowMotion',
+                request_serializer=backend_dot_api_dot_strife__pb2.SlowMotionRequest.SerializeToString,
+                response_deserializer=backend_dot_api_dot_strife__pb2.SlowMotionResponse.FromString,
+                _registered_method=True)
+
+
+class DemoServicer:
+    """------------------------------------------------------------ coordinator --
+
+    The control room's demo switches. Needs role `operator` and a gateway started
+    with --demo; any other gateway refuses them (FAILED_PRECONDITION).
+    """
+
+    def SetSlowMotion(self, request, context):
+        """Pause between the phases of every payment (after begin, after the votes, after
+        the decision is on disk), so a presenter can show prepare -> vote -> commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DemoServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetSlowMotion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSlowMotion,
+                    request_deserializer=backend_dot_api_dot_strife__pb2.SlowMotionRequest.FromString,
+                    response_serializer=backend_dot_api_dot_strife__pb2.SlowMotionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'strife.v1.Demo', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('strife.v1.Demo', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Demo:
+    """------------------------------------------------------------ coordinator --
+
+    The control room's demo switches. Needs role `operator` and a gateway started
+    with --demo; any other gateway refuses them (FAILED_PRECONDITION).
+    """
+
+    @staticmethod
+    def SetSlowMotion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strife.v1.Demo/SetSlowMotion',
+            backend_dot_api_dot_strife__pb2.SlowMotionRequest.SerializeToString,
+            backend_dot_api_dot_strife__pb2.SlowMotionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CoordinatorStub:
+    """What banks call on the gateway to learn the decision about a transaction
     they voted YES on. Needs a client certificate with role `bank`.
     """
 
@@ -434,9 +518,7 @@ class CoordinatorStub:
 
 
 class CoordinatorServicer:
-    """------------------------------------------------------------ coordinator --
-
-    What banks call on the gateway to learn the decision about a transaction
+    """What banks call on the gateway to learn the decision about a transaction
     they voted YES on. Needs a client certificate with role `bank`.
     """
 
@@ -463,9 +545,7 @@ def add_CoordinatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
-    """------------------------------------------------------------ coordinator --
-
-    What banks call on the gateway to learn the decision about a transaction
+    """What banks call on the gateway to learn the decision about a transaction
     they voted YES on. Needs a client certificate with role `bank`.
     """
 

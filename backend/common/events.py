@@ -34,6 +34,7 @@ class Event(StrEnum):
     RESOLVE_ERROR = "resolve_error"
     LEDGER_REFUSED = "ledger_refused"
     FAULT = "fault"
+    SLOW_MOTION = "slow_motion"  # the gateway's demo pause between phases changed
     INTERNAL_ERROR = "internal_error"  # an exception no handler expected (a bug): answered INTERNAL
     OUTPUT = "output"  # a line a child printed that is not one of ours (the supervisor wraps it)
 

@@ -24,6 +24,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # Transactions per PrepareBatch/DecideBatch call: the gateway's batchers send at
 # most this many, a bank refuses more, and a group commit writes at most this many.
 MAX_BATCH = 256
+MAX_SLOW_MOTION_MS = 2_000  # a payment pauses three times: keep it inside a client's deadline
 
 
 def _show(value: str) -> str:
@@ -77,6 +78,12 @@ def amount_cents(value: int) -> int:
         raise InvalidInput(f"amount must be positive, got {value} cents")
     if value > MAX_AMOUNT_CENTS:
         raise InvalidInput(f"amount {value} cents is over the limit of {MAX_AMOUNT_CENTS} cents per payment")
+    return value
+
+
+def slow_motion_ms(value: int) -> int:
+    if not 0 <= value <= MAX_SLOW_MOTION_MS:
+        raise InvalidInput(f"pause_ms must be 0 (off) to {MAX_SLOW_MOTION_MS}, got {value}")
     return value
 
 

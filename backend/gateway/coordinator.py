@@ -77,6 +77,7 @@ class Coordinator:
         self._wake = asyncio.Event()
         self._acks: list[tuple[str, str]] = []  # (txn_id, bank) acknowledged, not yet on disk
         self._acks_writing = False
+        self.slow_motion_s = 0.0  # demo only (service.DemoService): a pause between the phases of a payment
 
     # -------------------------------------------------------------- pay --
     async def pay(self, fields: store.PaymentFields, vote_timeout_s: float | None = None) -> Result:
@@ -115,13 +116,16 @@ class Coordinator:
             to_bank=fields.to_bank,
             to_account=fields.to_account,
         ).emit()
+        await self._slow_motion()
         votes = await self._prepare_all(txn_id, _legs(fields), vote_timeout_s)
+        await self._slow_motion()
         decision, outcome, reason = decide(votes)
         row = await self.db.write(lambda c: store.decide(c, txn_id, decision, outcome, reason))
         decision = Decision(row["state"])
         TwoPc(Phase.DECISION, txn_id, decision=decision, reason=row["reason"] or None).emit()
         if decision == Decision.COMMIT:
             faults.crash("gateway.crash_after_commit_record")
+        await self._slow_motion()
         # Wait for the banks that voted (an abort must release their holds before a
         # retry); one that never answered may be hung: tell it in the background.
         answered = {v.bank for v in votes if v.answer == Answer.VOTED}
@@ -136,6 +140,12 @@ class Coordinator:
         if row["outcome"] == Outcome.RETRYABLE:
             raise not_made(votes, row["reason"])
         return Result(row, replayed=False)
+
+    async def _slow_motion(self) -> None:
+        """A demo's pause between phases. Nothing waits on it but this payment: the
+        prepared holds stay on disk and a bank that asks meanwhile gets presumed abort."""
+        if self.slow_motion_s:
+            await asyncio.sleep(self.slow_motion_s)
 
     async def _prepare_all(
         self, txn_id: str, legs: dict[str, list[tuple[str, int]]], timeout_s: float
@@ -193,6 +203,7 @@ class Coordinator:
                 await self.db.write(partial(store.ack_pairs, pairs=acks))
         finally:
             self._acks_writing = False
+        self.slow_motion_s = 0.0  # demo only (service.DemoService): a pause between the phases of a payment
 
     async def resend_forever(self) -> None:
         """Re-send logged decisions until every bank has acknowledged them."""

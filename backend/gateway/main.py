@@ -17,7 +17,7 @@ from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
 from backend.gateway.coordinator import Coordinator
 from backend.gateway.links import LinkCache
-from backend.gateway.service import ROLE_RULES, CoordinatorService, GatewayService
+from backend.gateway.service import ROLE_RULES, CoordinatorService, DemoService, GatewayService
 from backend.gateway.sessions import SessionCache
 
 
@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--token-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long a login token lives (default 3600)"
     )
     p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture, read on first start")
+    p.add_argument(
+        "--demo", action="store_true", help="obey the control room's demo switches (slow motion); never in production"
+    )
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes (set by supervisors)")
 
 
@@ -87,6 +90,7 @@ async def serve(args: argparse.Namespace) -> None:
             GatewayService(db, banks, coordinator, args.token_ttl, sessions, links), server
         )
         pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
+        pb_grpc.add_DemoServicer_to_server(DemoService(coordinator, args.demo), server)
 
     async def started() -> None:
         tasks.append(asyncio.create_task(coordinator.resend_forever()))

@@ -19,6 +19,7 @@ from backend.common import jsonlog, limits
 from backend.common.db import Database
 from backend.common.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -45,7 +46,7 @@ REPLY_MARGIN_S = 0.05
 # when more are queued on the gateway's one channel, refuses some with REFUSED_STREAM
 # (UNAVAILABLE): a burst of 500 Balance calls then showed a healthy bank as unreachable.
 MAX_BANK_READS = 128
-ROLE_RULES = role_rules(pb.DESCRIPTOR.services_by_name["Gateway"], pb.DESCRIPTOR.services_by_name["Coordinator"])
+ROLE_RULES = role_rules(*(pb.DESCRIPTOR.services_by_name[s] for s in ("Gateway", "Coordinator", "Demo")))
 _STATUS = {Outcome.SUCCEEDED: pb.SUCCEEDED, Outcome.DECLINED: pb.DECLINED, None: pb.PENDING}
 
 
@@ -250,6 +251,22 @@ class GatewayService(pb_grpc.GatewayServicer):
             payments=[payment_message(r) for r in rows],
             next_page_token=str(rows[-1]["seq"]) if len(rows) == size else "",
         )
+
+
+class DemoService(pb_grpc.DemoServicer):
+    """Switches for a presenter; only a gateway started with --demo obeys them."""
+
+    def __init__(self, coordinator: Coordinator, enabled: bool) -> None:
+        self.coordinator = coordinator
+        self.enabled = enabled
+
+    async def SetSlowMotion(self, request, context) -> pb.SlowMotionResponse:
+        pause_ms = limits.slow_motion_ms(request.pause_ms)
+        if not self.enabled:
+            raise FailedPrecondition("slow motion is for demos: start the gateway with --demo")
+        self.coordinator.slow_motion_s = pause_ms / 1000
+        jsonlog.emit(Event.SLOW_MOTION, msg=f"{pause_ms} ms between phases" if pause_ms else "off")
+        return pb.SlowMotionResponse(pause_ms=pause_ms)
 
 
 class CoordinatorService(pb_grpc.CoordinatorServicer):
