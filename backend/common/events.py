@@ -73,6 +73,7 @@ class TwoPc:
     code: str | None = None
     msg: str | None = None
     user: str | None = None
+    key: str | None = None  # the payment's idempotency key (begin): retries of one payment share it
     amount_cents: int | None = None
     from_bank: str | None = None
     from_account: str | None = None

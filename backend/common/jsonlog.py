@@ -2,7 +2,8 @@
 
 Fields (all optional but time/process/level/event): time, process, level, event,
 method, user, txn, bank, amount_cents, code, ms, phase, vote, decision, reason, msg.
-Never pass a password, token or key to `emit`.
+Never pass a password, a token or a private key to `emit` (an idempotency key is no
+secret: it is scoped to its user, who must also hold a token).
 
 Inside an event loop, lines are buffered and written together at most FLUSH_S
 later (one write instead of one per line: logging was a tenth of the gateway's

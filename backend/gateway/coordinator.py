@@ -110,6 +110,7 @@ class Coordinator:
             Phase.BEGIN,
             txn_id,
             user=fields.username,
+            key=fields.idem_key,
             amount_cents=fields.amount_cents,
             from_bank=fields.from_bank,
             from_account=fields.from_account,
