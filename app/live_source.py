@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,7 +38,7 @@ from app.source import ClientError, ControlSource
 from app.timeline import Timeline
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.client.gateway_client import GatewayClient
+from backend.client.gateway_client import Delivery, GatewayClient, SyncReport
 from backend.client.retrier import Retrier
 from backend.common import datadir, fixtures, tls
 from backend.common.events import Event, Phase, TwoPc
@@ -119,6 +122,254 @@ class PaymentStats:
         return math.floor(now - LATE_LINES_S) + 1 + LATE_LINES_S
 
 
+# ---------------------------------------------------------------- traffic --
+TRAFFIC_MAX_PER_S = 50.0  # the fastest rate the presenter may ask for
+TRAFFIC_MAX_IN_FLIGHT = 16  # traffic payments being sent at once; a tick beyond that is skipped
+TRAFFIC_MAX_QUEUED = 200  # traffic payments waiting in the outboxes; a tick beyond that is skipped
+TRAFFIC_MAX_USERS = 8  # simulated clients: the first demo users of the fixtures
+TRAFFIC_AMOUNT_CENTS = (1, 200)  # each payment: 0.01 to 2.00, so accounts rarely run dry
+TRAFFIC_LOGIN_RETRY_S = 2.0  # a simulated client that could not log in tries again after this
+TRAFFIC_STATUS_S = 1.0  # TrafficChanged this often while traffic runs or payments are queued
+
+Route = tuple[tuple[str, str], tuple[str, str]]  # ((from bank, account), (to bank, account))
+
+
+def traffic_routes(users: list[dict]) -> dict[str, tuple[Route, ...]]:
+    """For each user, every (own account, another user's account at another bank) pair."""
+    accounts = {u["username"]: [(str(b), str(a)) for b, a in u.get("accounts", [])] for u in users}
+    return {
+        name: tuple(
+            (src, dst)
+            for src in own
+            for other, theirs in accounts.items()
+            if other != name
+            for dst in theirs
+            if dst[0] != src[0]
+        )
+        for name, own in accounts.items()
+    }
+
+
+@dataclass
+class TrafficUser:
+    """One simulated client: a demo user with its own profile (session and outbox)."""
+
+    username: str
+    password: str
+    routes: tuple[Route, ...]
+    client: GatewayClient
+    retrier: Retrier
+    logged_in: bool = False
+    logging_in: bool = False
+    last_login_at: float = -math.inf  # time.monotonic() of the last attempt
+
+
+class Traffic:
+    """Simulated clients paying each other through the real gateway.
+
+    Each demo user of the stack's user fixtures gets a GatewayClient with its own profile
+    under data_dir/traffic/<user>, so every payment has a real idempotency key and sits
+    in a durable outbox until it has a final answer. A ticker starts one payment every
+    1/per_s seconds on a random route, unless TRAFFIC_MAX_IN_FLIGHT payments are under
+    way or TRAFFIC_MAX_QUEUED are queued: then the tick is skipped (never a backlog). A
+    Retrier per user resends the queued ones (woken at once when a process comes back),
+    also after the rate went to 0, until each has a final answer."""
+
+    def __init__(self, cfg: StackConfig, post: Callable[[Message], None], rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.post = post
+        self.rng = rng or random.Random()
+        self.per_s = 0.0
+        self.sent = self.succeeded = self.declined = self.failed = self.skipped = 0
+        self.queued = 0  # traffic payments in the outboxes, as last counted (+ those queued since)
+        self.last_error: str = ""  # the latest final error or unexpected failure, for a log
+        self.users: list[TrafficUser] = []
+        self._ticker: asyncio.Task | None = None
+        self._status: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()  # payments and logins under way
+        self._paying = 0
+        self._last_posted: tuple[float, int, int, int, int, int] | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self.cfg.data_dir / "traffic"
+
+    @property
+    def in_flight(self) -> int:
+        return self._paying
+
+    # ------------------------------------------------------------ lifecycle --
+    def open(self) -> None:
+        """Create the simulated clients and their retriers (idempotent; inside the loop)."""
+        if self.users:
+            return
+        people = fixtures.users(self.cfg.user_fixtures)[:TRAFFIC_MAX_USERS]
+        routes = traffic_routes(people)
+        for person in people:
+            name = str(person["username"])
+            client = GatewayClient(self.cfg.gateway_address, self.cfg.certs_dir, self.directory / name)
+            user = TrafficUser(name, str(person["password"]), routes[name], client, Retrier(client))
+            user.retrier.on_round = lambda report, user=user: self._after_round(user, report)
+            session = client.session
+            user.logged_in = session is not None and session.username == name and not session.expired
+            user.retrier.start()
+            self.users.append(user)
+        self._status = asyncio.get_running_loop().create_task(self._report(), name="strife-traffic-status")
+
+    async def close(self) -> None:
+        """Stop everything: no task, retrier or channel is left (queued payments stay on disk)."""
+        tasks = [t for t in (self._ticker, self._status) if t is not None] + list(self._tasks)
+        self._ticker = self._status = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        for user in self.users:
+            await user.retrier.stop()
+            await user.client.close()
+        self.users.clear()
+
+    async def set_rate(self, per_s: float) -> None:
+        if not 0 <= per_s <= TRAFFIC_MAX_PER_S:  # NaN fails too
+            raise ClientError("INVALID_ARGUMENT", f"traffic must be 0 to {TRAFFIC_MAX_PER_S:g} payments a second")
+        self.per_s = float(per_s)
+        if per_s > 0:
+            self.open()
+            for user in self.users:
+                self._log_in_if_needed(user)
+            if self._ticker is None or self._ticker.done():
+                self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="strife-traffic")
+        elif self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        self._post_status()
+
+    def wake(self, all_now: bool = False) -> None:
+        """A process came back (all_now): resend every queued traffic payment now."""
+        for user in self.users:
+            user.retrier.wake(all_now=all_now)
+
+    # -------------------------------------------------------------- sending --
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while self.per_s > 0:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            interval = 1.0 / self.per_s
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # the loop fell behind: drop the missed ticks, never catch up in a burst
+                self.skipped += int((now - next_at) / interval)
+                next_at = now
+            self._one_payment()
+
+    def _one_payment(self) -> None:
+        ready = [u for u in self.users if u.logged_in and u.routes]
+        if not ready or self._paying >= TRAFFIC_MAX_IN_FLIGHT or self.queued >= TRAFFIC_MAX_QUEUED:
+            self.skipped += 1
+            for user in self.users:
+                self._log_in_if_needed(user)
+            return
+        user = self.rng.choice(ready)
+        src, dst = self.rng.choice(user.routes)
+        amount_cents = self.rng.randint(*TRAFFIC_AMOUNT_CENTS)
+        self._paying += 1
+        self._spawn(self._pay(user, src, dst, amount_cents), f"strife-traffic-pay-{user.username}")
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pay(self, user: TrafficUser, src: tuple[str, str], dst: tuple[str, str], amount_cents: int) -> None:
+        try:
+            self.sent += 1
+            delivery = await user.client.pay(dst[0], dst[1], amount_cents, from_bank=src[0], from_account=src[1])
+            self._count(user, delivery)
+            if not delivery.final:
+                self.queued += 1
+                user.retrier.wake()
+        except ClientError as exc:
+            self._count_error(user, exc)
+        except Exception as exc:  # noqa: BLE001 - one payment must not end the traffic; keep the reason
+            self.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._paying -= 1
+
+    def _count(self, user: TrafficUser, delivery: Delivery) -> None:
+        if delivery.status == PaymentStatus.SUCCEEDED:
+            self.succeeded += 1
+        elif delivery.status == PaymentStatus.DECLINED:
+            self.declined += 1
+        elif delivery.final:
+            self.failed += 1
+            self.last_error = str(delivery.error or delivery.status)
+        elif delivery.error is not None and delivery.error.code == "UNAUTHENTICATED":
+            user.logged_in = False  # the session expired or was revoked: log in again
+
+    def _count_error(self, user: TrafficUser, exc: ClientError) -> None:
+        if exc.code == "RESOURCE_EXHAUSTED":  # the outbox is full: nothing was queued
+            self.sent -= 1
+            self.skipped += 1
+        else:
+            self.failed += 1
+            self.last_error = f"{exc.code}: {exc.message}"
+        if exc.code == "UNAUTHENTICATED":
+            user.logged_in = False
+
+    def _after_round(self, user: TrafficUser, report: SyncReport) -> None:
+        for delivery in report.deliveries:
+            self._count(user, delivery)
+        if report.stopped_by is not None and report.stopped_by.code == "UNAUTHENTICATED":
+            user.logged_in = False
+
+    # -------------------------------------------------------------- logging in --
+    def _log_in_if_needed(self, user: TrafficUser) -> None:
+        error = user.retrier.last_error
+        if error is not None and error.code == "UNAUTHENTICATED":
+            user.logged_in = False
+        if user.logged_in or user.logging_in or time.monotonic() - user.last_login_at < TRAFFIC_LOGIN_RETRY_S:
+            return
+        user.logging_in = True
+        user.last_login_at = time.monotonic()
+        self._spawn(self._log_in(user), f"strife-traffic-login-{user.username}")
+
+    async def _log_in(self, user: TrafficUser) -> None:
+        try:
+            await user.client.login(user.username, user.password)
+        except ClientError as exc:
+            if not exc.retryable:
+                self.last_error = f"{user.username} cannot log in: {exc.code}: {exc.message}"
+            return
+        finally:
+            user.logging_in = False
+        user.logged_in = True
+        user.retrier.last_error = None
+        user.retrier.wake(all_now=True)  # the user is back: send what it queued meanwhile
+
+    # -------------------------------------------------------------- reporting --
+    async def _report(self) -> None:
+        while True:
+            counts = await asyncio.gather(*(asyncio.to_thread(u.client.outbox.count) for u in self.users))
+            self.queued = sum(counts)
+            for user, queued in zip(self.users, counts, strict=True):
+                if self.per_s > 0 or queued:
+                    self._log_in_if_needed(user)
+            self._post_status(only_if_changed=self.per_s == 0)
+            await asyncio.sleep(TRAFFIC_STATUS_S)
+
+    def _post_status(self, only_if_changed: bool = False) -> None:
+        counts = (self.per_s, self.sent, self.succeeded, self.declined, self.queued, self.failed)
+        if only_if_changed and counts == self._last_posted:
+            return
+        self._last_posted = counts
+        self.post(msg.TrafficChanged(*counts))
+
+
 class LiveSource(ControlSource):
     def __init__(self, cfg: StackConfig, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
@@ -138,6 +389,7 @@ class LiveSource(ControlSource):
         self._off_streak = 0
         self.client: GatewayClient | None = None
         self.retrier: Retrier | None = None
+        self.traffic = Traffic(cfg, lambda message: self._post(message))
 
     # ------------------------------------------------------------ lifecycle --
     async def start(self, post: Callable[[Message], None]) -> None:
@@ -160,12 +412,15 @@ class LiveSource(ControlSource):
         self.retrier = Retrier(self.client, on_round=lambda report: self._after_payments())
         self.retrier.start()
         self._post_outbox()
+        if self.traffic.directory.is_dir():  # traffic of an earlier run may have left payments queued
+            self.traffic.open()
         await self.sup.start_all()
         self._balances_due.set()
         if self.client.session is not None:
             await self.refresh_client()
 
     async def stop(self) -> None:
+        await self.traffic.close()
         if self.retrier is not None:
             await self.retrier.stop()
         if self.client is not None:
@@ -334,6 +589,8 @@ class LiveSource(ControlSource):
         queued payment now rather than at its next retry time."""
         if self.retrier is not None:
             self.retrier.wake(all_now=all_now)
+        if all_now:
+            self.traffic.wake(all_now=True)
 
     def _post_outbox(self) -> None:
         if self.client is None:
@@ -454,3 +711,6 @@ class LiveSource(ControlSource):
             raise ClientError("UNAUTHENTICATED", "log in to send queued payments")
         await client.sync()
         self._after_payments()
+
+    async def set_traffic(self, per_s: float) -> None:
+        await self.traffic.set_rate(per_s)

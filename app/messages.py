@@ -54,3 +54,19 @@ class StatsChanged(Message):
     rate_per_s: tuple[int, ...]
     p50_ms: float | None
     p99_ms: float | None
+
+
+@dataclass
+class TrafficChanged(Message):
+    """Simulated traffic (the demo users paying each other through the real gateway):
+    the rate asked for (0: off) and what came of the payments since the control room
+    started. `queued`: traffic payments waiting in the simulated clients' outboxes now
+    (they are resent until they get a final answer, also after the rate is set to 0);
+    `failed`: refused for good (a final error, which the demo fixtures should never cause)."""
+
+    per_s: float
+    sent: int
+    succeeded: int
+    declined: int
+    queued: int
+    failed: int = 0

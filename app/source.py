@@ -77,3 +77,10 @@ class ControlSource(ABC):
     async def set_slow_motion(self, pause_ms: int) -> None:
         """Make the gateway pause `pause_ms` between the phases of every payment (0: off);
         the value in force arrives as a SlowMotionChanged message."""
+
+    @abstractmethod
+    async def set_traffic(self, per_s: float) -> None:
+        """Run simulated clients (the demo users paying each other small amounts through the
+        real gateway) at `per_s` payments a second in total; 0 stops sending new ones. What
+        comes of them arrives as TrafficChanged messages. Raises ClientError with
+        INVALID_ARGUMENT for a rate below 0 or above the limit."""

@@ -238,6 +238,7 @@ class SnapshotSource(ControlSource):
         self._processes: tuple[ProcessInfo, ...] = ()
         self._client = ClientState(None)
         self.stopped = False
+        self.traffic_per_s = 0.0
 
     async def start(self, post: Callable[[Message], None]) -> None:
         self._post = post
@@ -386,6 +387,10 @@ class SnapshotSource(ControlSource):
     async def set_slow_motion(self, pause_ms: int) -> None:
         self.slow_motion_ms = pause_ms
         self._post(msg.SlowMotionChanged(pause_ms))
+
+    async def set_traffic(self, per_s: float) -> None:
+        self.traffic_per_s = per_s
+        self._post(msg.TrafficChanged(per_s, 0, 0, 0, 0))
 
 
 if __name__ == "__main__":
