@@ -140,6 +140,7 @@ class GraphsPanel(Vertical):
             "Gateway begin -> decision, over the last 100 decided payments, as it was each second"
         )
         self._bank_rows: dict[str, GraphRow] = {}
+        self._show_pending = False
 
     def compose(self) -> ComposeResult:
         yield from self._rows.values()
@@ -166,7 +167,7 @@ class GraphsPanel(Vertical):
         self._stats = stats
         _append(self._p50_ms, at, stats.p50_ms)
         _append(self._p99_ms, at, stats.p99_ms)
-        self._show()
+        self._show_soon()
 
     def record_txn(self, row: TxnRow, at: float) -> None:
         """A 2PC row as it changed at `at`; the first time a payment shows ABORT, it counts
@@ -179,7 +180,7 @@ class GraphsPanel(Vertical):
         second = math.floor(at)
         self._aborts[second] = self._aborts.get(second, 0) + 1
         self._forget_old_aborts()
-        self._show()
+        self._show_soon()
 
     def record_balances(self, balances: Balances, at: float) -> None:
         """Every bank's total at `at` (an unreachable bank's graph holds its last known total)."""
@@ -195,7 +196,7 @@ class GraphsPanel(Vertical):
                     self.mount(row, before="#graph-axis")
             _append(history, at, bank.total_cents if bank.reachable else None)
         self._fit_rows()
-        self._show()
+        self._show_soon()
 
     # ------------------------------------------------------- what is shown --
     def seconds(self) -> range:
@@ -227,7 +228,15 @@ class GraphsPanel(Vertical):
             out.append(first if v is None and not out else (out[-1] if v is None else v))
         return out
 
+    def _show_soon(self) -> None:
+        """Once before the next frame, however many values arrive until then (a burst of
+        payments upserts its rows many times a second)."""
+        if self.is_mounted and not self._show_pending:
+            self._show_pending = True
+            self.call_after_refresh(self._show)
+
     def _show(self) -> None:
+        self._show_pending = False
         self._forget_old_samples()
         payments = self.payments_per_s()
         aborts = self.aborts_per_s()
