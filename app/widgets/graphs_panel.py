@@ -49,6 +49,7 @@ class GraphRow(Horizontal):
     GraphRow Sparkline { width: 1fr; height: 1; }
     GraphRow .graph-note { width: 16; color: $text-muted; padding-left: 1; }
     GraphRow.-tall, GraphRow.-tall Sparkline { height: 2; }
+    GraphRow.-tall Label { height: 2; content-align-vertical: bottom; }  /* on the graph's baseline */
     GraphRow.-bad .graph-value { color: $error; }
     """
 
