@@ -14,8 +14,8 @@ from textual.pilot import Pilot
 from app.messages import StatsChanged
 from app.model import Balances, BankBalances, BankStep, Participant, TxnRow
 from app.widgets.graphs_panel import (
+    MAX_ABORTED_IDS,
     MAX_BANKS,
-    MAX_DECIDED_TXNS,
     MAX_SAMPLES,
     WINDOW_S,
     GraphRow,
@@ -239,7 +239,7 @@ async def test_every_history_is_bounded():
         for i in range(10 * MAX_SAMPLES):
             panel.record_stats(StatsChanged((1,), 10.0, 20.0), T0)
             panel.record_balances(balances(171_750 - i, 100_000 + i), T0)
-        for n in range(10 * MAX_DECIDED_TXNS):
+        for n in range(10 * MAX_ABORTED_IDS):
             panel.record_txn(payment(n), T0 + n)  # far ahead of now: still bounded
         many_banks = Balances(tuple(BankBalances(f"Bank{i:02d}", True, (), 100) for i in range(3 * MAX_BANKS)), 0)
         panel.record_balances(many_banks, T0)
@@ -247,7 +247,7 @@ async def test_every_history_is_bounded():
 
         assert len(panel._p50_ms) == len(panel._p99_ms) == MAX_SAMPLES
         assert all(len(h) <= MAX_SAMPLES for h in panel._balances_cents.values())
-        assert len(panel._decided) == MAX_DECIDED_TXNS
+        assert len(panel._aborted_ids) == MAX_ABORTED_IDS
         assert len(panel._aborts) <= 2 * WINDOW_S
         assert len(panel._balances_cents) == MAX_BANKS
         assert len(app.query(GraphRow).filter(".bank")) == MAX_BANKS

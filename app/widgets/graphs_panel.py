@@ -29,7 +29,7 @@ from backend.common.states import Decision
 
 WINDOW_S = 60  # seconds every graph covers, newest on the right
 MAX_SAMPLES = 8 * WINDOW_S  # per history of sampled values: stats (1/s), balances (up to 5/s)
-MAX_DECIDED_TXNS = 1_000  # txn ids remembered so an abort upserted again is counted once
+MAX_ABORTED_IDS = 1_000  # txn ids remembered so an abort upserted again is counted once
 MAX_BANKS = 8  # rows for banks; a bank beyond this is not graphed
 TALL_ROW_LINES = 2  # a graph's height when the panel has room for every row this tall
 
@@ -123,7 +123,7 @@ class GraphsPanel(Vertical):
         self._p50_ms: deque[Sample] = deque(maxlen=MAX_SAMPLES)
         self._p99_ms: deque[Sample] = deque(maxlen=MAX_SAMPLES)
         self._aborts: dict[int, int] = {}  # whole second -> payments decided ABORT in it
-        self._decided: OrderedDict[str, None] = OrderedDict()  # aborts counted already, oldest first
+        self._aborted_ids: OrderedDict[str, None] = OrderedDict()  # aborts counted already, oldest first
         self._balances_cents: dict[str, deque[Sample]] = {}  # bank -> its total over time
         self._rows = {
             "payments": GraphRow("payments/s", id="graph-payments"),
@@ -173,11 +173,11 @@ class GraphsPanel(Vertical):
     def record_txn(self, row: TxnRow, at: float) -> None:
         """A 2PC row as it changed at `at`; the first time a payment shows ABORT, it counts
         as an abort in the second of `at` (later upserts of the same payment do not)."""
-        if row.decision != Decision.ABORT or row.txn_id in self._decided:
+        if row.decision != Decision.ABORT or row.txn_id in self._aborted_ids:
             return
-        self._decided[row.txn_id] = None
-        while len(self._decided) > MAX_DECIDED_TXNS:
-            self._decided.popitem(last=False)
+        self._aborted_ids[row.txn_id] = None
+        while len(self._aborted_ids) > MAX_ABORTED_IDS:
+            self._aborted_ids.popitem(last=False)
         second = math.floor(at)
         self._aborts[second] = self._aborts.get(second, 0) + 1
         self._forget_old_aborts()
