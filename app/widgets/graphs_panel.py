@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.widgets import Label, Sparkline
 
 from app.messages import StatsChanged
-from app.model import RATE_WINDOW_S, Balances, TxnRow
+from app.model import LATENCY_WINDOW_PAYMENTS, RATE_WINDOW_S, Balances, TxnRow
 from backend.common.money import format_cents
 from backend.common.states import Decision
 
@@ -131,15 +131,11 @@ class GraphsPanel(Vertical):
             "p50": GraphRow("p50", id="graph-p50", classes="latency"),
             "p99": GraphRow("p99", id="graph-p99", classes="latency"),
         }
-        self._rows[
-            "payments"
-        ].tooltip = f"Payments decided COMMIT in each second; the value is the mean of the last {RATE_WINDOW_S} s"
-        self._rows[
-            "aborts"
-        ].tooltip = f"Payments decided ABORT in each second; the value is the mean of the last {RATE_WINDOW_S} s"
-        self._rows["p50"].tooltip = self._rows["p99"].tooltip = (
-            "Gateway begin -> decision, over the last 100 decided payments, as it was each second"
-        )
+        mean = f"the value is the mean of the last {RATE_WINDOW_S} s"
+        self._rows["payments"].tooltip = f"Payments decided COMMIT in each second; {mean}"
+        self._rows["aborts"].tooltip = f"Payments decided ABORT in each second; {mean}"
+        latency = f"Gateway begin -> decision over the last {LATENCY_WINDOW_PAYMENTS} decided payments, each second"
+        self._rows["p50"].tooltip = self._rows["p99"].tooltip = latency
         self._bank_rows: dict[str, GraphRow] = {}
         self._show_pending = False
 
