@@ -4,8 +4,10 @@ that names no internals, and is logged."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import sys
 
 import grpc
 import pytest
@@ -27,6 +29,8 @@ class Health(health_pb2_grpc.HealthServicer):
 
 
 async def call_with(error: BaseException, log: io.StringIO) -> grpc.aio.AioRpcError:
+    """One call that raises `error` in its handler; the call's log lines go to `log`."""
+    jsonlog.flush()  # lines an earlier test left go to its own sink
     jsonlog.configure("test", out=log)
     server = grpc.aio.server(interceptors=[LoggingInterceptor()])
     health_pb2_grpc.add_HealthServicer_to_server(Health(error), server)
@@ -36,9 +40,16 @@ async def call_with(error: BaseException, log: io.StringIO) -> grpc.aio.AioRpcEr
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        # the client may hear the status before the server's wrapper has written its line
+        for _ in range(200):
+            jsonlog.flush()
+            if any(r["event"] == Event.RPC for r in records(log)):
+                break
+            await asyncio.sleep(0.01)
     finally:
         await server.stop(None)
         jsonlog.flush()
+        jsonlog.configure("test", out=sys.stdout)
     return raised.value
 
 
