@@ -129,7 +129,10 @@ TRAFFIC_MAX_QUEUED = 200  # traffic payments waiting in the outboxes; a tick bey
 TRAFFIC_MAX_USERS = 8  # simulated clients: the first demo users of the fixtures
 TRAFFIC_AMOUNT_CENTS = (1, 200)  # each payment: 0.01 to 2.00, so accounts rarely run dry
 TRAFFIC_LOGIN_RETRY_S = 2.0  # a simulated client that could not log in tries again after this
-TRAFFIC_STATUS_S = 1.0  # TrafficChanged this often while traffic runs or payments are queued
+TRAFFIC_STATUS_S = 1.0
+# After a process came back: send every queued traffic payment again after each of these
+# pauses while some stay queued (as the Retrier's FOLLOW_UPS_S, but never skipped).
+TRAFFIC_DRAIN_AGAIN_S = (0.5, 1.0, 1.0, 2.0)  # TrafficChanged this often while traffic runs or payments are queued
 
 Route = tuple[tuple[str, str], tuple[str, str]]  # ((from bank, account), (to bank, account))
 
@@ -181,14 +184,16 @@ class Traffic:
         self.rng = rng or random.Random()
         self.per_s = 0.0
         self.sent = self.succeeded = self.declined = self.failed = self.skipped = 0
-        self.queued = 0  # traffic payments in the outboxes, as last counted (+ those queued since)
+        self.queued = 0  # traffic payments waiting in the outboxes, as last counted (+ those queued since)
+        self._opened_at = time.time()  # outbox entries older than this were left by an earlier run
         self.last_error: str = ""  # the latest final error or unexpected failure, for a log
         self.users: list[TrafficUser] = []
         self._ticker: asyncio.Task | None = None
         self._status: asyncio.Task | None = None
+        self._drain: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # payments and logins under way
         self._paying = 0
-        self._last_posted: tuple[float, int, int, int, int, int] | None = None
+        self._last_posted: tuple[float, int, int, int, int, int, int] | None = None
 
     @property
     def directory(self) -> Path:
@@ -203,6 +208,7 @@ class Traffic:
         """Create the simulated clients and their retriers (idempotent; inside the loop)."""
         if self.users:
             return
+        self._opened_at = time.time()
         people = fixtures.users(self.cfg.user_fixtures)[:TRAFFIC_MAX_USERS]
         routes = traffic_routes(people)
         for person in people:
@@ -218,8 +224,8 @@ class Traffic:
 
     async def close(self) -> None:
         """Stop everything: no task, retrier or channel is left (queued payments stay on disk)."""
-        tasks = [t for t in (self._ticker, self._status) if t is not None] + list(self._tasks)
-        self._ticker = self._status = None
+        tasks = [t for t in (self._ticker, self._status, self._drain) if t is not None] + list(self._tasks)
+        self._ticker = self._status = self._drain = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -246,9 +252,25 @@ class Traffic:
         self._post_status()
 
     def wake(self, all_now: bool = False) -> None:
-        """A process came back (all_now): resend every queued traffic payment now."""
+        """A process came back (all_now): resend every queued traffic payment now, and
+        again TRAFFIC_DRAIN_AGAIN_S later while some stay queued (the gateway's channel to
+        a bank that just restarted takes up to a second to reconnect, so the first resends
+        may fail fast; the Retrier's own follow-ups are dropped when an entry falls due
+        sooner, which with many queued entries is almost always)."""
         for user in self.users:
             user.retrier.wake(all_now=all_now)
+        if all_now and self.users:
+            if self._drain is not None:
+                self._drain.cancel()
+            self._drain = asyncio.get_running_loop().create_task(self._drain_again(), name="strife-traffic-drain")
+
+    async def _drain_again(self) -> None:
+        for delay_s in TRAFFIC_DRAIN_AGAIN_S:
+            await asyncio.sleep(delay_s)
+            if not self.queued:
+                return
+            for user in self.users:
+                user.retrier.wake(all_now=True)
 
     # -------------------------------------------------------------- sending --
     async def _tick(self) -> None:
@@ -352,9 +374,14 @@ class Traffic:
         user.retrier.wake(all_now=True)  # the user is back: send what it queued meanwhile
 
     # -------------------------------------------------------------- reporting --
+    def _waiting(self, user: TrafficUser) -> int:
+        """The user's queued payments: those a send failed for (or left by an earlier run),
+        not those on their first send now (they count as in flight)."""
+        return sum(1 for e in user.client.outbox.entries() if e.last_code or e.created_at < self._opened_at)
+
     async def _report(self) -> None:
         while True:
-            counts = await asyncio.gather(*(asyncio.to_thread(u.client.outbox.count) for u in self.users))
+            counts = await asyncio.gather(*(asyncio.to_thread(self._waiting, u) for u in self.users))
             self.queued = sum(counts)
             for user, queued in zip(self.users, counts, strict=True):
                 if self.per_s > 0 or queued:
@@ -363,7 +390,7 @@ class Traffic:
             await asyncio.sleep(TRAFFIC_STATUS_S)
 
     def _post_status(self, only_if_changed: bool = False) -> None:
-        counts = (self.per_s, self.sent, self.succeeded, self.declined, self.queued, self.failed)
+        counts = (self.per_s, self.sent, self.succeeded, self.declined, self.queued, self.failed, self._paying)
         if only_if_changed and counts == self._last_posted:
             return
         self._last_posted = counts

@@ -60,9 +60,10 @@ class StatsChanged(Message):
 class TrafficChanged(Message):
     """Simulated traffic (the demo users paying each other through the real gateway):
     the rate asked for (0: off) and what came of the payments since the control room
-    started. `queued`: traffic payments waiting in the simulated clients' outboxes now
-    (they are resent until they get a final answer, also after the rate is set to 0);
-    `failed`: refused for good (a final error, which the demo fixtures should never cause)."""
+    started. `queued`: traffic payments waiting in the simulated clients' outboxes after a
+    failed send (resent until they get a final answer, also after the rate is set to 0);
+    `failed`: refused for good (a final error, which the demo fixtures should never cause);
+    `in_flight`: first sends waiting for the gateway's answer now (at most 16)."""
 
     per_s: float
     sent: int
@@ -70,3 +71,4 @@ class TrafficChanged(Message):
     declined: int
     queued: int
     failed: int = 0
+    in_flight: int = 0

@@ -169,14 +169,15 @@ async def test_traffic_pays_between_users_once_each_and_stops_at_zero(source):
         assert pid is not None and (not os.path.exists(f"/proc/{pid}") or _zombie(pid)), f"child {pid} left"
 
 
-async def test_traffic_queues_while_the_gateway_is_down_and_drains_once_each(source):
+@pytest.mark.parametrize("down", ["gateway", "BankC"])
+async def test_traffic_queues_while_a_process_is_down_and_drains_once_each(source, down):
     await source.set_traffic(10)
     await until(lambda: source.traffic.succeeded >= 5, 60, "traffic flowing")
-    await source.kill("gateway")
+    await source.kill(down)
     await until(lambda: source.traffic.queued >= 5, 30, "traffic payments queued")
     assert any(m.queued > 0 for m in traffic_messages(source)), "the queue was never reported"
-    await source.restart("gateway")
-    await until(lambda: source.sup.procs["gateway"].state == ProcessState.SERVING, 30, "gateway serving")
+    await source.restart(down)
+    await until(lambda: source.sup.procs[down].state == ProcessState.SERVING, 30, f"{down} serving")
     await until(lambda: source.traffic.succeeded >= 5 + 10, 60, "traffic flowing again")
     await settled(source)
 
