@@ -4,6 +4,10 @@ The source posts messages (app/messages.py); this app routes each one to the
 widgets that show it. Widgets post requests (kill a process, pay, ...); the app
 runs them against the source in workers and reports the result. Widgets never
 talk to each other or to the source.
+
+The Dashboard has its own Pay form beside the 2PC view (p focuses it; `.` pays the last
+payment again, b sends a burst), and Enter on a 2PC row tells that payment's story from
+the log lines the app has seen (app.timeline.Stories).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Any
 
@@ -21,7 +26,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer, HelpPanel, Input, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState
@@ -29,6 +34,7 @@ from textual.worker import Worker, WorkerState
 from app import messages as msg
 from app.model import ProcessInfo
 from app.source import ClientError, ControlSource
+from app.timeline import Stories
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
 from app.widgets.confirm_quit import ConfirmQuit
@@ -37,6 +43,7 @@ from app.widgets.log_view import LogView
 from app.widgets.login_form import LoginForm
 from app.widgets.outbox_panel import OutboxPanel
 from app.widgets.pay_form import PayForm
+from app.widgets.payment_story import PaymentStory
 from app.widgets.process_panel import ProcessPanel
 from app.widgets.status_bar import StatusBar
 from app.widgets.txn_panel import TxnPanel
@@ -44,11 +51,32 @@ from backend.common.states import ProcessState
 
 TICK_S = 1.0
 SLOW_MOTION_MS = 800  # per phase: prepare, vote and commit each stay on screen this long
+BURST_COUNT = 10  # payments in one burst (b), sent at once
+BURST_AMOUNT = "1.00"  # each, to the last payee
 ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
 
 ESC_HELP = "Leave a text field or dropdown for the tab bar; close the Keys panel"
 
 ShowHandler = Callable[["StrifeApp", Any], None]
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What to pay, as a form asks for it; sent again as a new payment by `.` and b."""
+
+    to_bank: str
+    to_account: str
+    amount_text: str
+    from_bank: str | None
+    from_account: str | None
+
+    @classmethod
+    def of(cls, request: PayForm.PayRequested) -> Payment:
+        return cls(request.to_bank, request.to_account, request.amount_text, request.from_bank, request.from_account)
+
+    @property
+    def payee(self) -> str:
+        return f"{self.to_bank}/{self.to_account}"
 
 
 def shows(message_type: type[Message]) -> Callable[[ShowHandler], ShowHandler]:
@@ -79,6 +107,25 @@ class StrifeApp(App):
         Binding("c", "show_tab('client')", "Client", show=False, tooltip="Client tab: log in and pay"),
         Binding("l", "show_tab('logs')", "Logs", show=False, tooltip="Logs tab"),
         Binding("question_mark", "help", "Keys", key_display="?", tooltip="This list of keys"),
+        # Not in the footer (at 80 columns it would cut the others): the Pay panel's title says p.
+        Binding(
+            "p", "quick_pay", "Pay", show=False, tooltip="Pay from the Dashboard: its Pay form, beside the 2PC view"
+        ),
+        Binding(
+            "full_stop",
+            "pay_again",
+            "Pay again",
+            key_display=".",
+            show=False,
+            tooltip="Pay the last payment again: same payee and amount, a new idempotency key (a new payment)",
+        ),
+        Binding(
+            "b",
+            "burst",
+            "Burst",
+            show=False,
+            tooltip=f"A burst: {BURST_COUNT} payments of {BURST_AMOUNT} to the last payee, all at once",
+        ),
         Binding(
             "m",
             "slow_motion",
@@ -98,6 +145,9 @@ class StrifeApp(App):
         self._processes: tuple[ProcessInfo, ...] = ()
         self._source_stopped = False
         self._slow_motion_ms = 0
+        self.stories = Stories()  # what Enter on a 2PC row tells
+        self._last_payment: Payment | None = None  # what `.` pays again and b bursts to
+        self._focus_on_tab: Callable[[], None] | None = None  # instead of the first widget, once
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -108,7 +158,9 @@ class StrifeApp(App):
                         yield ProcessPanel(id="processes")
                         yield BalancesPanel(id="balances")
                     yield TxnPanel(id="txns")
-                    yield OutboxPanel(id="outbox")
+                    with Horizontal(id="bottom"):
+                        yield PayForm(quick=True, id="quick-pay")
+                        yield OutboxPanel(id="outbox")
             with TabPane("Client (c)", id="client"):
                 with Horizontal(id="client-pane"):
                     with VerticalScroll(id="client-forms", can_focus=False):
@@ -127,6 +179,7 @@ class StrifeApp(App):
         self._tick()
         self.set_interval(TICK_S, self._tick)
         self.query_one("#processes DataTable").focus()
+        self.query_one("#quick-pay", PayForm).border_subtitle = f". again · b {BURST_COUNT} at once"
         self._start_source()
 
     async def on_unmount(self) -> None:
@@ -207,6 +260,8 @@ class StrifeApp(App):
             self.push_screen(HelpScreen(self.help_sections()))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("quick_pay", "pay_again", "burst"):
+            return not isinstance(self.screen, ModalScreen)  # not from under a story or the help
         if action == "leave_field":
             return isinstance(self.focused, Input)
         if action == "escape":
@@ -244,6 +299,10 @@ class StrifeApp(App):
         target: Widget | None
         if pane is None:
             return
+        if self._focus_on_tab is not None:  # p from another tab: the Pay form, not the first table
+            focus, self._focus_on_tab = self._focus_on_tab, None
+            focus()
+            return
         if pane.id == "client":  # a field to type in, never the Log out button
             logged_in = self.query_one(LoginForm).username is not None
             target = self.query_one("#pay-bank" if logged_in else "#login-username")
@@ -272,16 +331,28 @@ class StrifeApp(App):
     @shows(msg.LogReceived)
     def _show_log(self, message: msg.LogReceived) -> None:
         self.query_one(LogView).append(message.record)
+        self.stories.add_record(message.record)
+        story = self._open_story()
+        if story is not None and message.record.fields.get("txn") == story.txn_id:
+            story.story = self.stories.story(story.txn_id)
 
     @shows(msg.TxnChanged)
     def _show_txn(self, message: msg.TxnChanged) -> None:
         self.query_one(TxnPanel).upsert(message.row)
+        self.stories.add_row(message.row)
+        story = self._open_story()
+        if story is not None and story.story is not None and story.story.row.payment == message.row.payment:
+            story.story = self.stories.story(story.txn_id)  # this payment, or another attempt of it
+
+    def _open_story(self) -> PaymentStory | None:
+        return self.screen if isinstance(self.screen, PaymentStory) else None
 
     @shows(msg.BalancesChanged)
     def _show_balances(self, message: msg.BalancesChanged) -> None:
         self.query_one(BalancesPanel).balances = message.balances
         banks = tuple(b.bank for b in message.balances.banks)
-        self.query_one(PayForm).banks = banks
+        for form in self.query(PayForm):
+            form.banks = banks
         self.query_one(LoginForm).banks = banks
 
     @shows(msg.OutboxChanged)
@@ -292,10 +363,14 @@ class StrifeApp(App):
     def _show_client(self, message: msg.ClientChanged) -> None:
         state = message.state
         if state.username != self.query_one(LoginForm).username:
-            self.query_one(PayForm).clear_result()  # the last user's payment is not this user's
+            self._last_payment = None  # `.` and b never pay as someone else
+            for form in self.query(PayForm):
+                form.clear_result()  # the last user's payment is not this user's
         self.query_one(ClientSummary).state = state
         self.query_one(LoginForm).username = state.username
-        self.query_one(PayForm).from_accounts = tuple(f"{a.bank}/{a.account_id}" for a in state.accounts)
+        for form in self.query(PayForm):
+            form.username = state.username
+            form.from_accounts = tuple(f"{a.bank}/{a.account_id}" for a in state.accounts)
 
     @shows(msg.StatsChanged)
     def _show_stats(self, message: msg.StatsChanged) -> None:
@@ -341,7 +416,44 @@ class StrifeApp(App):
         self.client_call("Logged out", "#login-username", self.source.logout)
 
     def on_pay_form_pay_requested(self, message: PayForm.PayRequested) -> None:
-        self.pay(message)
+        form = message.form or self.query_one("#pay", PayForm)
+        self.pay(Payment.of(message), form)
+        if form.quick:  # watch it go: the 2PC table, where `.`, b and Enter work at once
+            self.query_one(TxnPanel).table.focus()
+
+    def on_txn_panel_story_requested(self, message: TxnPanel.StoryRequested) -> None:
+        story = self.stories.story(message.txn_id)
+        if story is None:
+            self.notify(f"No story kept for {message.txn_id}: it is older than the last {self.stories.max_txns}")
+            return
+        self.push_screen(PaymentStory(story))
+
+    # ------------------------------------------------------ quick keys --
+    def action_quick_pay(self) -> None:
+        """p: the Dashboard's Pay form, its first field still to fill."""
+        form = self.query_one("#quick-pay", PayForm)
+        tabbed = self.query_one(TabbedContent)
+        if tabbed.active == "dashboard":
+            form.focus_first_empty()
+            return
+        self.screen.set_focus(None)  # see action_show_tab
+        self._focus_on_tab = form.focus_first_empty
+        tabbed.active = "dashboard"
+
+    def action_pay_again(self) -> None:
+        """`.`: the last payment again, as a new payment (the source gives it a new key)."""
+        if self._last_payment is None:
+            self.notify("Nothing to pay again yet: pay once first (p)", title="Pay again")
+            return
+        self.pay(self._last_payment, self.query_one("#quick-pay", PayForm))
+
+    def action_burst(self) -> None:
+        if self._last_payment is None:
+            self.notify("A burst goes to the last payee: pay once first (p)", title="Burst")
+            return
+        last = self._last_payment
+        burst = Payment(last.to_bank, last.to_account, BURST_AMOUNT, last.from_bank, last.from_account)
+        self.pay_burst(burst, BURST_COUNT)
 
     # -------------------------------------------------------- workers --
     # Every worker is started with exit_on_error=False: an error it does not handle
@@ -384,13 +496,11 @@ class StrifeApp(App):
             await self._refresh_client()
 
     @work(group="pay", exit_on_error=False)
-    async def pay(self, request: PayForm.PayRequested) -> None:
-        form = self.query_one(PayForm)
+    async def pay(self, payment: Payment, form: PayForm) -> None:
+        """One payment; its result is shown in `form`, the form that asked (or the Dashboard's)."""
         form.busy = True
         try:
-            outcome = await self.source.pay(
-                request.to_bank, request.to_account, request.amount_text, request.from_bank, request.from_account
-            )
+            outcome = await self._send(payment)
         except ClientError as exc:
             if exc.code == "INVALID_ARGUMENT":  # a mistake in the form: said once, there, in words
                 form.error = _sentence(str(exc))
@@ -403,6 +513,43 @@ class StrifeApp(App):
         form.outcome = outcome
         self.notify(outcome, title="Payment")
         await self._refresh_client()
+
+    @work(group="pay", exit_on_error=False)
+    async def pay_burst(self, payment: Payment, count: int) -> None:
+        """`count` payments of one amount to one payee, sent at once: the 2PC view fills."""
+        assert 0 < count <= BURST_COUNT
+        form = self.query_one("#quick-pay", PayForm)
+        form.busy = True
+        try:
+            sends = (self._send(payment, remember=False) for _ in range(count))
+            results = await asyncio.gather(*sends, return_exceptions=True)
+        finally:
+            form.busy = False
+        said: dict[str, int] = {}
+        for result in results:
+            if isinstance(result, ClientError):
+                word = f"failed ({result.code})"
+            elif isinstance(result, BaseException):
+                raise result  # not an answer of the source: a bug, shown by _worker_failed
+            else:
+                word = result.split(" ", 1)[0].rstrip(":")  # paid / declined / queued (ControlSource.pay)
+            said[word] = said.get(word, 0) + 1
+        summary = f"burst of {count} × {payment.amount_text} to {payment.payee}: " + ", ".join(
+            f"{n} {word}" for word, n in said.items()
+        )
+        form.outcome = summary
+        self.notify(summary, title="Burst", severity="information" if said.get("paid") == count else "warning")
+        await self._refresh_client()
+
+    async def _send(self, payment: Payment, remember: bool = True) -> str:
+        """Through the source, like every payment. With `remember`, once the source took it
+        (paid, declined or queued), it is what `.` pays again and b bursts to."""
+        outcome = await self.source.pay(
+            payment.to_bank, payment.to_account, payment.amount_text, payment.from_bank, payment.from_account
+        )
+        if remember:
+            self._last_payment = payment
+        return outcome
 
     async def _refresh_client(self) -> None:
         try:
@@ -441,6 +588,11 @@ class StrifeApp(App):
                 )
             yield SystemCommand(f"Restart {p.name}", f"Start {p.name} again", partial(run, "restart"))
         yield SystemCommand("Retry offline queue", "Send the queued payments now", self.sync_outbox)
+        yield SystemCommand("Pay", "The Dashboard's Pay form (p)", self.action_quick_pay)
+        yield SystemCommand("Pay again", "The last payment again, as a new payment (.)", self.action_pay_again)
+        yield SystemCommand(
+            "Burst of payments", f"{BURST_COUNT} payments of {BURST_AMOUNT} to the last payee (b)", self.action_burst
+        )
         yield SystemCommand(
             "Slow motion on/off", f"The gateway pauses {SLOW_MOTION_MS} ms between phases", self.action_slow_motion
         )

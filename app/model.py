@@ -108,10 +108,48 @@ class TxnRow:
     started_at: float = 0.0
     latency_ms: float | None = None  # from begin to the last acknowledgement
     user: str = ""
+    key: str = ""  # the payment's idempotency key, "" when the gateway's begin line did not say
+    attempt: int = 1  # 2 for the second transaction seen under the same user and key (a retry), ...
 
     @property
     def in_doubt(self) -> bool:
         return any(p.phase == BankStep.IN_DOUBT for p in self.participants)
+
+    @property
+    def payment(self) -> str:
+        """What every attempt of one payment shares: its user and idempotency key (a retry is a
+        new transaction under the same key). Without a key, the transaction alone."""
+        return f"{self.user}/{self.key}" if self.key else self.txn_id
+
+
+class Tone(StrEnum):
+    """How a step of a payment's story reads: the widget picks the colour."""
+
+    PLAIN = "plain"
+    GOOD = "good"
+    BAD = "bad"
+    DOUBT = "doubt"
+
+
+@dataclass(frozen=True)
+class StoryStep:
+    """One thing a process said about a payment, `after_ms` after the gateway began it."""
+
+    after_ms: float
+    process: str  # who said it: "gateway", "BankA", ...
+    what: str  # "voted YES", "decided ABORT: BankB offline", ...
+    tone: Tone = Tone.PLAIN
+
+
+@dataclass(frozen=True)
+class Story:
+    """A payment's story (Enter on a 2PC row): its phases in order and its log lines."""
+
+    row: TxnRow
+    steps: tuple[StoryStep, ...]
+    lines: tuple[LogRecord, ...]  # every log line that names the transaction, in time order
+    attempts: tuple[TxnRow, ...] = ()  # every transaction under the same key seen, oldest first (row too)
+    lines_dropped: int = 0  # older lines of this transaction forgotten (each keeps its newest lines)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.model import BankStep, LogRecord
-from app.timeline import Timeline
+from app.timeline import Stories, Timeline
 from backend.common.events import Event, Phase, Vote
 from backend.common.states import Decision
 
@@ -197,3 +197,69 @@ def test_memory_is_bounded_oldest_first():
 def test_duplicate_begin_is_ignored():
     tl, _ = fold(begin())
     assert tl.apply(begin(t=T0 + 5)) is None and tl.rows()[0].started_at == T0
+
+
+# ------------------------------------------------- retries and stories --
+def keyed_begin(txn: str, key: str = "k-1", user: str = "alice", t: float = T0) -> LogRecord:
+    record = begin(txn, t)
+    return LogRecord(
+        record.time, record.process, record.level, record.event, {**record.fields, "key": key, "user": user}
+    )
+
+
+def test_retries_under_one_key_are_numbered_attempts_of_one_payment():
+    tl, first = fold(keyed_begin("t1"))
+    _, second = fold(keyed_begin("t2", t=T0 + 3), timeline=tl)
+    _, other_user = fold(keyed_begin("t3", user="bob"), timeline=tl)
+    _, no_key = fold(begin("t4"))
+    assert (first.key, first.attempt, second.attempt, other_user.attempt) == ("k-1", 1, 2, 1)
+    assert first.payment == second.payment != other_user.payment
+    assert no_key.key == "" and no_key.attempt == 1 and no_key.payment == "t4"
+
+
+def test_attempt_numbers_are_bounded_memory():
+    tl = Timeline(max_rows=2)
+    for i in range(5):
+        tl.apply(keyed_begin(f"t{i}", key=f"k{i}"))
+    assert len(tl._attempts) == 2
+
+
+def test_a_story_has_the_phases_with_their_times_and_the_lines_of_its_transaction():
+    records = [
+        keyed_begin("t1"),
+        ev("BankA", Phase.VOTE, T0 + 0.004, txn="t1", vote=Vote.YES),
+        ev("gateway", Phase.VOTE, T0 + 0.006, txn="t1", bank="BankB", vote=Vote.NONE, code="UNAVAILABLE"),
+        ev("gateway", Phase.DECISION, T0 + 0.007, txn="t1", decision=Decision.ABORT, reason="BankB offline"),
+        ev("BankB", Phase.IN_DOUBT, T0 + 2.5, txn="t1"),
+        LogRecord(T0 + 0.014, "gateway", "warning", Event.RPC, {"method": "Pay", "txn": "t1"}),
+        LogRecord(T0, "gateway", "info", Event.RPC, {"method": "Pay", "txn": "other"}),
+    ]
+    tl, stories = Timeline(), Stories()
+    for record in records:
+        stories.add_record(record)
+        if (row := tl.apply(record)) is not None:
+            stories.add_row(row)
+    story = stories.story("t1")
+    assert story is not None and stories.story("never") is None
+    assert [(s.after_ms, s.process, s.what) for s in story.steps] == [
+        (0.0, "gateway", "began BankA/A-1001 → BankB/B-2001; prepare sent to BankA, BankB"),
+        (4.0, "BankA", "voted YES"),
+        (6.0, "gateway", "no vote from BankB (UNAVAILABLE)"),
+        (7.0, "gateway", "decided ABORT: BankB offline"),
+        (2500.0, "BankB", "in doubt: voted YES, no decision heard; asking the gateway"),
+    ]
+    assert [r.time for r in story.lines] == sorted(r.time for r in records[:6]), "its lines, in time order"
+    assert story.attempts == (story.row,)
+
+
+def test_stories_are_bounded_and_say_what_they_dropped():
+    stories = Stories(max_txns=2, max_lines=3)
+    for txn in ("t1", "t2", "t3"):
+        for i in range(5):
+            stories.add_record(LogRecord(T0 + i, "gateway", "info", Event.RPC, {"txn": txn}))
+    tl = Timeline()
+    for txn in ("t1", "t2", "t3"):
+        stories.add_row(tl.apply(begin(txn)))  # type: ignore[arg-type]
+    assert stories.story("t1") is None
+    story = stories.story("t3")
+    assert story is not None and len(story.lines) == 3 and story.lines_dropped == 2

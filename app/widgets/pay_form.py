@@ -1,4 +1,8 @@
-"""Pay from one of your accounts to any account at any bank."""
+"""Pay from one of your accounts to any account at any bank.
+
+Two of these: the Client tab's, and a compact one on the Dashboard (`quick`), beside the
+2PC view, so a presenter pays and watches on one screen. Their fields have ids of their own
+(`pay-...` and `quick-...`); the app shows each one's result in the form that asked."""
 
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ class AmountValidator(Validator):
 class PayForm(Vertical):
     from_accounts: reactive[tuple[str, ...]] = reactive(tuple, init=False)  # "BankA/A-1001"
     banks: reactive[tuple[str, ...]] = reactive(tuple, init=False)
+    username: reactive[str | None] = reactive(None, init=False)  # who pays; None when logged out
     error: reactive[str] = reactive("", init=False)
     outcome: reactive[str] = reactive("", init=False)
     busy: reactive[bool] = reactive(False, init=False)
@@ -68,65 +73,93 @@ class PayForm(Vertical):
         amount_text: str
         from_bank: str | None
         from_account: str | None
+        form: PayForm | None = None  # the form that asked: its result is shown there
 
-    def __init__(self, **kwargs) -> None:
+        @property
+        def control(self) -> PayForm | None:
+            return self.form
+
+    def __init__(self, *, quick: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.border_title = "Pay"
-        self.border_subtitle = "enter pays"
+        self.quick = quick
+        self.prefix = "quick" if quick else "pay"  # of its fields' ids
+        self.set_class(quick, "-quick")
+        self.border_title = self._title()
+        self.border_subtitle = "" if quick else "enter pays"
+
+    def _field_id(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    def _title(self) -> str:
+        if not self.quick:
+            return "Pay"
+        return f"Pay as {self.username} (p)" if self.username else "Pay (p) · log in on Client (c)"
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("From", classes="field-label")
-            yield Select([], prompt="log in first", id="pay-from", compact=True)
+            yield Select([], prompt="log in first", id=self._field_id("from"), classes="pay-from", compact=True)
         with Horizontal(classes="row"):
             yield Label("To", classes="field-label")
-            yield Select([], prompt="bank", id="pay-bank", compact=True)
-            yield Input(placeholder="account, e.g. B-2001", id="pay-account", max_length=64, compact=True)
+            yield Select([], prompt="bank", id=self._field_id("bank"), classes="pay-bank", compact=True)
+            yield Input(
+                placeholder="account" if self.quick else "account, e.g. B-2001",
+                id=self._field_id("account"),
+                max_length=64,
+                compact=True,
+            )
         with Horizontal(classes="row"):
             yield Label("Amount", classes="field-label")
             yield Input(
                 placeholder="e.g. 12.50",
-                id="pay-amount",
+                id=self._field_id("amount"),
+                classes="pay-amount",
                 max_length=20,
                 compact=True,
                 validators=[AmountValidator()],
                 validate_on=["changed"],
             )
-        with Horizontal(classes="row"):
-            yield Label("", classes="field-label")
-            yield Button("Pay", variant="success", id="pay-submit", compact=True)
-        yield Static("", id="pay-error", classes="error", markup=False)
-        yield Static("", id="pay-outcome", markup=False)
+            if self.quick:  # the button on the amount's line: one line less
+                yield Button("Pay", variant="success", id=self._field_id("submit"), classes="pay-submit", compact=True)
+        if not self.quick:
+            with Horizontal(classes="row"):
+                yield Label("", classes="field-label")
+                yield Button("Pay", variant="success", id=self._field_id("submit"), classes="pay-submit", compact=True)
+        yield Static("", id=self._field_id("error"), classes="error", markup=False)
+        yield Static("", id=self._field_id("outcome"), classes="pay-outcome", markup=False)
 
     def on_mount(self) -> None:
-        self.query_one("#pay-error").display = False
-        self.query_one("#pay-outcome").display = False
+        self.query_one(f"#{self._field_id('error')}").display = False
+        self.query_one(f"#{self._field_id('outcome')}").display = False
+
+    def watch_username(self) -> None:
+        self.border_title = self._title()
 
     def watch_from_accounts(self, accounts: tuple[str, ...]) -> None:
-        select = self.query_one("#pay-from", Select)
+        select = self.query_one(f"#{self._field_id('from')}", Select)
         select.set_options((a, a) for a in accounts)
         if accounts:
             select.value = accounts[0]
 
     def watch_banks(self, banks: tuple[str, ...]) -> None:
-        select = self.query_one("#pay-bank", Select)
+        select = self.query_one(f"#{self._field_id('bank')}", Select)
         value = select.value
         select.set_options((b, b) for b in banks)
         if value in banks:
             select.value = value
 
     def watch_error(self, error: str) -> None:
-        self._show("#pay-error", error)
+        self._show(self._field_id("error"), error)
         if error:
             self.outcome = ""
 
     def watch_outcome(self, outcome: str) -> None:
-        self._show("#pay-outcome", outcome)
+        self._show(self._field_id("outcome"), outcome)
         if outcome:
             self.error = ""
 
     def watch_busy(self, busy: bool) -> None:
-        button = self.query_one("#pay-submit", Button)
+        button = self.query_one(f"#{self._field_id('submit')}", Button)
         button.disabled = busy
         button.label = "Paying…" if busy else "Pay"
         if busy:  # a new payment: the last one's result no longer describes what is going on
@@ -137,31 +170,43 @@ class PayForm(Vertical):
         self.outcome = ""
         self.error = ""
 
-    def _show(self, selector: str, text: str) -> None:
-        line = self.query_one(selector, Static)
+    def focus_first_empty(self) -> None:
+        """Focus the first field still to fill (payee bank, account, amount), else the amount."""
+        bank = self.query_one(f"#{self._field_id('bank')}", Select)
+        account = self.query_one(f"#{self._field_id('account')}", Input)
+        if bank.selection is None:
+            bank.focus()
+        elif not account.value.strip():
+            account.focus()
+        else:
+            self.query_one(f"#{self._field_id('amount')}", Input).focus()
+
+    def _show(self, widget_id: str, text: str) -> None:
+        line = self.query_one(f"#{widget_id}", Static)
         line.update(text)
         line.display = bool(text)
 
     @on(Input.Submitted)
-    @on(Button.Pressed, "#pay-submit")
+    @on(Button.Pressed, ".pay-submit")
     def _pay(self, event: Input.Submitted | Button.Pressed) -> None:
         event.stop()
         if self.busy:
             return
-        amount = self.query_one("#pay-amount", Input)
+        amount = self.query_one(f"#{self._field_id('amount')}", Input)
         if (problem := amount_problem(amount.value)) is not None:
             self.error = problem  # said once, here, next to the field; nothing is sent
             amount.focus()
             return
-        source = self.query_one("#pay-from", Select).selection  # "BankA/A-1001", None when logged out
-        bank = self.query_one("#pay-bank", Select).selection
+        source = self.query_one(f"#{self._field_id('from')}", Select).selection  # "BankA/A-1001", None when logged out
+        bank = self.query_one(f"#{self._field_id('bank')}", Select).selection
         from_bank, _, from_account = str(source or "").partition("/")
         self.post_message(
             self.PayRequested(
                 to_bank=str(bank or ""),
-                to_account=self.query_one("#pay-account", Input).value.strip(),
+                to_account=self.query_one(f"#{self._field_id('account')}", Input).value.strip(),
                 amount_text=amount.value,
                 from_bank=from_bank or None,
                 from_account=from_account or None,
+                form=self,
             )
         )

@@ -5,11 +5,16 @@ height does) until the user moves up on purpose; End follows again. Every column
 width computed here from what it shows, so nothing is cut and no frame is drawn with
 half-measured columns: the Decision column takes the rest of the width and a long
 reason wraps onto a second line.
+
+One row per payment: a retry (a new transaction under the same user and idempotency key)
+takes the place of the attempt before it, at the bottom, and says which attempt it is.
+Enter (or a click) on a row asks for that payment's story.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import events
@@ -63,6 +68,9 @@ class TxnTable(DataTable):
     row again starts it."""
 
     BINDINGS = [
+        Binding(
+            "enter", "select_cursor", "Story", tooltip="The payment's story: each phase, who said what, its log lines"
+        ),
         Binding("end", "follow", "Newest"),
         Binding("home", "oldest", "Oldest", show=False),
     ]
@@ -147,17 +155,25 @@ class TxnPanel(Vertical):
     class FollowChanged(Message):
         """The table started or stopped following the newest row."""
 
+    @dataclass
+    class StoryRequested(Message):
+        """Enter or a click on a row: show the story of this transaction."""
+
+        txn_id: str
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = TITLE
         self.border_subtitle = SUBTITLE
-        self._rows: OrderedDict[str, TxnRow] = OrderedDict()
+        self._rows: OrderedDict[str, TxnRow] = OrderedDict()  # txn id -> row, the table's order
+        self._shown: dict[str, str] = {}  # TxnRow.payment -> the txn id of its attempt in the table
         self._widths: dict[str, int] = {}  # column key -> width in cells, as the table has it
         self._laid_out_for = -1  # the panel width the columns were computed for
 
     def compose(self) -> ComposeResult:
         yield Static(
-            "No payments yet. Pay from the Client tab (c) and watch it go through both banks.", classes="empty-hint"
+            "No payments yet. Press p to pay (or use the Client tab) and watch it go through both banks.",
+            classes="empty-hint",
         )
         yield TxnTable()
 
@@ -184,9 +200,20 @@ class TxnPanel(Vertical):
     def on_txn_panel_follow_changed(self) -> None:
         self._show_titles()
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.StoryRequested(event.row_key.value))
+
     # ------------------------------------------------------------ rows --
     def upsert(self, row: TxnRow) -> None:
         table = self.table
+        shown = self._shown.get(row.payment)
+        if shown is not None and shown != row.txn_id:
+            if row.attempt < self._rows[shown].attempt:
+                return  # a late line of an earlier attempt: the row shows the newest (its story has all)
+            self._forget(shown)  # a retry: it takes the earlier attempt's place, at the bottom
+        self._shown[row.payment] = row.txn_id
         known = row.txn_id in self._rows
         self._rows[row.txn_id] = row
         cells = _cells(row, self.compact)
@@ -197,13 +224,18 @@ class TxnPanel(Vertical):
         else:
             table.add_row(*cells, key=row.txn_id, height=self._height(cells))
             while len(self._rows) > MAX_ROWS:
-                oldest, _ = self._rows.popitem(last=False)
-                table.remove_row(oldest)
+                self._forget(next(iter(self._rows)))
             table.display = True
             self.query_one(".empty-hint").display = False
         if table.following:
             table.show_newest()
         self._show_titles()
+
+    def _forget(self, txn_id: str) -> None:
+        row = self._rows.pop(txn_id)
+        if self._shown.get(row.payment) == txn_id:
+            del self._shown[row.payment]
+        self.table.remove_row(txn_id)
 
     def _update(self, txn_id: str, cells: tuple) -> None:
         table = self.table
@@ -320,6 +352,13 @@ def _side(account: str, step: BankStep | None, style: str, compact: bool) -> Tex
 
 
 def _outcome(row: TxnRow) -> Text:
+    text = _decision(row)
+    if row.attempt > 1:  # a retry under the same key: the earlier attempts are in its story
+        text.append(f" (attempt {row.attempt})", style="bold")
+    return text
+
+
+def _decision(row: TxnRow) -> Text:
     if row.in_doubt:
         decided = row.decision != Decision.PREPARING
         detail = f" {row.decision} not acknowledged yet" if decided else " asking the gateway"
