@@ -196,3 +196,24 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_quit_with_traffic_running_leaves_nothing_behind(tmp_path, certs_dir):
+    from app.app import StrifeApp
+
+    live = LiveSource(quick_config(tmp_path, certs_dir))
+    app = StrifeApp(live)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(lambda: all(p.state == ProcessState.SERVING for p in live.sup.procs.values()), 30, "serving")
+            await live.set_traffic(10)
+            await until(lambda: live.traffic.succeeded >= 5, 30, "traffic flowing")
+            pids = [p.pid for p in live.sup.procs.values()]
+            await pilot.press("q", "y")
+        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("strife-")]
+        assert not left, f"tasks left after quit: {left}"
+        assert not live.traffic.users
+        for pid in pids:
+            assert pid is not None and (not os.path.exists(f"/proc/{pid}") or _zombie(pid)), f"child {pid} left"
+    finally:
+        live.kill_now()
