@@ -129,10 +129,10 @@ TRAFFIC_MAX_QUEUED = 200  # traffic payments waiting in the outboxes; a tick bey
 TRAFFIC_MAX_USERS = 8  # simulated clients: the first demo users of the fixtures
 TRAFFIC_AMOUNT_CENTS = (1, 200)  # each payment: 0.01 to 2.00, so accounts rarely run dry
 TRAFFIC_LOGIN_RETRY_S = 2.0  # a simulated client that could not log in tries again after this
-TRAFFIC_STATUS_S = 1.0
+TRAFFIC_STATUS_S = 1.0  # TrafficChanged this often while traffic runs or payments are queued
 # After a process came back: send every queued traffic payment again after each of these
 # pauses while some stay queued (as the Retrier's FOLLOW_UPS_S, but never skipped).
-TRAFFIC_DRAIN_AGAIN_S = (0.5, 1.0, 1.0, 2.0)  # TrafficChanged this often while traffic runs or payments are queued
+TRAFFIC_DRAIN_AGAIN_S = (0.5, 1.0, 1.0, 2.0)
 
 Route = tuple[tuple[str, str], tuple[str, str]]  # ((from bank, account), (to bank, account))
 
