@@ -85,9 +85,10 @@ class Retrier:
             if not self._left_queued:
                 self._follow_ups.clear()
             elif self._follow_ups and not self._wake.is_set():
-                follow_up_s = self._follow_ups.pop(0)
-                if follow_up_s <= wait_s:
-                    wait_s, self._all_now = follow_up_s, True
+                if self._follow_ups[0] <= wait_s:
+                    wait_s, self._all_now = self._follow_ups.pop(0), True
+                else:  # a due-only round comes first; the all-now one still follows, that much later
+                    self._follow_ups[0] -= wait_s
             try:
                 await asyncio.wait_for(self._wake.wait(), wait_s)
             except TimeoutError:
