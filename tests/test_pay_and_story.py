@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static, TabbedContent
@@ -313,3 +314,23 @@ def test_snapshot_a_payment_story(snap_compare):
         await settle(pilot)
 
     assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, run_before=open_the_newest_story)
+
+
+async def test_the_first_payment_of_a_fresh_control_room_shows_at_once():
+    """Seen live: the first row comes with cells wider than the headers, went in by a rebuild
+    and stayed hidden behind "No payments yet" until a second payment."""
+
+    class Panel(App):
+        def compose(self) -> ComposeResult:
+            yield TxnPanel()
+
+    app = Panel()
+    async with app.run_test(size=WIDE) as pilot:
+        panel = app.query_one(TxnPanel)
+        assert not panel.table.display
+        row = Timeline().apply(attempt(NOW, "f1rst00000", commits=True)[0])
+        assert row is not None
+        panel.upsert(row)
+        await pilot.pause()
+        assert panel.table.display and panel.table.row_count == 1
+        assert not panel.query_one(".empty-hint").display

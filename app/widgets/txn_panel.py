@@ -223,10 +223,13 @@ class TxnPanel(Vertical):
             self._update(row.txn_id, cells)
         else:
             table.add_row(*cells, key=row.txn_id, height=self._height(cells))
-            while len(self._rows) > MAX_ROWS:
-                self._forget(next(iter(self._rows)))
-            table.display = True
-            self.query_one(".empty-hint").display = False
+        while len(self._rows) > MAX_ROWS:
+            self._forget(next(iter(self._rows)))
+        # Whichever way the row went in: the first payment of a fresh control room comes with
+        # cells wider than the headers, so it goes in by a rebuild (it stayed hidden behind the
+        # "No payments yet" hint until a second payment).
+        table.display = True
+        self.query_one(".empty-hint").display = False
         if table.following:
             table.show_newest()
         self._show_titles()
