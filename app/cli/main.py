@@ -41,10 +41,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _NotYet(Exception):
+    """The command line does not parse before its command's flags are known."""
+
+
+class _CommandFinder(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]  # stay quiet: the real parser says it
+        raise _NotYet(message)
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, after any of the top-level flags
+    (`strife --data-dir D certs ...`); None for the control room."""
+    from app.cli import up
+
+    finder = _CommandFinder(add_help=False)
+    up.add_stack_arguments(finder)
+    sub = finder.add_subparsers(dest="command")
+    for name, _, _ in SUBCOMMANDS:
+        sub.add_parser(name, add_help=False)
+    try:
+        known, _ = finder.parse_known_args(argv)
+    except _NotYet:
+        return None
+    return known.command
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    named = {name for name, _, _ in SUBCOMMANDS}
-    parser = build_parser(argv[0] if argv and argv[0] in named else None)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         from app import control_room

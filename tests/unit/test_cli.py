@@ -1,0 +1,29 @@
+"""The `strife` command line finds its subcommand wherever the top-level flags put it."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli.main import command_of, main
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        ([], None),
+        (["--port", "50070"], None),
+        (["certs", "--certs", "c"], "certs"),
+        (["--data-dir", "d", "certs", "--certs", "c"], "certs"),
+        (["--port", "1", "--banks", "2", "client", "--json", "balance"], "client"),
+        (["--port", "not-a-number", "up"], None),  # the real parser says what is wrong
+        (["client", "--help"], "client"),
+    ],
+)
+def test_the_subcommand_is_found_after_top_level_flags(argv, command):
+    assert command_of(argv) == command
+
+
+def test_a_subcommand_after_top_level_flags_runs(tmp_path, capsys):
+    main(["--data-dir", str(tmp_path / "data"), "certs", "--certs", str(tmp_path / "certs")])
+    assert (tmp_path / "certs" / "ca.crt").exists()
+    assert "certificates in" in capsys.readouterr().out
