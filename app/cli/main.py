@@ -46,7 +46,7 @@ class _NotYet(Exception):
 
 
 class _CommandFinder(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]  # stay quiet: the real parser says it
+    def error(self, message: str):  # stay quiet: the real parser says it
         raise _NotYet(message)
 
 
