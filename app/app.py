@@ -38,6 +38,7 @@ from app.timeline import Stories
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
 from app.widgets.confirm_quit import ConfirmQuit
+from app.widgets.graphs_panel import GraphsPanel
 from app.widgets.help_screen import HelpScreen, Section
 from app.widgets.log_view import LogView
 from app.widgets.login_form import LoginForm
@@ -51,6 +52,7 @@ from backend.common.states import ProcessState
 
 TICK_S = 1.0
 SLOW_MOTION_MS = 800  # per phase: prepare, vote and commit each stay on screen this long
+TRAFFIC_RATES = (0.0, 2.0, 10.0)  # payments/s that t cycles through
 BURST_COUNT = 10  # payments in one burst (b), sent at once
 BURST_AMOUNT = "1.00"  # each, to the last payee
 ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
@@ -106,6 +108,7 @@ class StrifeApp(App):
         Binding("d", "show_tab('dashboard')", "Dashboard", show=False, tooltip="Dashboard tab"),
         Binding("c", "show_tab('client')", "Client", show=False, tooltip="Client tab: log in and pay"),
         Binding("l", "show_tab('logs')", "Logs", show=False, tooltip="Logs tab"),
+        Binding("g", "show_tab('graphs')", "Graphs", show=False, tooltip="Graphs tab: the last 60 s"),
         Binding("question_mark", "help", "Keys", key_display="?", tooltip="This list of keys"),
         # Not in the footer (at 80 columns it would cut the others): the Pay panel's title says p.
         Binding(
@@ -126,6 +129,15 @@ class StrifeApp(App):
             show=False,
             tooltip=f"A burst: {BURST_COUNT} payments of {BURST_AMOUNT} to the last payee, all at once",
         ),
+        Binding(  # not in the footer either (it would cut "m Slow motion" at 80 columns): ? lists it
+            "t",
+            "traffic",
+            "Traffic",
+            show=False,
+            tooltip="Simulated traffic: off -> "
+            + " -> ".join(f"{rate:g}/s" for rate in TRAFFIC_RATES[1:])
+            + " -> off (the demo users pay each other through the real gateway)",
+        ),
         Binding(
             "m",
             "slow_motion",
@@ -145,6 +157,7 @@ class StrifeApp(App):
         self._processes: tuple[ProcessInfo, ...] = ()
         self._source_stopped = False
         self._slow_motion_ms = 0
+        self._traffic_per_s = 0.0
         self.stories = Stories()  # what Enter on a 2PC row tells
         self._last_payment: Payment | None = None  # what `.` pays again and b bursts to
         self._focus_on_tab: Callable[[], None] | None = None  # instead of the first widget, once
@@ -169,6 +182,8 @@ class StrifeApp(App):
                     yield ClientSummary(id="client-summary")
             with TabPane("Logs (l)", id="logs"):
                 yield LogView(id="log-view")
+            with TabPane("Graphs (g)", id="graphs"):
+                yield GraphsPanel(id="graphs-panel")
         yield Footer()
 
     # ------------------------------------------------------------ lifecycle --
@@ -231,6 +246,8 @@ class StrifeApp(App):
             queue.now = now
         for summary in self.query(ClientSummary):
             summary.now = now
+        for graphs in self.query(GraphsPanel):
+            graphs.now = now
 
     def action_show_tab(self, tab: str) -> None:
         tabbed = self.query_one(TabbedContent)
@@ -339,6 +356,7 @@ class StrifeApp(App):
     @shows(msg.TxnChanged)
     def _show_txn(self, message: msg.TxnChanged) -> None:
         self.query_one(TxnPanel).upsert(message.row)
+        self.query_one(GraphsPanel).record_txn(message.row, self.clock())
         self.stories.add_row(message.row)
         story = self._open_story()
         if story is not None and story.story is not None and story.story.row.payment == message.row.payment:
@@ -350,6 +368,7 @@ class StrifeApp(App):
     @shows(msg.BalancesChanged)
     def _show_balances(self, message: msg.BalancesChanged) -> None:
         self.query_one(BalancesPanel).balances = message.balances
+        self.query_one(GraphsPanel).record_balances(message.balances, self.clock())
         banks = tuple(b.bank for b in message.balances.banks)
         for form in self.query(PayForm):
             form.banks = banks
@@ -375,6 +394,15 @@ class StrifeApp(App):
     @shows(msg.StatsChanged)
     def _show_stats(self, message: msg.StatsChanged) -> None:
         self.query_one(StatusBar).stats = message
+        self.query_one(GraphsPanel).record_stats(message, self.clock())
+
+    @shows(msg.TrafficChanged)
+    def _show_traffic(self, message: msg.TrafficChanged) -> None:
+        if message.per_s != self._traffic_per_s:
+            on = f"Traffic: {message.per_s:g} payments/s from the demo users"
+            self.notify(on if message.per_s else "Traffic off")
+        self._traffic_per_s = message.per_s
+        self.query_one(StatusBar).traffic = message
 
     @shows(msg.SlowMotionChanged)
     def _show_slow_motion(self, message: msg.SlowMotionChanged) -> None:
@@ -557,6 +585,17 @@ class StrifeApp(App):
         except ClientError as exc:
             self.notify(str(exc), title=f"Balance not refreshed ({exc.code})", severity="warning")
 
+    def action_traffic(self) -> None:
+        following = TRAFFIC_RATES[(TRAFFIC_RATES.index(self._traffic_per_s) + 1) % len(TRAFFIC_RATES)]
+        self.set_traffic(following if self._traffic_per_s in TRAFFIC_RATES else 0.0)
+
+    @work(group="traffic", exclusive=True, exit_on_error=False)
+    async def set_traffic(self, per_s: float) -> None:
+        try:
+            await self.source.set_traffic(per_s)
+        except ClientError as exc:
+            self.notify(exc.message, title=f"Traffic not changed ({exc.code})", severity="error")
+
     def action_slow_motion(self) -> None:
         self.set_slow_motion(0 if self._slow_motion_ms else SLOW_MOTION_MS)
 
@@ -593,6 +632,10 @@ class StrifeApp(App):
         yield SystemCommand(
             "Burst of payments", f"{BURST_COUNT} payments of {BURST_AMOUNT} to the last payee (b)", self.action_burst
         )
+        for rate in TRAFFIC_RATES:
+            name = f"Traffic: {rate:g} payments/s" if rate else "Traffic: off"
+            yield SystemCommand(name, "Simulated clients through the real gateway (t)", partial(self.set_traffic, rate))
+        yield SystemCommand("Graphs", "The last 60 s as graphs (g)", partial(self.action_show_tab, "graphs"))
         yield SystemCommand(
             "Slow motion on/off", f"The gateway pauses {SLOW_MOTION_MS} ms between phases", self.action_slow_motion
         )

@@ -15,6 +15,7 @@ from textual.widgets import Input, Select
 from textual.worker import WorkerFailed
 
 from app.app import StrifeApp
+from app.widgets.graphs_panel import GraphsPanel
 from tests.snapshot_source import SnapshotSource, fixed_clock
 
 WIDE = (120, 40)
@@ -103,6 +104,20 @@ async def slow_motion_on(pilot: Pilot) -> None:
 
 def test_payment_mid_prepare_in_slow_motion(snap_compare):
     assert snap_compare(make_app("mid_2pc"), terminal_size=WIDE, run_before=slow_motion_on)
+
+
+async def graphs_of_a_minute(pilot: Pilot) -> None:
+    from tests.test_graphs_panel import feed_a_minute  # (that module imports this one)
+
+    await settle(pilot)
+    await pilot.press("g")
+    feed_a_minute(pilot.app.query_one(GraphsPanel))  # the fixed clock never finishes a second
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [SMALL, WIDE, HUGE], ids=["80x24", "120x40", "200x50"])
+def test_graphs_tab(snap_compare, size):
+    assert snap_compare(make_app("idle"), terminal_size=size, run_before=graphs_of_a_minute)
 
 
 @pytest.mark.parametrize("size", [SMALL, WIDE, HUGE], ids=["80x24", "120x40", "200x50"])

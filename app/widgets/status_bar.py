@@ -8,7 +8,7 @@ from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.widgets import Label, Sparkline
 
-from app.messages import StatsChanged
+from app.messages import StatsChanged, TrafficChanged
 from app.model import LATENCY_WINDOW_PAYMENTS, RATE_WINDOW_S
 
 TITLE = "Strife control room"
@@ -24,12 +24,22 @@ _WORDINGS = (
 class StatusBar(Horizontal):
     stats: reactive[StatsChanged | None] = reactive(None, init=False)
     slow_motion_ms: reactive[int] = reactive(0, init=False)
+    traffic: reactive[TrafficChanged | None] = reactive(None, init=False)
 
     def compose(self) -> ComposeResult:
         yield Label(TITLE, id="status-title")
         yield Label("", id="status-slow")
+        yield Label("", id="status-traffic")
         yield Sparkline([], id="status-sparkline")
         yield Label("waiting for data", id="status-numbers")
+
+    def watch_traffic(self, traffic: TrafficChanged | None) -> None:
+        label = self.query_one("#status-traffic", Label)
+        text = traffic_text(traffic) if traffic is not None else ""
+        label.update(text)
+        label.display = bool(text)
+        label.tooltip = text
+        self.call_after_refresh(self._show_numbers)
 
     def watch_slow_motion_ms(self, pause_ms: int) -> None:
         """Impossible to miss while on: every payment is slowed down on purpose."""
@@ -53,9 +63,21 @@ class StatusBar(Horizontal):
         slow = self.query_one("#status-slow", Label)
         room = self.size.width - len(TITLE) - 4 - MIN_SPARKLINE_CELLS  # 4: the labels' padding
         room -= slow.outer_size.width if slow.display else 0
+        traffic = self.query_one("#status-traffic", Label)
+        room -= traffic.outer_size.width if traffic.display else 0
         texts = wordings(self.stats)
         numbers.update(next((t for t in texts if len(t) <= room), texts[-1]))
         numbers.tooltip = texts[0]
+
+
+def traffic_text(t: TrafficChanged) -> str:
+    """'traffic 10/s: 118 ok, 1 declined, 1 queued' (what is not 0); '' when off with nothing left."""
+    if not t.per_s and not t.queued:
+        return ""
+    counts = [f"{t.succeeded} ok"] + [
+        f"{n} {what}" for n, what in ((t.declined, "declined"), (t.queued, "queued"), (t.failed, "failed")) if n
+    ]
+    return f"traffic {t.per_s:g}/s: {', '.join(counts)}" if t.per_s else f"traffic off: {t.queued} queued"
 
 
 def rate_per_s(stats: StatsChanged, window_s: int = RATE_WINDOW_S) -> float:

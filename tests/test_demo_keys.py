@@ -1,0 +1,54 @@
+"""The presenter's keys over the fixed data source: t cycles simulated traffic and the
+status bar says what it did; g opens the graphs."""
+
+from __future__ import annotations
+
+from textual.widgets import TabbedContent
+
+from app.app import TRAFFIC_RATES, StrifeApp
+from app.messages import TrafficChanged
+from app.widgets.graphs_panel import GraphRow, GraphsPanel
+from app.widgets.status_bar import StatusBar, traffic_text
+from tests.snapshot_source import SnapshotSource, fixed_clock
+
+
+async def test_t_cycles_traffic_and_the_status_bar_says_so():
+    source = SnapshotSource("idle")
+    async with StrifeApp(source, clock=fixed_clock).run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        label = pilot.app.query_one(StatusBar).query_one("#status-traffic")
+        seen = []
+        for _ in TRAFFIC_RATES:
+            await pilot.press("t")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            seen.append((source.traffic_per_s, label.display))
+        assert seen == [(2.0, True), (10.0, True), (0.0, False)]
+        assert [n.message for n in pilot.app._notifications][-3:] == [
+            "Traffic: 2 payments/s from the demo users",
+            "Traffic: 10 payments/s from the demo users",
+            "Traffic off",
+        ]
+
+
+def test_traffic_text_says_what_is_not_zero():
+    assert traffic_text(TrafficChanged(10.0, 120, 118, 1, 1)) == "traffic 10/s: 118 ok, 1 declined, 1 queued"
+    assert traffic_text(TrafficChanged(2.0, 3, 3, 0, 0)) == "traffic 2/s: 3 ok"
+    assert traffic_text(TrafficChanged(0.0, 9, 7, 0, 2)) == "traffic off: 2 queued"
+    assert traffic_text(TrafficChanged(0.0, 9, 9, 0, 0)) == ""
+
+
+async def test_g_opens_the_graphs_and_the_app_feeds_them():
+    async with StrifeApp(SnapshotSource("bank_offline"), clock=fixed_clock).run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("g")
+        await pilot.pause()
+        assert pilot.app.query_one(TabbedContent).active == "graphs"
+        graphs = pilot.app.query_one(GraphsPanel)
+        assert graphs.now == fixed_clock()
+        # the fixed source's balances reached the panel: a row per bank, its total shown
+        totals = {
+            str(row.name_label.content): row.value_text for row in graphs.query(GraphRow) if row.has_class("bank")
+        }
+        assert totals["BankA"] == "1,712.50" and totals["BankB"] == "unreachable", totals
