@@ -52,3 +52,11 @@ async def test_g_opens_the_graphs_and_the_app_feeds_them():
             str(row.name_label.content): row.value_text for row in graphs.query(GraphRow) if row.has_class("bank")
         }
         assert totals["BankA"] == "1,712.50" and totals["BankB"] == "unreachable", totals
+
+
+async def test_the_graphs_window_never_moves_back():
+    async with StrifeApp(SnapshotSource("idle"), clock=fixed_clock).run_test(size=(120, 40)) as pilot:
+        graphs = pilot.app.query_one(GraphsPanel)
+        graphs.now = fixed_clock() + 66
+        graphs.now = fixed_clock()  # the app's tick with a clock that stepped back
+        assert graphs.now == fixed_clock() + 66

@@ -154,6 +154,10 @@ class GraphsPanel(Vertical):
     def on_resize(self, event: events.Resize) -> None:
         self._fit_rows()
 
+    def validate_now(self, now: float) -> float:
+        """The window never moves back (a clock stepped back, or a test's fixed clock)."""
+        return max(now, self.now)
+
     def watch_now(self) -> None:
         self._show()
 
