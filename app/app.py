@@ -52,6 +52,7 @@ from backend.common.states import ProcessState
 
 TICK_S = 1.0
 SLOW_MOTION_MS = 800  # per phase: prepare, vote and commit each stay on screen this long
+NARROW_COLUMNS = 110  # below this the Dashboard's panels stack (app/strife.tcss: Screen.-narrow)
 TRAFFIC_RATES = (0.0, 2.0, 10.0)  # payments/s that t cycles through
 BURST_COUNT = 10  # payments in one burst (b), sent at once
 BURST_AMOUNT = "1.00"  # each, to the last payee
@@ -99,7 +100,7 @@ def shows(message_type: type[Message]) -> Callable[[ShowHandler], ShowHandler]:
 class StrifeApp(App):
     CSS_PATH = "strife.tcss"
     TITLE = "Strife control room"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_COLUMNS, "-wide")]
     # The tab keys are plain (not priority) bindings: a text field keeps its typed letters,
     # every other widget lets them through. Tooltips are what the help overlay (?) says.
     BINDINGS = [
@@ -193,7 +194,7 @@ class StrifeApp(App):
             loop.add_signal_handler(sig, self.exit)
         self._tick()
         self.set_interval(TICK_S, self._tick)
-        self.query_one("#processes DataTable").focus()
+        self.call_after_refresh(self._start_dashboard)
         self.query_one("#quick-pay", PayForm).border_subtitle = f". again · b {BURST_COUNT} at once"
         self._start_source()
 
@@ -312,6 +313,17 @@ class StrifeApp(App):
         """Keys go to the tab just opened: focus its first field or table."""
         self.call_after_refresh(self._focus_first, event.pane)
 
+    def _start_dashboard(self) -> None:
+        """Focus the Processes table; or, where the panels stack below each other (under
+        NARROW_COLUMNS), the 2PC view, scrolled to the top, as the audience watches it:
+        Processes is then above it, a shift+tab or a scroll away."""
+        if self.size.width >= NARROW_COLUMNS:
+            self.query_one("#processes DataTable").focus()
+            return
+        self.query_one("#txns DataTable").focus(scroll_visible=False)
+        txns = self.query_one(TxnPanel)
+        self.query_one("#dashboard-scroll", VerticalScroll).scroll_to_widget(txns, top=True, animate=False)
+
     def _focus_first(self, pane: TabPane | None) -> None:
         target: Widget | None
         if pane is None:
@@ -319,6 +331,9 @@ class StrifeApp(App):
         if self._focus_on_tab is not None:  # p from another tab: the Pay form, not the first table
             focus, self._focus_on_tab = self._focus_on_tab, None
             focus()
+            return
+        if pane.id == "dashboard":
+            self._start_dashboard()
             return
         if pane.id == "client":  # a field to type in, never the Log out button
             logged_in = self.query_one(LoginForm).username is not None

@@ -8,7 +8,9 @@ from textual.widgets import TabbedContent
 from app.app import TRAFFIC_RATES, StrifeApp
 from app.messages import TrafficChanged
 from app.widgets.graphs_panel import GraphRow, GraphsPanel
+from app.widgets.process_panel import ProcessPanel
 from app.widgets.status_bar import StatusBar, traffic_text
+from app.widgets.txn_panel import TxnPanel
 from tests.snapshot_source import SnapshotSource, fixed_clock
 
 
@@ -60,3 +62,22 @@ async def test_the_graphs_window_never_moves_back():
         graphs.now = fixed_clock() + 66
         graphs.now = fixed_clock()  # the app's tick with a clock that stepped back
         assert graphs.now == fixed_clock() + 66
+
+
+async def test_at_80_columns_the_dashboard_opens_on_the_2pc_view():
+    async with StrifeApp(SnapshotSource("idle"), clock=fixed_clock).run_test(size=(80, 24)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        txns = pilot.app.query_one(TxnPanel)
+        assert pilot.app.focused is not None and txns in pilot.app.focused.ancestors
+        screen = pilot.app.screen.region
+        assert screen.contains_region(txns.region), (txns.region, screen)  # in view, not below the fold
+        await pilot.press("l", "d")  # and again when coming back to the Dashboard
+        await pilot.pause()
+        assert pilot.app.focused is not None and txns in pilot.app.focused.ancestors
+
+
+async def test_at_120_columns_the_dashboard_opens_on_the_processes():
+    async with StrifeApp(SnapshotSource("idle"), clock=fixed_clock).run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert pilot.app.focused is not None and pilot.app.query_one(ProcessPanel) in pilot.app.focused.ancestors
