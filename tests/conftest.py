@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -21,3 +22,15 @@ async def stack(tmp_path, certs_dir):
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def fixed_environment(monkeypatch):
+    """For UI tests: times are shown in local time, make that UTC; nothing from the host's terminal."""
+    for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

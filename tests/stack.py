@@ -216,3 +216,12 @@ async def eventually(check, timeout_s: float = 15.0, interval_s: float = 0.1):
             return last
         await asyncio.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s} s (last value {last!r})")
+
+
+def exited(pid: int) -> bool:
+    """True once process `pid` is gone (or a zombie nobody has reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

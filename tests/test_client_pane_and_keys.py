@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from dataclasses import replace
 
 import pytest
@@ -27,15 +26,7 @@ from tests.snapshot_source import SnapshotSource, fixed_clock
 SIZE = (120, 40)
 
 
-@pytest.fixture(autouse=True)
-def fixed_environment(monkeypatch):
-    for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("fixed_environment")  # TZ=UTC, no host colours (tests/conftest.py)
 
 
 def make_app(scenario: str = "idle") -> StrifeApp:

@@ -1,7 +1,5 @@
 """The control room driven with Textual's Pilot against real gateway and bank processes."""
 
-import os
-
 import pytest
 from textual.widgets import DataTable, Input, Select
 
@@ -13,7 +11,7 @@ from app.widgets.client_summary import ClientSummary
 from app.widgets.outbox_panel import OutboxPanel
 from app.widgets.process_panel import ProcessPanel
 from backend.common.states import Decision, PaymentStatus, ProcessState
-from tests.stack import quick_config
+from tests.stack import exited, quick_config
 
 SIZE = (120, 40)
 
@@ -148,7 +146,7 @@ async def test_bank_offline_aborts_the_next_payment_and_comes_back(live_source):
         bankc_pid = live_source.sup.procs["BankC"].pid
         await act_on(pilot, "BankC", "k")
         await until(pilot, lambda: states(app)["BankC"] == ProcessState.OFFLINE, 10, "BankC offline")
-        assert not os.path.exists(f"/proc/{bankc_pid}") or _zombie(bankc_pid)
+        assert exited(bankc_pid)
 
         await log_in(pilot, "bob", "bob-demo-pw")
         outcome = await pay(pilot, "BankC", "C-3001", "5.00")
@@ -197,15 +195,7 @@ async def test_quit_leaves_no_child_process(live_source):
         await live_source.freeze("BankA")  # even a stopped process must go
         await pilot.press("q", "y")  # q asks first; y stops everything
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"child {pid} still running"
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+        assert exited(pid), f"child {pid} still running"
 
 
 async def test_a_second_control_room_on_the_same_data_directory_refuses_to_start(live_source):

@@ -19,7 +19,9 @@ from app.widgets.process_panel import ProcessPanel
 from app.widgets.txn_panel import TxnPanel
 from backend.common.states import Decision, ProcessState
 from tests.snapshot_source import NOW
-from tests.test_snapshots import fixed_environment, make_app, settle  # noqa: F401 - fixture
+from tests.test_snapshots import make_app, settle
+
+pytestmark = pytest.mark.usefixtures("fixed_environment")  # TZ=UTC, no host colours (tests/conftest.py)
 
 WIDE = (120, 40)
 SMALL = (80, 24)

@@ -8,6 +8,7 @@ Update the snapshot with `pytest tests/test_graphs_panel.py --snapshot-update`, 
 
 from __future__ import annotations
 
+import pytest
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
@@ -22,7 +23,8 @@ from app.widgets.graphs_panel import (
     GraphsPanel,
 )
 from backend.common.states import Decision
-from tests.test_snapshots import fixed_environment  # noqa: F401 - autouse fixture: TZ, no host colours
+
+pytestmark = pytest.mark.usefixtures("fixed_environment")  # TZ=UTC, no host colours (tests/conftest.py)
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 SIZE = (120, 20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
@@ -25,7 +26,9 @@ from app.widgets.txn_panel import TxnPanel
 from backend.common.events import Event, Phase, Vote
 from backend.common.states import Decision
 from tests.snapshot_source import NOW
-from tests.test_snapshots import fixed_environment, make_app, settle  # noqa: F401 - fixture
+from tests.test_snapshots import make_app, settle
+
+pytestmark = pytest.mark.usefixtures("fixed_environment")  # TZ=UTC, no host colours (tests/conftest.py)
 
 WIDE = (120, 40)
 SMALL = (80, 24)

@@ -7,8 +7,6 @@ check how it treats errors.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
@@ -22,16 +20,7 @@ WIDE = (120, 40)
 SMALL = (80, 24)
 
 
-@pytest.fixture(autouse=True)
-def fixed_environment(monkeypatch):
-    """Times are shown in local time: make that UTC. Nothing from the host's terminal."""
-    for var in ("NO_COLOR", "TEXTUAL_THEME", "FORCE_COLOR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("fixed_environment")  # TZ=UTC, no host colours (tests/conftest.py)
 
 
 def make_app(scenario: str) -> StrifeApp:

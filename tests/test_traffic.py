@@ -8,7 +8,6 @@ recorded, never on how fast it went.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 
 import pytest
@@ -21,7 +20,7 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.client.outbox import SentEntry
 from backend.common import fixtures, tls
 from backend.common.states import PaymentStatus, ProcessState
-from tests.stack import quick_config
+from tests.stack import exited, quick_config
 
 
 @pytest.fixture
@@ -166,7 +165,7 @@ async def test_traffic_pays_between_users_once_each_and_stops_at_zero(source):
     left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("strife-")]
     assert not left, f"tasks left after stop: {left}"
     for pid in pids:
-        assert pid is not None and (not os.path.exists(f"/proc/{pid}") or _zombie(pid)), f"child {pid} left"
+        assert pid is not None and exited(pid), f"child {pid} left"
 
 
 @pytest.mark.parametrize("down", ["gateway", "BankC"])
@@ -190,14 +189,6 @@ async def test_traffic_queues_while_a_process_is_down_and_drains_once_each(sourc
     await until(lambda: traffic_messages(source)[-1].queued == 0, 5, "the drained queue reported")
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def test_quit_with_traffic_running_leaves_nothing_behind(tmp_path, certs_dir):
     from app.app import StrifeApp
 
@@ -214,6 +205,6 @@ async def test_quit_with_traffic_running_leaves_nothing_behind(tmp_path, certs_d
         assert not left, f"tasks left after quit: {left}"
         assert not live.traffic.users
         for pid in pids:
-            assert pid is not None and (not os.path.exists(f"/proc/{pid}") or _zombie(pid)), f"child {pid} left"
+            assert pid is not None and exited(pid), f"child {pid} left"
     finally:
         live.kill_now()
