@@ -37,7 +37,7 @@ from app.source import ClientError, ControlSource
 from app.timeline import Stories
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
-from app.widgets.confirm_quit import ConfirmQuit
+from app.widgets.confirm import Confirm
 from app.widgets.graphs_panel import GraphsPanel
 from app.widgets.help_screen import HelpScreen, Section
 from app.widgets.log_view import LogView
@@ -211,14 +211,22 @@ class StrifeApp(App):
 
     def action_request_quit(self) -> None:
         """q: one key must not stop the whole stack by accident; ask first."""
-        if isinstance(self.screen, ConfirmQuit):
+        if isinstance(self.screen, Confirm):
             return
 
         async def answered(stop: bool | None) -> None:
             if stop:
                 await self.action_quit()
 
-        self.push_screen(ConfirmQuit(), answered)
+        self.push_screen(
+            Confirm(
+                "Quit",
+                "Stop the control room and every process?",
+                "The gateway and every bank stop with it.",
+                "Stop everything",
+            ),
+            answered,
+        )
 
     async def _stop_source(self) -> None:
         if not self._source_stopped:
@@ -429,7 +437,27 @@ class StrifeApp(App):
 
     # ------------------------------------------------ from the widgets --
     def on_process_panel_action_requested(self, message: ProcessPanel.ActionRequested) -> None:
-        self.run_process_action(message.action, message.process)
+        self.request_process_action(message.action, message.process)
+
+    def request_process_action(self, action: str, name: str) -> None:
+        """Do it; killing the gateway (every client's way in) asks first."""
+        if (action, name) != ("kill", "gateway"):
+            self.run_process_action(action, name)
+            return
+
+        def answered(kill: bool | None) -> None:
+            if kill:
+                self.run_process_action("kill", "gateway")
+
+        self.push_screen(
+            Confirm(
+                "Kill the gateway",
+                "Take the gateway offline (SIGKILL)?",
+                "Payments in flight abort; new ones wait in the offline queue until you restart it (r).",
+                "Kill the gateway",
+            ),
+            answered,
+        )
 
     def on_outbox_panel_sync_requested(self) -> None:
         self.sync_outbox()
@@ -632,7 +660,7 @@ class StrifeApp(App):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for p in self._processes:
-            run = partial(self.run_process_action, name=p.name)
+            run = partial(self.request_process_action, name=p.name)
             yield SystemCommand(f"Kill {p.name}", f"Take {p.name} offline with SIGKILL", partial(run, "kill"))
             if p.state == ProcessState.FROZEN:
                 yield SystemCommand(f"Thaw {p.name}", f"SIGCONT {p.name}", partial(run, "thaw"))

@@ -352,3 +352,31 @@ async def test_a_bank_killed_from_outside_is_notified(tmp_path, certs_dir):
             assert "SIGKILL" in notes[0][1]
     finally:
         source.kill_now()
+
+
+async def test_killing_the_gateway_asks_first_and_n_keeps_it():
+    from app.widgets.confirm import Confirm
+
+    source = SnapshotSource("idle")
+    killed: list[str] = []
+
+    async def kill(name: str) -> None:
+        killed.append(name)
+
+    source.kill = kill  # type: ignore[method-assign]
+    async with StrifeApp(source, clock=fixed_clock).run_test(size=SIZE) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        table = pilot.app.query_one("#processes DataTable")
+        table.focus()
+        await pilot.press("home", "k")  # the gateway is the first row
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, Confirm) and killed == []
+        await pilot.press("n")
+        await pilot.pause()
+        assert not isinstance(pilot.app.screen, Confirm) and killed == []
+        await pilot.press("k", "y")
+        await pilot.app.workers.wait_for_complete()
+        assert killed == ["gateway"]
+        await pilot.press("down", "k")  # a bank: no question
+        await pilot.app.workers.wait_for_complete()
+        assert killed == ["gateway", "BankA"] and not isinstance(pilot.app.screen, Confirm)

@@ -171,6 +171,8 @@ async def test_gateway_offline_queues_payments_and_delivers_each_once(live_sourc
         await started(pilot)
         await log_in(pilot, "bob", "bob-demo-pw")
         await act_on(pilot, "gateway", "k")
+        assert states(app)["gateway"] == ProcessState.SERVING  # killing the gateway asks first
+        await pilot.press("y")
         await until(pilot, lambda: states(app)["gateway"] == ProcessState.OFFLINE, 10, "gateway offline")
         await pilot.press("c")
         for amount in ("1.00", "2.00"):

@@ -1,4 +1,5 @@
-"""The question `q` asks before it stops the control room and every process it runs."""
+"""A yes/no question before an action a presenter cannot take back: `q` (stop the control
+room and every process) and killing the gateway."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-QUESTION = "Stop the control room and every process? y/n"
 
-
-class ConfirmQuit(ModalScreen[bool]):
-    """Dismissed with True (y) to stop everything, False (n, Esc) to carry on."""
+class Confirm(ModalScreen[bool]):
+    """Dismissed with True (y) to go ahead, False (n, Esc, Enter on the default) to carry on."""
 
     DEFAULT_CSS = """
-    ConfirmQuit { align: center middle; }
-    ConfirmQuit > Vertical {
+    Confirm { align: center middle; }
+    Confirm > Vertical {
         width: auto;
         height: auto;
         padding: 1 2;
@@ -26,24 +25,28 @@ class ConfirmQuit(ModalScreen[bool]):
         border-title-style: bold;
         background: $surface;
     }
-    ConfirmQuit #quit-question { width: auto; text-style: bold; }
-    ConfirmQuit #quit-detail { width: auto; color: $text-muted; }
-    ConfirmQuit Horizontal { width: auto; height: auto; margin-top: 1; }
-    ConfirmQuit #quit-yes { margin-right: 2; }
+    Confirm #quit-question { width: auto; text-style: bold; }
+    Confirm #quit-detail { width: auto; color: $text-muted; }
+    Confirm Horizontal { width: auto; height: auto; margin-top: 1; }
+    Confirm #quit-yes { margin-right: 2; }
     """
 
     BINDINGS = [
-        Binding("y", "answer(True)", "Stop everything"),
+        Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "Cancel"),
     ]
 
+    def __init__(self, title: str, question: str, detail: str, yes: str) -> None:
+        super().__init__()
+        self.title_text, self.question, self.detail, self.yes = title, question, detail, yes
+
     def compose(self) -> ComposeResult:
         with Vertical() as box:
-            box.border_title = "Quit"
-            yield Static(QUESTION, id="quit-question", markup=False)
-            yield Static("The gateway and every bank stop with it.", id="quit-detail")
+            box.border_title = self.title_text
+            yield Static(f"{self.question} y/n", id="quit-question", markup=False)
+            yield Static(self.detail, id="quit-detail", markup=False)
             with Horizontal():
-                yield Button("Stop everything (y)", variant="error", id="quit-yes", compact=True)
+                yield Button(f"{self.yes} (y)", variant="error", id="quit-yes", compact=True)
                 yield Button("Cancel (n)", id="quit-no", compact=True)
 
     def on_mount(self) -> None:
