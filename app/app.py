@@ -309,6 +309,15 @@ class StrifeApp(App):
                     continue
                 seen.add(cls)
                 sections.append((_panel_title(widget), _describe(vars(cls)["BINDINGS"], self)))
+        sections.append(  # LogView reads these keys itself (on_key): they are not bindings
+            (
+                "Logs tab",
+                [
+                    ("/", "Search the lines (case does not matter); esc clears the search"),
+                    ("f", "Pause / resume following the newest line"),
+                ],
+            )
+        )
         sections.append(
             (
                 "In a text field",
