@@ -207,7 +207,7 @@ async def test_nothing_a_presenter_needs_is_cut(size):
             table = app.query_one(panel).query_one(DataTable)
             assert cut_cells(table) == [], f"{panel.__name__} cuts text at {size}"
         decisions = [str(txn_table(app).get_cell_at((i, 5))) for i in range(txn_table(app).row_count)]
-        assert all(d.startswith(("COMMIT", "ABORT", "⚠ IN DOUBT")) for d in decisions)
+        assert all(d.startswith((Decision.COMMIT, Decision.ABORT, "⚠ IN DOUBT")) for d in decisions)
 
 
 # ---------------------------------------------------------------- bug 12 --

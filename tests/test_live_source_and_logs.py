@@ -23,6 +23,7 @@ from app.widgets.status_bar import StatusBar
 from backend.client.gateway_client import SyncReport
 from backend.client.retrier import Retrier
 from backend.common.events import Event, Phase
+from backend.common.states import Decision, PaymentStatus
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 from tests.stack import quick_config
 
@@ -97,7 +98,7 @@ async def test_payments_per_second_counts_finished_seconds_not_the_running_one(t
     source = LiveSource(offline_config(tmp_path), clock=clock)
     for i, txn in enumerate(("t1", "t2", "t3")):
         source._on_record(begin(T + 0.1 * i, txn))
-        source._on_record(decision(T + 0.1 * i + 0.012, txn, "COMMIT"))
+        source._on_record(decision(T + 0.1 * i + 0.012, txn, Decision.COMMIT))
 
     clock.now = T + 0.6  # the second of the commits is still running: not shown yet
     running = source.stats.message(clock())
@@ -129,13 +130,13 @@ async def test_latency_is_begin_to_decision_and_ignores_a_slow_acknowledgement(t
     clock = FakeClock()
     source = LiveSource(offline_config(tmp_path), clock=clock)
     source._on_record(begin(T, "fast"))
-    source._on_record(decision(T + 0.012, "fast", "COMMIT"))
-    source._on_record(acked(T + 0.015, "fast", "COMMIT", "BankA", "BankB"))
+    source._on_record(decision(T + 0.012, "fast", Decision.COMMIT))
+    source._on_record(acked(T + 0.015, "fast", Decision.COMMIT, "BankA", "BankB"))
     # BankB was frozen: the payment aborted after 10 ms, BankB acknowledged the abort 62 s later.
     source._on_record(begin(T + 1, "frozen"))
-    source._on_record(decision(T + 1.010, "frozen", "ABORT"))
-    source._on_record(acked(T + 1.011, "frozen", "ABORT", "BankA"))
-    source._on_record(acked(T + 63, "frozen", "ABORT", "BankB"))
+    source._on_record(decision(T + 1.010, "frozen", Decision.ABORT))
+    source._on_record(acked(T + 1.011, "frozen", Decision.ABORT, "BankA"))
+    source._on_record(acked(T + 63, "frozen", Decision.ABORT, "BankB"))
 
     clock.now = T + 64
     stats = source.stats.message(clock())
@@ -151,7 +152,9 @@ async def test_latency_is_over_the_last_hundred_payments(tmp_path):
     for i in range(150):  # 50 slow ones (2 s: a 2PC timeout), then 100 quick ones (15 ms)
         txn = f"t{i}"
         source._on_record(begin(T + i, txn))
-        source._on_record(decision(T + i + (2.0 if i < 50 else 0.015), txn, "ABORT" if i < 50 else "COMMIT"))
+        source._on_record(
+            decision(T + i + (2.0 if i < 50 else 0.015), txn, Decision.ABORT if i < 50 else Decision.COMMIT)
+        )
     stats = source.stats.message(T + 200)
     assert stats.p50_ms == pytest.approx(15.0, abs=0.01)
     assert stats.p99_ms == pytest.approx(15.0, abs=0.01)
@@ -215,40 +218,28 @@ async def queued_payment(source: LiveSource, to_bank: str, to_account: str) -> f
     return entry.next_retry_at
 
 
-async def test_gateway_restarted_drains_the_queue_without_waiting_the_backoff(live_source):
+@pytest.mark.parametrize(
+    ("down", "back", "name", "payee"),
+    [("kill", "restart", "gateway", ("BankA", "A-1001")), ("freeze", "thaw", "BankC", ("BankC", "C-3001"))],
+    ids=["gateway restarted", "bank thawed"],
+)
+async def test_a_process_back_drains_the_queue_without_waiting_the_backoff(live_source, down, back, name, payee):
     source = live_source
     try:
         await source.start(lambda message: None)
         await source.login("bob", "bob-demo-pw")
         long_backoff(source)
-        await source.kill("gateway")
-        next_retry_at = await queued_payment(source, "BankA", "A-1001")
+        await getattr(source, down)(name)
+        next_retry_at = await queued_payment(source, *payee)
 
-        await source.restart("gateway")
-        assert source.client is not None
-        await eventually(lambda: not source.client.outbox.entries(), 20, "the queue drained")
-        assert time.time() < next_retry_at
-        balance = await source.client.balance()
-        assert [a.balance_cents for a in balance.accounts] == [75000 - 100]  # paid once
-    finally:
-        await source.stop()
-
-
-async def test_a_thawed_bank_drains_the_queue_without_waiting_the_backoff(live_source):
-    source = live_source
-    try:
-        await source.start(lambda message: None)
-        await source.login("bob", "bob-demo-pw")
-        long_backoff(source)
-        await source.freeze("BankC")
-        next_retry_at = await queued_payment(source, "BankC", "C-3001")
-
-        await source.thaw("BankC")
+        await getattr(source, back)(name)
         assert source.client is not None
         await eventually(lambda: not source.client.outbox.entries(), 20, "the queue drained")
         assert time.time() < next_retry_at
         [sent] = source.client.outbox.sent()
-        assert sent.status == "SUCCEEDED"
+        assert sent.status == PaymentStatus.SUCCEEDED
+        balance = await source.client.balance()
+        assert [a.balance_cents for a in balance.accounts] == [75000 - 100]  # paid once
     finally:
         await source.stop()
 

@@ -293,7 +293,7 @@ async def test_retries_of_one_payment_are_one_row_and_its_story_lists_every_atte
         keys = [r.key.value for r in table.ordered_rows]
         assert table.row_count == before + 1 and keys[-1] == "a3cccccccc", "one row: the newest attempt"
         assert "(attempt 3)" in str(table.get_cell_at((table.row_count - 1, 5)))
-        assert str(table.get_cell_at((table.row_count - 1, 5))).startswith("COMMIT")
+        assert str(table.get_cell_at((table.row_count - 1, 5))).startswith(Decision.COMMIT)
 
         feed(app, [two_pc(NOW + 12, "BankB", Phase.ABORTED, "a2bbbbbbbb")], timeline)  # a late line of attempt 2
         await pilot.pause()
