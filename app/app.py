@@ -38,6 +38,7 @@ from app.timeline import Stories
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
 from app.widgets.confirm import Confirm
+from app.widgets.faults_strip import FaultsStrip
 from app.widgets.graphs_panel import GraphsPanel
 from app.widgets.help_screen import HelpScreen, Section
 from app.widgets.log_view import LogView
@@ -145,6 +146,16 @@ class StrifeApp(App):
             "Slow motion",
             tooltip=f"Slow motion on/off: the gateway pauses {SLOW_MOTION_MS} ms between a payment's phases",
         ),
+        *(
+            Binding(
+                str(n),
+                f"pick_process({n})",
+                f"Process {n}",
+                show=False,
+                tooltip="Pick the process in that row of Processes (on the Dashboard); then k, f or r",
+            )
+            for n in range(1, 10)
+        ),
         # Two bindings on one key: the first whose check_action allows it runs.
         Binding("escape", "leave_field", "Leave field", tooltip=ESC_HELP),
         Binding("escape", "escape", "Tab bar", show=False, tooltip=ESC_HELP),
@@ -161,7 +172,7 @@ class StrifeApp(App):
         self._traffic_per_s = 0.0
         self.stories = Stories()  # what Enter on a 2PC row tells
         self._last_payment: Payment | None = None  # what `.` pays again and b bursts to
-        self._focus_on_tab: Callable[[], None] | None = None  # instead of the first widget, once
+        self._focus_on_tab: Callable[[], object] | None = None  # instead of the first widget, once
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -185,6 +196,7 @@ class StrifeApp(App):
                 yield LogView(id="log-view")
             with TabPane("Graphs (g)", id="graphs"):
                 yield GraphsPanel(id="graphs-panel")
+        yield FaultsStrip(id="faults")
         yield Footer()
 
     # ------------------------------------------------------------ lifecycle --
@@ -257,6 +269,8 @@ class StrifeApp(App):
             summary.now = now
         for graphs in self.query(GraphsPanel):
             graphs.now = now
+        for strip in self.query(FaultsStrip):
+            strip.now = now
 
     def action_show_tab(self, tab: str) -> None:
         tabbed = self.query_one(TabbedContent)
@@ -286,7 +300,7 @@ class StrifeApp(App):
             self.push_screen(HelpScreen(self.help_sections()))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("quick_pay", "pay_again", "burst"):
+        if action in ("quick_pay", "pay_again", "burst", "pick_process"):
             return not isinstance(self.screen, ModalScreen)  # not from under a story or the help
         if action == "leave_field":
             return isinstance(self.focused, Input)
@@ -368,13 +382,14 @@ class StrifeApp(App):
             if p.state == ProcessState.CRASHED and before.get(p.name, ProcessState.CRASHED) != ProcessState.CRASHED:
                 self.notify(
                     f"{_exit_reason(p.exit_code)}, not by the control room. "
-                    "Select it in Processes and press r to start it again.",
+                    f"Press {self._number(p.name)}, then r, to start it again.",
                     title=f"{p.name} crashed",
                     severity="error",
                     timeout=10,
                 )
         self._processes = message.processes
         self.query_one(ProcessPanel).processes = message.processes
+        self.query_one(FaultsStrip).processes = message.processes
         self.query_one(LogView).processes = tuple(p.name for p in message.processes)
 
     @shows(msg.LogReceived)
@@ -509,6 +524,25 @@ class StrifeApp(App):
         self.push_screen(PaymentStory(story))
 
     # ------------------------------------------------------ quick keys --
+    def action_pick_process(self, number: int) -> None:
+        """1-9: that row of Processes, selected and focused, so k, f and r act on it."""
+        panel = self.query_one(ProcessPanel)
+        if number > len(panel.processes):
+            self.notify(f"There is no process {number}: Processes lists {len(panel.processes)}", title="Pick")
+            return
+        tabbed = self.query_one(TabbedContent)
+        if tabbed.active == "dashboard":
+            panel.pick(number - 1)
+            return
+        self.screen.set_focus(None)  # see action_show_tab
+        self._focus_on_tab = partial(panel.pick, number - 1)
+        tabbed.active = "dashboard"
+
+    def _number(self, name: str) -> str:
+        """The key that picks process `name`."""
+        names = [p.name for p in self._processes]
+        return str(names.index(name) + 1) if name in names[:9] else "its number"
+
     def action_quick_pay(self) -> None:
         """p: the Dashboard's Pay form, its first field still to fill."""
         form = self.query_one("#quick-pay", PayForm)

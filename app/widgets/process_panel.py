@@ -1,16 +1,21 @@
-"""Processes: each server the control room supervises, with its fault toggles."""
+"""Processes: each server the control room supervises, with its fault toggles.
+
+Below the table, Kill / Freeze (Thaw) / Restart buttons act on the selected process and
+name it; a mouse or Tab + Enter presses them, k, f and r do the same from the table, and
+the number keys (the app's) pick a process by its place in the table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Static
+from textual.widgets import Button, DataTable, Static
 
 from app.format import duration
 from app.model import ProcessInfo
@@ -27,14 +32,8 @@ STATE_STYLE = {
 RUNNING = (ProcessState.STARTING, ProcessState.SERVING, ProcessState.FROZEN)
 COLUMNS = ("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
 HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "UNKNOWN": "dim"}
-LEGEND = (
-    "Select a process with ↑↓, then press\n"
-    "  [b]k[/b]  kill (SIGKILL): it goes offline\n"
-    "  [b]f[/b]  freeze (SIGSTOP): up, but answers nothing;\n"
-    "     f again thaws it\n"
-    "  [b]r[/b]  restart it\n"
-    "A crashed process stays down until you restart it."
-)
+LEGEND = "[b]1[/b]–[b]9[/b] pick a process · [b]k[/b] kill · [b]f[/b] freeze/thaw · [b]r[/b] restart"
+ACTION_LABEL = {"kill": "Kill", "freeze": "Freeze", "thaw": "Thaw", "restart": "Restart"}
 
 
 class ProcessPanel(Vertical):
@@ -61,10 +60,15 @@ class ProcessPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield DataTable(cursor_type="row")
+        with Horizontal(id="process-buttons"):
+            yield Button("Kill", id="process-kill", variant="error", compact=True)
+            yield Button("Freeze", id="process-freeze", variant="primary", compact=True)
+            yield Button("Restart", id="process-restart", variant="success", compact=True)
         yield Static(LEGEND, classes="legend")
 
     def watch_processes(self) -> None:
         self._render_rows()
+        self._label_buttons()
 
     def watch_now(self) -> None:
         self._render_rows()
@@ -92,6 +96,43 @@ class ProcessPanel(Vertical):
             for label, value in zip(COLUMNS, cells, strict=True):
                 if table.get_cell(name, label) != value:
                     table.update_cell(name, label, value)
+
+    def pick(self, index: int) -> bool:
+        """Select the process at `index` (0: the first row) and focus the table; False if
+        there is none there."""
+        table = self.query_one(DataTable)
+        if not 0 <= index < min(table.row_count, len(self.processes)):
+            return False
+        table.move_cursor(row=index, animate=False)
+        table.focus()
+        return True
+
+    @on(DataTable.RowHighlighted)
+    def _label_buttons(self) -> None:
+        """The buttons say what they do to whom: "Kill BankA", "Thaw BankC"."""
+        p = self._selected()
+        name = f" {p.name}" if p is not None else ""
+        freeze = "thaw" if p is not None and p.state == ProcessState.FROZEN else "freeze"
+        for action, button_id in (
+            ("kill", "#process-kill"),
+            (freeze, "#process-freeze"),
+            ("restart", "#process-restart"),
+        ):
+            button = self.query_one(button_id, Button)
+            button.label = ACTION_LABEL[action] + name
+            button.disabled = p is None
+
+    @on(Button.Pressed, "#process-kill")
+    def _kill_pressed(self) -> None:
+        self.action_act("kill")
+
+    @on(Button.Pressed, "#process-freeze")
+    def _freeze_pressed(self) -> None:
+        self.action_freeze_or_thaw()
+
+    @on(Button.Pressed, "#process-restart")
+    def _restart_pressed(self) -> None:
+        self.action_act("restart")
 
     def _selected(self) -> ProcessInfo | None:
         if not self.processes:

@@ -1,0 +1,65 @@
+"""The faults now in force, on one line above the footer on every tab: which process is
+down or frozen, since when, and the key that picks it. Hidden while every process serves."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from app.format import duration
+from app.model import ProcessInfo
+from backend.common.states import ProcessState
+
+FAULT_WORDS = {  # state -> (mark, word, style)
+    ProcessState.OFFLINE: ("✗", "killed", "bold red"),
+    ProcessState.CRASHED: ("✗", "crashed", "bold red"),
+    ProcessState.FROZEN: ("❄", "frozen", "bold cyan"),
+}
+
+
+class FaultsStrip(Static):
+    processes: reactive[tuple[ProcessInfo, ...]] = reactive(tuple, init=False)
+    now: reactive[float] = reactive(0.0, init=False)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._since: dict[str, tuple[ProcessState, float]] = {}  # name -> (fault, first seen at)
+
+    def on_mount(self) -> None:
+        self.display = False
+
+    def watch_processes(self, processes: tuple[ProcessInfo, ...]) -> None:
+        faults = {p.name: p.state for p in processes if p.state in FAULT_WORDS}
+        self._since = {
+            name: (state, self._since[name][1] if self._since.get(name, (None,))[0] == state else self.now)
+            for name, state in faults.items()
+        }
+        self._show()
+
+    def watch_now(self) -> None:
+        self._show()
+
+    @property
+    def faults(self) -> list[str]:
+        """The faults in force, as words ("BankB killed"), in the Processes table's order."""
+        return [f"{p.name} {FAULT_WORDS[p.state][1]}" for p in self.processes if p.state in FAULT_WORDS]
+
+    def _show(self) -> None:
+        line = Text.assemble((" Faults in force ", "bold reverse"), " ")
+        shown = 0
+        for number, p in enumerate(self.processes, start=1):
+            if p.state not in FAULT_WORDS:
+                continue
+            mark, word, style = FAULT_WORDS[p.state]
+            since = self._since.get(p.name, (p.state, self.now))[1]
+            if shown:
+                line.append("  ·  ", style="dim")
+            line.append(f"{mark} {p.name} {word}", style=style)
+            line.append(f" {duration(max(0.0, self.now - since))}", style="dim")
+            line.append(f" ({number})", style="bold")
+            shown += 1
+        if shown:
+            line.append("   number picks it · r restarts · f thaws", style="dim")
+        self.display = bool(shown)
+        self.update(line)
