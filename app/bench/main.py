@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
+from app.bench import plot as bench_plot
 from app.bench import report as bench_report
 from app.bench.driver import DriverHandle
 from app.bench.stack import (
@@ -177,6 +179,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     out.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE.svg",
+        help="with --sweep: also draw payments/s and p99 latency against clients, a line per bank count, "
+        "into this SVG file (the name must end in .svg), and show the same charts after the tables "
+        "(with --json: the file only, stdout stays JSON)",
+    )
+    out.add_argument(
         "--work-dir",
         type=Path,
         default=None,
@@ -186,8 +197,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    def bad(msg: str) -> None:
-        raise SystemExit(f"strife bench: {msg}")
+    def bad(msg: str) -> None:  # one line and exit code 2, as argparse does for a bad command line
+        print(f"strife bench: {msg}", file=sys.stderr)
+        raise SystemExit(2)
 
     if args.scenario == "soak" and not args.payments:
         args.payments = SOAK_PAYMENTS
@@ -218,6 +230,13 @@ def _check(args: argparse.Namespace) -> None:
     for clients in args.sweep_clients if args.sweep else []:
         if not 1 <= clients <= MAX_CLIENTS:
             bad(f"--sweep-clients values must be 1 to {MAX_CLIENTS}")
+    if args.plot is not None:
+        if not args.sweep:
+            bad("--plot draws the sweep: it needs --sweep")
+        if len(set(args.sweep_banks)) > bench_plot.MAX_LINES:
+            bad(f"--plot draws a line per bank count: at most {bench_plot.MAX_LINES} in --sweep-banks")
+        if why := bench_plot.check_path(args.plot):
+            bad(why)  # now, not after a sweep of minutes
     if args.gateway:
         if args.sweep:
             bad("--sweep starts its own stacks; it does not take --gateway")
@@ -468,6 +487,13 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
     finally:
         if made:
             shutil.rmtree(base, ignore_errors=True)
+    plot_error = None
+    if args.plot is not None and "sweep" in doc:
+        try:
+            bench_plot.write_svg(doc, args.plot)
+            say(f"charts written to {args.plot}")
+        except OSError as exc:  # the directory went away during the sweep, the disk is full...
+            plot_error = f"could not write --plot {args.plot}: {exc}"
     if args.json:
         print(json.dumps(doc, indent=2))
     elif args.scenario in ("history", "recovery"):
@@ -475,6 +501,9 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
         bench_report.print_footer(console, doc)
     else:
         console.print(bench_report.sweep_table(doc["sweep"]["cells"]) if args.sweep else bench_report.run_table(doc))
+        if args.plot is not None and plot_error is None:
+            console.print(bench_plot.title(doc))
+            console.print(Text.from_ansi(bench_plot.terminal_chart(doc, console.width)))
         if "soak" in doc:
             soak = doc["soak"]
             console.print(
@@ -485,6 +514,9 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
         bench_report.print_footer(console, doc)
         if not doc["ok"]:
             console.print("[bold red]not clean: errors, or money not conserved (see above)[/]")
+    if plot_error:
+        print(f"strife bench: {plot_error}", file=sys.stderr)
+        return 2
     return 0 if doc["ok"] else 1
 
 
