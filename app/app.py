@@ -32,6 +32,7 @@ from textual.widgets import Footer, HelpPanel, Input, TabbedContent, TabPane, Ta
 from textual.worker import Worker, WorkerState
 
 from app import messages as msg
+from app.format import short_id
 from app.model import ProcessInfo
 from app.source import ClientError, ControlSource
 from app.timeline import Stories
@@ -521,7 +522,23 @@ class StrifeApp(App):
         if story is None:
             self.notify(f"No story kept for {message.txn_id}: it is older than the last {self.stories.max_txns}")
             return
-        self.push_screen(PaymentStory(story))
+        self.push_screen(PaymentStory(story), self._logs_of)
+
+    def on_txn_panel_logs_requested(self, message: TxnPanel.LogsRequested) -> None:
+        self._logs_of(message.txn_id)
+
+    def _logs_of(self, txn_id: str | None) -> None:
+        """The Logs tab, showing only the lines of `txn_id`'s payment: every attempt of it."""
+        if txn_id is None:
+            return
+        story = self.stories.story(txn_id)
+        attempts = story.attempts if story is not None else ()
+        txn_ids = {txn_id, *(a.txn_id for a in attempts)}
+        what = f"payment {short_id(txn_id)}"
+        if len(txn_ids) > 1:
+            what += f" and its other {len(txn_ids) - 1} attempt{'s' if len(txn_ids) > 2 else ''}"
+        self.query_one(LogView).only_payment(txn_ids, what)
+        self.action_show_tab("logs")
 
     # ------------------------------------------------------ quick keys --
     def action_pick_process(self, number: int) -> None:

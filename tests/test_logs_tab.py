@@ -7,6 +7,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Checkbox, Input, Tabs
 
+from app.format import short_id
 from app.model import LogRecord
 from app.widgets.log_view import BANK_STYLES, FOLLOWING, GATEWAY_STYLE, PAUSED, LogLines, LogView, process_style
 from tests.test_snapshots import make_app, settle
@@ -211,3 +212,47 @@ async def test_logs_tab_of_the_app_searches_and_esc_does_not_leave_the_tab():
         await pilot.press("escape")  # with the search closed, Esc goes to the tab bar as before
         await pilot.pause()
         assert isinstance(app.focused, Tabs)
+
+
+async def test_L_on_a_2pc_row_shows_only_that_payments_lines_and_esc_shows_all():
+    from app.widgets.txn_panel import TxnPanel
+
+    app = make_app("bank_offline")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = app.query_one(TxnPanel).table
+        table.focus()
+        await pilot.press("end")
+        txn = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        everything = len(app.query_one(LogView)._records)
+        await pilot.press("L")
+        await pilot.pause()
+        assert app.query_one("TabbedContent").active == "logs"
+        lines = shown(app)
+        short = f"txn={short_id(txn)}"
+        assert lines and all(short in line for line in lines), lines  # each line names the transaction
+        assert len(lines) < everything
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(shown(app)) > len(lines) and any(short not in line for line in shown(app))
+
+
+async def test_l_in_a_payments_story_opens_its_lines_in_the_logs_tab():
+    from app.widgets.payment_story import PaymentStory
+    from app.widgets.txn_panel import TxnPanel
+
+    app = make_app("bank_offline")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = app.query_one(TxnPanel).table
+        table.focus()
+        await pilot.press("home", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, PaymentStory)
+        txn = app.screen.txn_id
+        await pilot.press("l")
+        await pilot.pause()
+        assert not isinstance(app.screen, PaymentStory)
+        assert app.query_one("TabbedContent").active == "logs"
+        assert app.query_one(LogView).payment_txns == {txn}
+        assert shown(app) and all(f"txn={short_id(txn)}" in line for line in shown(app))

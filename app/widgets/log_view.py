@@ -10,6 +10,8 @@ Each process has its own colour in the process column. The control room's own
 polling (its calls with the `operator` certificate, and health probes) is hidden
 unless "show the control room's own calls" is ticked. `/` opens a search field:
 only lines containing the text (case-insensitive) are shown; Esc clears it.
+`only_payment` (L on a 2PC row, or l in a payment's story) shows only the lines of one
+payment's transactions (every attempt under its idempotency key); Esc shows all again.
 The keys are handled in on_key, not BINDINGS (the Keys panel lists every panel's
 BINDINGS); the panel's subtitle names them."""
 
@@ -31,7 +33,7 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Checkbox, Input, Label, Select
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from app.format import clock_time, short_id
 from app.model import LogRecord
@@ -210,6 +212,8 @@ class LogView(Vertical):
     DEFAULT_CSS = """
     LogView {
         #log-search-row { height: auto; display: none; border-top: solid $primary-darken-2; }
+        #log-payment { height: 1; display: none; background: $accent-muted; padding: 0 1; }
+        #log-payment.-on { display: block; }
         #log-search-row.-open { display: block; }
         #log-search-row Label { padding: 0 1; color: $text-muted; }
         #log-search { width: 1fr; background: $background; }
@@ -231,8 +235,10 @@ class LogView(Vertical):
         self._keys: list[Key] = []
         self._arrivals = itertools.count()
         self._search = ""  # lower case; "" shows every line
+        self._txns: frozenset[str] = frozenset()  # only these transactions' lines; empty: every line
 
     def compose(self) -> ComposeResult:
+        yield Static(id="log-payment")
         yield LogLines(MAX_RECORDS)
         with Horizontal(id="log-search-row"):
             yield Label("Search")
@@ -309,10 +315,31 @@ class LogView(Vertical):
         self._search = ""
         self._refilter()
 
+    @property
+    def payment_txns(self) -> frozenset[str]:
+        return self._txns
+
+    def only_payment(self, txn_ids: Iterable[str], what: str) -> None:
+        """Show only the lines of `txn_ids` (one payment's attempts); `what` names it."""
+        self._txns = frozenset(txn_ids)
+        label = self.query_one("#log-payment", Static)
+        label.update(Text.assemble(("Only ", "bold"), what, ("   esc shows every line", "dim")))
+        label.set_class(bool(self._txns), "-on")
+        self._refilter()
+        self.query_one(LogLines).focus()
+
+    def every_payment(self) -> None:
+        self._txns = frozenset()
+        self.query_one("#log-payment").remove_class("-on")
+        self._refilter()
+
     def on_key(self, event: events.Key) -> None:
         if event.key == "escape" and self.searching:
             event.stop()
             self.close_search()
+        elif event.key == "escape" and self._txns and not isinstance(self.app.focused, Input):
+            event.stop()
+            self.every_payment()
         elif isinstance(self.app.focused, Input):
             return  # letters typed into the search field
         elif event.key == "slash":
@@ -357,6 +384,8 @@ class LogView(Vertical):
         process = self.query_one("#log-process", Select).value
         level = self.query_one("#log-level", Select).value
         if process != _ALL and record.process != process:
+            return False
+        if self._txns and record.fields.get("txn") not in self._txns:
             return False
         if is_own_call(record) and not self.query_one("#log-own", Checkbox).value:
             return False

@@ -28,7 +28,7 @@ TONE_STYLE = {Tone.PLAIN: "", Tone.GOOD: "green", Tone.BAD: "red", Tone.DOUBT: "
 DECISION_STYLE = {Decision.COMMIT: "bold green", Decision.ABORT: "bold red", Decision.PREPARING: "yellow"}
 
 
-class PaymentStory(ModalScreen[None]):
+class PaymentStory(ModalScreen[str | None]):
     """The story of one transaction; Esc (or Enter, or q) closes it."""
 
     DEFAULT_CSS = """
@@ -49,7 +49,10 @@ class PaymentStory(ModalScreen[None]):
     PaymentStory #story-head { margin-top: 0; }
     """.replace("BOX_WIDTH", str(BOX_WIDTH))
 
-    BINDINGS = [Binding("escape,enter,q", "close", "Close story")]
+    BINDINGS = [
+        Binding("escape,enter,q", "close", "Close story"),
+        Binding("l", "logs", "In Logs", tooltip="Close, and show only this payment's lines in the Logs tab"),
+    ]
 
     story: reactive[Story | None] = reactive(None, init=False)
 
@@ -64,7 +67,7 @@ class PaymentStory(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(can_focus=True) as scroll:
-            scroll.border_subtitle = "esc closes · ↑↓ scroll"
+            scroll.border_subtitle = "esc closes · l its lines in Logs · ↑↓ scroll"
             yield Static(id="story-head", classes="story-section")
             yield Static(id="story-phases", classes="story-section")
             yield Static(id="story-attempts", classes="story-section")
@@ -80,6 +83,9 @@ class PaymentStory(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_logs(self) -> None:
+        self.dismiss(self.txn_id)  # the app opens the Logs tab on it
 
     def _render_story(self) -> None:
         story = self.story

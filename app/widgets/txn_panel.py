@@ -71,6 +71,7 @@ class TxnTable(DataTable):
         Binding(
             "enter", "select_cursor", "Story", tooltip="The payment's story: each phase, who said what, its log lines"
         ),
+        Binding("L", "logs", "Its logs", tooltip="The Logs tab, showing only this payment's lines (esc: all lines)"),
         Binding("end", "follow", "Newest"),
         Binding("home", "oldest", "Oldest", show=False),
     ]
@@ -97,6 +98,11 @@ class TxnTable(DataTable):
         self.following = True
         self.show_newest()
         self.post_message(TxnPanel.FollowChanged())
+
+    def action_logs(self) -> None:
+        if self.row_count:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+            self.post_message(TxnPanel.LogsRequested(str(key.value)))
 
     def action_oldest(self) -> None:
         self.action_scroll_top()
@@ -154,6 +160,12 @@ class TxnPanel(Vertical):
 
     class FollowChanged(Message):
         """The table started or stopped following the newest row."""
+
+    @dataclass
+    class LogsRequested(Message):
+        """L on a row: show this transaction's log lines (and its other attempts')."""
+
+        txn_id: str
 
     @dataclass
     class StoryRequested(Message):
