@@ -34,7 +34,7 @@ from textual.worker import Worker, WorkerState
 from app import messages as msg
 from app.format import short_id
 from app.model import ProcessInfo
-from app.source import ClientError, ControlSource
+from app.source import ClientError, ControlSource, PayOutcome
 from app.timeline import Stories
 from app.widgets.balances_panel import BalancesPanel
 from app.widgets.client_summary import ClientSummary
@@ -58,6 +58,7 @@ NARROW_COLUMNS = 110  # below this the Dashboard's panels stack (app/strife.tcss
 TRAFFIC_RATES = (0.0, 2.0, 10.0)  # payments/s that t cycles through
 BURST_COUNT = 10  # payments in one burst (b), sent at once
 BURST_AMOUNT = "1.00"  # each, to the last payee
+MAX_QUEUED_SHOWN = 64  # queued payments whose Pay form waits for their answer (the oldest forgotten)
 ACTION_DONE = {"kill": "taken offline", "freeze": "frozen", "thaw": "thawed", "restart": "restarted"}
 
 ESC_HELP = "Leave a text field or dropdown for the tab bar; close the Keys panel"
@@ -174,6 +175,7 @@ class StrifeApp(App):
         self.stories = Stories()  # what Enter on a 2PC row tells
         self._last_payment: Payment | None = None  # what `.` pays again and b bursts to
         self._focus_on_tab: Callable[[], object] | None = None  # instead of the first widget, once
+        self._queued_shown: dict[str, tuple[PayForm, str]] = {}  # key -> the form showing it queued, and what
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -426,6 +428,15 @@ class StrifeApp(App):
     def _show_outbox(self, message: msg.OutboxChanged) -> None:
         self.query_one(OutboxPanel).entries = message.entries
 
+    @shows(msg.QueuedPaymentAnswered)
+    def _show_queued_answer(self, message: msg.QueuedPaymentAnswered) -> None:
+        """A queued payment went through (or was refused for good): say so, and where a Pay
+        form still shows it as queued, show its answer there instead."""
+        form, queued_text = self._queued_shown.pop(message.idempotency_key, (None, ""))
+        if form is not None and form.outcome == queued_text:
+            form.outcome = f"{message.outcome} (sent from the offline queue)"
+        self.notify(message.outcome, title="Queued payment answered")
+
     @shows(msg.ClientChanged)
     def _show_client(self, message: msg.ClientChanged) -> None:
         state = message.state
@@ -641,8 +652,12 @@ class StrifeApp(App):
             return
         finally:
             form.busy = False
-        form.outcome = outcome
-        self.notify(outcome, title="Payment")
+        form.outcome = outcome.text
+        if outcome.queued_key is not None:  # its final answer replaces this (_show_queued_answer)
+            self._queued_shown[outcome.queued_key] = (form, outcome.text)
+            while len(self._queued_shown) > MAX_QUEUED_SHOWN:
+                del self._queued_shown[next(iter(self._queued_shown))]
+        self.notify(outcome.text, title="Payment")
         await self._refresh_client()
 
     @work(group="pay", exit_on_error=False)
@@ -663,7 +678,7 @@ class StrifeApp(App):
             elif isinstance(result, BaseException):
                 raise result  # not an answer of the source: a bug, shown by _worker_failed
             else:
-                word = result.split(" ", 1)[0].rstrip(":")  # paid / declined / queued (ControlSource.pay)
+                word = result.word
             said[word] = said.get(word, 0) + 1
         summary = f"burst of {count} × {payment.amount_text} to {payment.payee}: " + ", ".join(
             f"{n} {word}" for word, n in said.items()
@@ -672,7 +687,7 @@ class StrifeApp(App):
         self.notify(summary, title="Burst", severity="information" if said.get("paid") == count else "warning")
         await self._refresh_client()
 
-    async def _send(self, payment: Payment, remember: bool = True) -> str:
+    async def _send(self, payment: Payment, remember: bool = True) -> PayOutcome:
         """Through the source, like every payment. With `remember`, once the source took it
         (paid, declined or queued), it is what `.` pays again and b bursts to."""
         outcome = await self.source.pay(

@@ -34,7 +34,7 @@ from app.model import (
     ProcessInfo,
     QueuedPayment,
 )
-from app.source import ClientError, ControlSource
+from app.source import ClientError, ControlSource, PayOutcome
 from app.timeline import Timeline
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
@@ -436,7 +436,7 @@ class LiveSource(ControlSource):
             self.cfg.gateway_address, self.cfg.certs_dir, self.cfg.data_dir / "control-room-client"
         )
         self.client.on_outbox_change = self._post_outbox
-        self.retrier = Retrier(self.client, on_round=lambda report: self._after_payments())
+        self.retrier = Retrier(self.client, on_round=self._after_round)
         self.retrier.start()
         self._post_outbox()
         if self.traffic.directory.is_dir():  # traffic of an earlier run may have left payments queued
@@ -642,6 +642,13 @@ class LiveSource(ControlSource):
             )
         )
 
+    def _after_round(self, report: SyncReport) -> None:
+        """The retrier sent queued payments: say which got their final answer."""
+        for delivery in report.deliveries:
+            if delivery.final:
+                self._post(msg.QueuedPaymentAnswered(delivery.idempotency_key, outcome_text(delivery)))
+        self._after_payments()
+
     def _after_payments(self) -> None:
         self._post_outbox()
         asyncio.get_running_loop().create_task(self._refresh_quietly())
@@ -672,19 +679,19 @@ class LiveSource(ControlSource):
         amount_text: str,
         from_bank: str | None = None,
         from_account: str | None = None,
-    ) -> str:
+    ) -> PayOutcome:
         delivery = await self._client().pay(
             to_bank, to_account, amount_text, from_bank=from_bank or None, from_account=from_account or None
         )
-        amount = format_cents(delivery.amount_cents)
         self._post_outbox()
-        if delivery.status == PaymentStatus.SUCCEEDED:
-            outcome = f"paid {amount} to {delivery.payee}"
-        elif delivery.status == PaymentStatus.DECLINED:
-            outcome = f"declined: {delivery.reason}"
+        if delivery.final:
+            outcome = PayOutcome(outcome_text(delivery))
         else:
             why = delivery.error.code if delivery.error else "no answer"
-            outcome = f"queued {amount} to {delivery.payee} ({why}): retrying with the same key"
+            amount = format_cents(delivery.amount_cents)
+            outcome = PayOutcome(
+                f"queued {amount} to {delivery.payee} ({why}): retrying with the same key", delivery.idempotency_key
+            )
             self._wake_retrier()
         await self._refresh_quietly()
         return outcome
@@ -741,3 +748,16 @@ class LiveSource(ControlSource):
 
     async def set_traffic(self, per_s: float) -> None:
         await self.traffic.set_rate(per_s)
+
+
+def outcome_text(delivery: Delivery) -> str:
+    """A final answer in words: paid / declined / refused / expired."""
+    amount = format_cents(delivery.amount_cents)
+    if delivery.status == PaymentStatus.SUCCEEDED:
+        return f"paid {amount} to {delivery.payee}"
+    if delivery.status == PaymentStatus.DECLINED:
+        return f"declined: {delivery.reason}"
+    if delivery.status == PaymentStatus.EXPIRED:
+        return f"expired {amount} to {delivery.payee}: too old to send again"
+    why = f"{delivery.error.code}: {delivery.error}" if delivery.error else "no reason given"
+    return f"refused {amount} to {delivery.payee} ({why})"

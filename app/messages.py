@@ -35,6 +35,14 @@ class OutboxChanged(Message):
 
 
 @dataclass
+class QueuedPaymentAnswered(Message):
+    """A payment of the offline queue got its final answer (paid, declined, refused)."""
+
+    idempotency_key: str
+    outcome: str
+
+
+@dataclass
 class ClientChanged(Message):
     state: ClientState
 

@@ -10,10 +10,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from textual.message import Message
 
 from backend.client.errors import ClientError  # noqa: F401 - the one error type, re-exported
+
+
+@dataclass(frozen=True)
+class PayOutcome:
+    """What came of a payment, as one line to show ("paid 12.50 to BankB/B-2001",
+    "declined: insufficient funds", "queued 12.50 to ... (UNAVAILABLE): retrying ...").
+    `queued_key`: the idempotency key of a payment left in the offline queue; its final
+    answer comes later as a QueuedPaymentAnswered message with that key."""
+
+    text: str
+    queued_key: str | None = None
+
+    @property
+    def word(self) -> str:
+        """paid / declined / queued."""
+        return self.text.split(" ", 1)[0].rstrip(":")
 
 
 class ControlSource(ABC):
@@ -60,10 +77,9 @@ class ControlSource(ABC):
         amount_text: str,
         from_bank: str | None = None,
         from_account: str | None = None,
-    ) -> str:
-        """Pay; `amount_text` as typed ("12.50"). Returns a one-line outcome to show
-        ("paid 12.50 to BankB/B-2001", "declined: insufficient funds", "queued: gateway offline").
-        Raises ClientError with INVALID_ARGUMENT for a bad amount before anything is sent."""
+    ) -> PayOutcome:
+        """Pay; `amount_text` as typed ("12.50"). Raises ClientError with INVALID_ARGUMENT
+        for a bad amount before anything is sent."""
 
     @abstractmethod
     async def refresh_client(self) -> None:

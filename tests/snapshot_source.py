@@ -25,7 +25,7 @@ from app.model import (
     ProcessInfo,
     QueuedPayment,
 )
-from app.source import ClientError, ControlSource
+from app.source import ClientError, ControlSource, PayOutcome
 from app.timeline import Timeline
 from backend.common.events import Event, Phase, Vote
 from backend.common.limits import InvalidInput
@@ -367,7 +367,7 @@ class SnapshotSource(ControlSource):
         amount_text: str,
         from_bank: str | None = None,
         from_account: str | None = None,
-    ) -> str:
+    ) -> PayOutcome:
         if self._client.username is None:
             raise ClientError("UNAUTHENTICATED", "log in first")
         try:
@@ -376,7 +376,7 @@ class SnapshotSource(ControlSource):
             raise ClientError("INVALID_ARGUMENT", str(exc)) from None
         if to_bank not in ACCOUNTS or to_account not in {a for a, _, _ in ACCOUNTS[to_bank]}:
             raise ClientError("NOT_FOUND", f"no account {to_bank}/{to_account}")
-        return f"paid {format_cents(cents)} to {to_bank}/{to_account}"
+        return PayOutcome(f"paid {format_cents(cents)} to {to_bank}/{to_account}")
 
     async def refresh_client(self) -> None:
         self._post(msg.ClientChanged(self._client))

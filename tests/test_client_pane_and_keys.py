@@ -19,6 +19,7 @@ from textual.widgets import HelpPanel, Input, Select, Static, TabbedContent, Tab
 from app import messages as msg
 from app.app import StrifeApp
 from app.live_source import LiveSource
+from app.source import PayOutcome
 from app.widgets.process_panel import ProcessPanel
 from backend.common.states import ProcessState
 from tests.snapshot_source import SnapshotSource, fixed_clock
@@ -197,10 +198,10 @@ async def test_a_new_payment_clears_the_last_result():
         await settle(pilot)
         assert shown(app, "#pay-outcome") == "paid 1.00 to BankB/B-2001"
 
-        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[PayOutcome] = asyncio.get_running_loop().create_future()
         real_pay = app.source.pay
 
-        async def slow_pay(*args, **kwargs) -> str:
+        async def slow_pay(*args, **kwargs) -> PayOutcome:
             await real_pay(*args, **kwargs)
             return await answer
 
@@ -209,7 +210,7 @@ async def test_a_new_payment_clears_the_last_result():
         await pilot.press("enter")
         await pilot.pause()
         assert shown(app, "#pay-outcome") == "", "the last payment's result is gone while this one runs"
-        answer.set_result("paid 2.00 to BankB/B-2001")
+        answer.set_result(PayOutcome("paid 2.00 to BankB/B-2001"))
         await settle(pilot)
         assert shown(app, "#pay-outcome") == "paid 2.00 to BankB/B-2001"
 

@@ -211,7 +211,8 @@ def long_backoff(source: LiveSource) -> None:
 
 async def queued_payment(source: LiveSource, to_bank: str, to_account: str) -> float:
     outcome = await source.pay(to_bank, to_account, "1.00")
-    assert outcome.startswith(f"queued 1.00 to {to_bank}/{to_account}"), outcome
+    assert outcome.text.startswith(f"queued 1.00 to {to_bank}/{to_account}"), outcome
+    assert outcome.queued_key is not None
     assert source.client is not None
     [entry] = source.client.outbox.entries()
     assert entry.next_retry_at > time.time() + 500
@@ -225,8 +226,9 @@ async def queued_payment(source: LiveSource, to_bank: str, to_account: str) -> f
 )
 async def test_a_process_back_drains_the_queue_without_waiting_the_backoff(live_source, down, back, name, payee):
     source = live_source
+    posted: list = []
     try:
-        await source.start(lambda message: None)
+        await source.start(posted.append)
         await source.login("bob", "bob-demo-pw")
         long_backoff(source)
         await getattr(source, down)(name)
@@ -240,6 +242,9 @@ async def test_a_process_back_drains_the_queue_without_waiting_the_backoff(live_
         assert sent.status == PaymentStatus.SUCCEEDED
         balance = await source.client.balance()
         assert [a.balance_cents for a in balance.accounts] == [75000 - 100]  # paid once
+        # and the control room hears the answer, for the Pay form that shows it queued
+        answers = [(m.idempotency_key, m.outcome) for m in posted if isinstance(m, msg.QueuedPaymentAnswered)]
+        assert answers == [(sent.idempotency_key, f"paid 1.00 to {payee[0]}/{payee[1]}")]
     finally:
         await source.stop()
 

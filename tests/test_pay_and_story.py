@@ -19,6 +19,7 @@ from textual.widgets import Input, Select, Static, TabbedContent
 from app import messages as msg
 from app.app import BURST_AMOUNT, BURST_COUNT, StrifeApp
 from app.model import LogRecord
+from app.source import PayOutcome
 from app.timeline import Timeline
 from app.widgets.pay_form import PayForm
 from app.widgets.payment_story import PaymentStory
@@ -40,7 +41,7 @@ def record_payments(app: StrifeApp) -> list[Call]:
     calls: list[Call] = []
     real_pay = app.source.pay
 
-    async def pay(to_bank, to_account, amount_text, from_bank=None, from_account=None) -> str:
+    async def pay(to_bank, to_account, amount_text, from_bank=None, from_account=None) -> PayOutcome:
         calls.append((to_bank, to_account, amount_text, from_bank, from_account))
         return await real_pay(to_bank, to_account, amount_text, from_bank, from_account)
 
@@ -337,3 +338,28 @@ async def test_the_first_payment_of_a_fresh_control_room_shows_at_once():
         await pilot.pause()
         assert panel.table.display and panel.table.row_count == 1
         assert not panel.query_one(".empty-hint").display
+
+
+async def test_a_queued_payment_s_answer_replaces_queued_in_the_pay_form():
+    """The Pay form said "queued"; when the offline queue delivers that payment, the form says
+    what came of it (and a later payment's result is never overwritten by it)."""
+    app = make_app("idle")
+    queued = PayOutcome("queued 5.00 to BankB/B-2001 (UNAVAILABLE): retrying with the same key", "key-1")
+
+    async def pay_queued(*args) -> PayOutcome:
+        return queued
+
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        await log_in_as_alice(pilot)
+        app.source.pay = pay_queued  # type: ignore[method-assign]
+        await pay_from_the_dashboard(pilot, "BankB", "B-2001", "5.00")
+        form = app.query_one("#quick-pay", PayForm)
+        assert form.outcome == queued.text
+        app.post_message(msg.QueuedPaymentAnswered("key-other", "paid 1.00 to BankC/C-3001"))
+        await wait(pilot)
+        assert form.outcome == queued.text  # not this form's payment
+        app.post_message(msg.QueuedPaymentAnswered("key-1", "paid 5.00 to BankB/B-2001"))
+        await wait(pilot)
+        assert form.outcome == "paid 5.00 to BankB/B-2001 (sent from the offline queue)"
+        assert "paid 5.00 to BankB/B-2001" in [n.message for n in app._notifications]
