@@ -148,16 +148,15 @@ class StrifeApp(App):
             "Slow motion",
             tooltip=f"Slow motion on/off: the gateway pauses {SLOW_MOTION_MS} ms between a payment's phases",
         ),
-        *(
-            Binding(
-                str(n),
-                f"pick_process({n})",
-                f"Process {n}",
-                show=False,
-                tooltip="Pick the process in that row of Processes (on the Dashboard); then k, f or r",
-            )
-            for n in range(1, 10)
+        Binding(  # the help lists 1-9 once, on this one; 2-9 have no words of their own
+            "1",
+            "pick_process(1)",
+            "Process 1",
+            key_display="1-9",
+            show=False,
+            tooltip="Pick the process in that row of Processes (on the Dashboard); then k, f or r",
         ),
+        *(Binding(str(n), f"pick_process({n})", "", show=False) for n in range(2, 10)),
         # Two bindings on one key: the first whose check_action allows it runs.
         Binding("escape", "leave_field", "Leave field", tooltip=ESC_HELP),
         Binding("escape", "escape", "Tab bar", show=False, tooltip=ESC_HELP),

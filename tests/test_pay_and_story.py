@@ -27,7 +27,7 @@ from app.widgets.txn_panel import TxnPanel
 from backend.common.events import Event, Phase, Vote
 from backend.common.states import Decision
 from tests.snapshot_source import NOW
-from tests.test_snapshots import make_app, settle
+from tests.test_snapshots import every_size, make_app, settle
 
 pytestmark = pytest.mark.usefixtures("fixed_environment")  # TZ=UTC, no host colours (tests/conftest.py)
 
@@ -309,7 +309,8 @@ async def test_retries_of_one_payment_are_one_row_and_its_story_lists_every_atte
 
 
 # -------------------------------------------------------- snapshot --
-def test_snapshot_a_payment_story(snap_compare):
+@every_size
+def test_snapshot_a_payment_story(snap_compare, size):
     """The story of a payment aborted because BankB was offline (its payee got no prepare answer)."""
 
     async def open_the_newest_story(pilot: Pilot) -> None:
@@ -317,7 +318,7 @@ def test_snapshot_a_payment_story(snap_compare):
         await open_story(pilot, pilot.app.query_one(TxnPanel).table.row_count - 1)
         await settle(pilot)
 
-    assert snap_compare(make_app("bank_offline"), terminal_size=WIDE, run_before=open_the_newest_story)
+    assert snap_compare(make_app("bank_offline"), terminal_size=size, run_before=open_the_newest_story)
 
 
 async def test_the_first_payment_of_a_fresh_control_room_shows_at_once():

@@ -60,6 +60,10 @@ class FaultsStrip(Static):
             line.append(f" ({number})", style="bold")
             shown += 1
         if shown:
-            line.append("   number picks it · r restarts · f thaws", style="dim")
+            states = {p.state for p in self.processes}
+            keys = ["number picks it"]
+            keys += ["r restarts"] if states & {ProcessState.OFFLINE, ProcessState.CRASHED} else []
+            keys += ["f thaws"] if ProcessState.FROZEN in states else []
+            line.append("   " + " · ".join(keys), style="dim")
         self.display = bool(shown)
         self.update(line)
