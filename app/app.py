@@ -581,6 +581,10 @@ class StrifeApp(App):
         self._focus_on_tab = form.focus_first_empty
         tabbed.active = "dashboard"
 
+    def action_log_in(self) -> None:
+        """The palette's Log in: the Client tab, on its user name field (on Pay if logged in)."""
+        self.action_show_tab("client")
+
     def action_pay_again(self) -> None:
         """`.`: the last payment again, as a new payment (the source gives it a new key)."""
         if self._last_payment is None:
@@ -752,7 +756,14 @@ class StrifeApp(App):
         for rate in TRAFFIC_RATES:
             name = f"Traffic: {rate:g} payments/s" if rate else "Traffic: off"
             yield SystemCommand(name, "Simulated clients through the real gateway (t)", partial(self.set_traffic, rate))
-        yield SystemCommand("Graphs", "The last 60 s as graphs (g)", partial(self.action_show_tab, "graphs"))
+        for tab, key, what in (
+            ("Dashboard", "d", "Processes, balances, the 2PC view, Pay and the offline queue"),
+            ("Client", "c", "Log in, register, pay; balance and history"),
+            ("Logs", "l", "Every process's JSON lines, in time order"),
+            ("Graphs", "g", "The last 60 s as graphs"),
+        ):
+            yield SystemCommand(f"{tab} tab", f"{what} ({key})", partial(self.action_show_tab, tab.lower()))
+        yield SystemCommand("Log in", "The Client tab's login form (c)", self.action_log_in)
         yield SystemCommand(
             "Slow motion on/off", f"The gateway pauses {SLOW_MOTION_MS} ms between phases", self.action_slow_motion
         )

@@ -81,3 +81,20 @@ async def test_at_120_columns_the_dashboard_opens_on_the_processes():
     async with StrifeApp(SnapshotSource("idle"), clock=fixed_clock).run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert pilot.app.focused is not None and pilot.app.query_one(ProcessPanel) in pilot.app.focused.ancestors
+
+
+async def test_every_demo_action_is_in_the_command_palette():
+    async with StrifeApp(SnapshotSource("idle"), clock=fixed_clock).run_test(size=(120, 40)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        titles = {c.title for c in pilot.app.get_system_commands(pilot.app.screen)}
+        wanted = {"Pay", "Pay again", "Burst of payments", "Log in", "Slow motion on/off", "Retry offline queue"}
+        wanted |= {f"{tab} tab" for tab in ("Dashboard", "Client", "Logs", "Graphs")}
+        wanted |= {"Traffic: off", "Traffic: 2 payments/s", "Traffic: 10 payments/s"}
+        wanted |= {f"{action} {name}" for action in ("Kill", "Freeze", "Restart") for name in ("gateway", "BankA")}
+        assert wanted <= titles, wanted - titles
+        log_in = next(c for c in pilot.app.get_system_commands(pilot.app.screen) if c.title == "Log in")
+        log_in.callback()
+        await pilot.pause()
+        assert pilot.app.query_one(TabbedContent).active == "client"
+        assert pilot.app.focused is pilot.app.query_one("#login-username")
