@@ -204,7 +204,6 @@ class Coordinator:
                 await self.db.write(partial(store.ack_pairs, pairs=acks))
         finally:
             self._acks_writing = False
-        self.slow_motion_s = 0.0  # demo only (service.DemoService): a pause between the phases of a payment
 
     async def resend_forever(self) -> None:
         """Re-send logged decisions until every bank has acknowledged them."""
