@@ -17,6 +17,7 @@ from app.model import Balances, BankBalances, BankStep, Participant, TxnRow
 from app.widgets.graphs_panel import (
     MAX_ABORTED_IDS,
     MAX_BANKS,
+    MAX_ROW_LINES,
     MAX_SAMPLES,
     WINDOW_S,
     GraphRow,
@@ -273,7 +274,7 @@ async def test_a_sample_stamped_before_the_last_counts_as_at_the_same_time():
 
 
 # -------------------------------------------------------------------- layout --
-async def test_graphs_are_two_lines_tall_when_every_row_fits_else_one():
+async def test_graphs_use_the_height_there_is_and_are_one_line_when_two_do_not_fit():
     app = GraphsApp()
     async with app.run_test(size=SIZE) as pilot:
         panel = app.query_one(GraphsPanel)
@@ -281,6 +282,12 @@ async def test_graphs_are_two_lines_tall_when_every_row_fits_else_one():
         await pilot.pause()
         assert all(r.has_class("-tall") for r in app.query(GraphRow))
         assert row(app, "payments").sparkline.size.height == 2
+
+        await pilot.resize_terminal(120, 50)  # a projector: taller graphs, up to MAX_ROW_LINES
+        await pilot.pause()
+        heights = {r.sparkline.size.height for r in app.query(GraphRow)}
+        assert heights == {MAX_ROW_LINES}, heights
+        assert sum(r.size.height for r in app.query(GraphRow)) < panel.content_size.height
 
         await pilot.resize_terminal(120, 10)
         await pilot.pause()

@@ -31,7 +31,8 @@ WINDOW_S = 60  # seconds every graph covers, newest on the right
 MAX_SAMPLES = 8 * WINDOW_S  # per history of sampled values: stats (1/s), balances (up to 5/s)
 MAX_ABORTED_IDS = 1_000  # txn ids remembered so an abort upserted again is counted once
 MAX_BANKS = 8  # rows for banks; a bank beyond this is not graphed
-TALL_ROW_LINES = 2  # a graph's height when the panel has room for every row this tall
+TALL_ROW_LINES = 2  # the least height of a tall graph: when the panel has room for every row this tall
+MAX_ROW_LINES = 5  # the most: on a projector's 50 rows the graphs use the height, up to this
 
 TITLE = f"Graphs: the last {WINDOW_S} s"
 SUBTITLE = "each graph scaled to its own range"
@@ -48,8 +49,8 @@ class GraphRow(Horizontal):
     GraphRow .graph-value { width: 14; text-align: right; text-style: bold; padding-right: 1; }
     GraphRow Sparkline { width: 1fr; height: 1; }
     GraphRow .graph-note { width: 16; color: $text-muted; padding-left: 1; }
-    GraphRow.-tall, GraphRow.-tall Sparkline { height: 2; }
-    GraphRow.-tall Label { height: 2; content-align-vertical: bottom; }  /* on the graph's baseline */
+    GraphRow.-tall Sparkline { height: 100%; }
+    GraphRow.-tall Label { height: 100%; content-align-vertical: bottom; }  /* on the graph's baseline */
     GraphRow.-bad .graph-value { color: $error; }
     """
 
@@ -256,11 +257,17 @@ class GraphsPanel(Vertical):
             row.show(value, data, _change(data), bad=latest is None)
 
     def _fit_rows(self) -> None:
-        """Two-line graphs when every row fits that tall, else one line each."""
+        """Every graph as tall as the panel has room for (below the axis line), from
+        TALL_ROW_LINES to MAX_ROW_LINES lines; one line each when not every row fits two."""
         rows = [*self._rows.values(), *self._bank_rows.values()]
-        tall = self.is_mounted and self.content_size.height >= TALL_ROW_LINES * len(rows) + 1
+        room = (self.content_size.height - 1) // len(rows) if self.is_mounted and rows else 0
+        lines = min(room, MAX_ROW_LINES) if room >= TALL_ROW_LINES else 1
+        gap = 1 if room > TALL_ROW_LINES + 1 else 0  # a blank line above each, where there is room
+        lines = min(lines, room - gap) if gap else lines
         for row in rows:
-            row.set_class(tall, "-tall")
+            row.set_class(lines > 1, "-tall")
+            row.styles.height = lines
+            row.styles.margin = (gap, 0, 0, 0)
 
     # --------------------------------------------------------- bounded --
     def _forget_old_aborts(self) -> None:
