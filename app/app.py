@@ -109,7 +109,13 @@ class StrifeApp(App):
     BINDINGS = [
         Binding("q", "request_quit", "Quit", tooltip="Quit: asks first, then stops every process"),
         Binding("ctrl+c,ctrl+q", "quit", "Quit at once", show=False, priority=True),
-        Binding("d", "show_tab('dashboard')", "Dashboard", show=False, tooltip="Dashboard tab"),
+        Binding(
+            "d",
+            "show_tab('dashboard')",
+            "Dashboard",
+            show=False,
+            tooltip="Dashboard tab (under 110 columns, d on it goes back to the 2PC view)",
+        ),
         Binding("c", "show_tab('client')", "Client", show=False, tooltip="Client tab: log in and pay"),
         Binding("l", "show_tab('logs')", "Logs", show=False, tooltip="Logs tab"),
         Binding("g", "show_tab('graphs')", "Graphs", show=False, tooltip="Graphs tab: the last 60 s"),
@@ -285,6 +291,8 @@ class StrifeApp(App):
             tabbed.active = tab  # TabActivated then focuses the new pane
         elif self.focused is None or tabbed.active_pane not in self.focused.ancestors:
             self._focus_first(tabbed.active_pane)  # on the tab bar: the key goes into its pane
+        elif tab == "dashboard" and self.size.width < NARROW_COLUMNS:
+            self._start_dashboard()  # d again, stacked panels: back to the 2PC view from a process
 
     def action_leave_field(self) -> None:
         """From a text field to the tab bar, where the one-letter keys work again."""

@@ -98,3 +98,18 @@ async def test_every_demo_action_is_in_the_command_palette():
         await pilot.pause()
         assert pilot.app.query_one(TabbedContent).active == "client"
         assert pilot.app.focused is pilot.app.query_one("#login-username")
+
+
+async def test_at_80_columns_d_goes_back_to_the_2pc_view_after_picking_a_process():
+    async with StrifeApp(SnapshotSource("idle"), clock=fixed_clock).run_test(size=(80, 24)) as pilot:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("3")  # Processes, scrolled into view and focused
+        await pilot.pause()
+        processes = pilot.app.query_one(ProcessPanel)
+        assert pilot.app.focused is not None and processes in pilot.app.focused.ancestors
+        await pilot.press("d")
+        await pilot.pause()
+        txns = pilot.app.query_one(TxnPanel)
+        assert pilot.app.focused is not None and txns in pilot.app.focused.ancestors
+        assert pilot.app.screen.region.contains_region(txns.region), txns.region
