@@ -25,12 +25,13 @@ SUBCOMMANDS = (
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every subcommand is listed; only the module of `command` (the one being run)
     is imported to add its flags, so `strife client ...` does not load the bench."""
-    from app.cli import up
+    from app.cli import up, web
 
     parser = argparse.ArgumentParser(
         prog="strife", description="Strife payment gateway. With no command, opens the control room."
     )
     up.add_stack_arguments(parser)
+    web.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text)
@@ -53,10 +54,11 @@ class _CommandFinder(argparse.ArgumentParser):
 def command_of(argv: list[str]) -> str | None:
     """The subcommand named on the command line, after any of the top-level flags
     (`strife --data-dir D certs ...`); None for the control room."""
-    from app.cli import up
+    from app.cli import up, web
 
     finder = _CommandFinder(add_help=False)
     up.add_stack_arguments(finder)
+    web.add_arguments(finder)
     sub = finder.add_subparsers(dest="command")
     for name, _, _ in SUBCOMMANDS:
         sub.add_parser(name, add_help=False)
@@ -71,9 +73,17 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
+    from app.cli import web
+
+    if args.web is not None:
+        if args.command is not None:
+            parser.error(f"--web serves the control room; it does not run `strife {args.command}`")
+        web.main(args, argv)
+        return
     if args.command is None:
         from app import control_room
 
+        web.exit_with_server()  # a no-op unless this control room is a `strife --web` browser session
         control_room.main(args)
         return
     args.run(args)
