@@ -47,6 +47,8 @@ class StackConfig:
     token_ttl_s: float = 3600.0
     env: dict[str, str] = field(default_factory=dict)  # extra environment (fault points in tests)
     demo: bool = False  # the gateway obeys demo switches (slow motion): the control room's stacks
+    # process name -> its --db (a postgresql:// URI); a process not named here keeps SQLite in data_dir
+    databases: dict[str, str] = field(default_factory=dict)
 
     @property
     def gateway_address(self) -> str:
@@ -90,6 +92,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
             str(cfg.user_fixtures),
             *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")],
             *(["--demo"] if cfg.demo else []),
+            *(["--db", cfg.databases["gateway"]] if "gateway" in cfg.databases else []),
         ],
         env=dict(cfg.env),
     )
@@ -110,6 +113,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
                 cfg.gateway_address,
                 "--in-doubt-after",
                 str(cfg.in_doubt_after_s),
+                *(["--db", cfg.databases[name]] if name in cfg.databases else []),
             ],
             env=dict(cfg.env),
         )

@@ -1,4 +1,4 @@
-"""A bank's ledger in SQLite: accounts, prepared transactions (holds) and a journal.
+"""A bank's ledger in SQLite or PostgreSQL: accounts, prepared transactions (holds) and a journal.
 
 Every function here runs inside one write of backend.common.db.Database (a
 savepoint of a group commit), so it sees a consistent ledger and its effects are
@@ -12,10 +12,10 @@ Invariants, checked by the schema and by assertions:
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
+from backend.common.db import Conn, Row
 from backend.common.errors import FailedPrecondition
 from backend.common.states import LedgerState, Refusal
 
@@ -75,6 +75,44 @@ WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'seeded')
 
 MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
 
+# PostgreSQL starts at today's shape (SQLite's V1 + V2); a later change is a new script on both lists.
+PG_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (
+    account_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    balance_cents BIGINT NOT NULL,
+    held_cents BIGINT NOT NULL DEFAULT 0,
+    CHECK (held_cents >= 0 AND balance_cents >= held_cents)
+);
+CREATE TABLE txns (
+    txn_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('PREPARED', 'COMMITTED', 'ABORTED')),
+    reason TEXT NOT NULL DEFAULT '',
+    prepared_at DOUBLE PRECISION NOT NULL,
+    decided_at DOUBLE PRECISION,
+    refusal TEXT CHECK (refusal IN ('INSUFFICIENT_FUNDS', 'UNKNOWN_ACCOUNT', 'ALREADY_ABORTED'))
+);
+CREATE INDEX txns_in_doubt ON txns (prepared_at) WHERE state = 'PREPARED';
+CREATE TABLE legs (
+    txn_id TEXT NOT NULL REFERENCES txns (txn_id),
+    account_id TEXT NOT NULL REFERENCES accounts (account_id),
+    delta_cents BIGINT NOT NULL CHECK (delta_cents != 0),
+    PRIMARY KEY (txn_id, account_id)
+);
+CREATE TABLE journal (
+    seq BIGSERIAL PRIMARY KEY,
+    txn_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    delta_cents BIGINT NOT NULL,
+    balance_after_cents BIGINT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX journal_account ON journal (account_id, seq);
+"""
+
+PG_MIGRATIONS = (PG_SCHEMA_V1,)
+
 
 class LedgerError(FailedPrecondition):
     """A decision that contradicts this ledger (commit of an aborted transaction, ...):
@@ -88,7 +126,7 @@ class Vote:
     reason: str = ""  # why NO, in words
 
 
-def seed(conn: sqlite3.Connection, accounts: list[dict]) -> bool:
+def seed(conn: Conn, accounts: list[dict]) -> bool:
     """Load fixture accounts on first start only; afterwards the database is the truth."""
     if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
         return False
@@ -105,18 +143,18 @@ def seed(conn: sqlite3.Connection, accounts: list[dict]) -> bool:
     return True
 
 
-def seeded_total_cents(conn: sqlite3.Connection) -> int:
+def seeded_total_cents(conn: Conn) -> int:
     """What the fixtures put in at the first start (0 before seeding)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'seeded_total_cents'").fetchone()
     return int(row[0]) if row is not None else 0
 
 
-def overview(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+def overview(conn: Conn) -> tuple[list[Row], int]:
     """Every account and the seeded total, from one snapshot."""
     return accounts(conn), seeded_total_cents(conn)
 
 
-def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
+def prepare(conn: Conn, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
     """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote."""
     row = conn.execute("SELECT state, refusal, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is not None:
@@ -148,11 +186,11 @@ def prepare(conn: sqlite3.Connection, txn_id: str, legs: list[tuple[str, int]]) 
     return Vote(True)
 
 
-def _legs(conn: sqlite3.Connection, txn_id: str) -> list[sqlite3.Row]:
+def _legs(conn: Conn, txn_id: str) -> list[Row]:
     return conn.execute("SELECT account_id, delta_cents FROM legs WHERE txn_id = ?", (txn_id,)).fetchall()
 
 
-def commit(conn: sqlite3.Connection, txn_id: str) -> bool:
+def commit(conn: Conn, txn_id: str) -> bool:
     """Apply a prepared transaction. Returns False if it was already committed."""
     row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is None:
@@ -181,7 +219,7 @@ def commit(conn: sqlite3.Connection, txn_id: str) -> bool:
     return True
 
 
-def abort(conn: sqlite3.Connection, txn_id: str) -> bool:
+def abort(conn: Conn, txn_id: str) -> bool:
     """Release a prepared transaction's holds. Unknown ids get an ABORTED tombstone,
     so a Prepare that arrives late votes NO. Returns False if it was already aborted."""
     row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
@@ -210,7 +248,7 @@ def abort(conn: sqlite3.Connection, txn_id: str) -> bool:
     return True
 
 
-def in_doubt(conn: sqlite3.Connection, older_than: float, limit: int = 100) -> list[str]:
+def in_doubt(conn: Conn, older_than: float, limit: int = 100) -> list[str]:
     rows = conn.execute(
         "SELECT txn_id FROM txns WHERE state = 'PREPARED' AND prepared_at < ? ORDER BY prepared_at LIMIT ?",
         (older_than, limit),
@@ -218,19 +256,19 @@ def in_doubt(conn: sqlite3.Connection, older_than: float, limit: int = 100) -> l
     return [r[0] for r in rows]
 
 
-def account(conn: sqlite3.Connection, account_id: str) -> sqlite3.Row | None:
+def account(conn: Conn, account_id: str) -> Row | None:
     return conn.execute(
         "SELECT account_id, owner, balance_cents, held_cents FROM accounts WHERE account_id = ?", (account_id,)
     ).fetchone()
 
 
-def accounts(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def accounts(conn: Conn) -> list[Row]:
     return conn.execute(
         "SELECT account_id, owner, balance_cents, held_cents FROM accounts ORDER BY account_id"
     ).fetchall()
 
 
-def transactions(conn: sqlite3.Connection, after: str, limit: int) -> list[tuple[sqlite3.Row, list[sqlite3.Row]]]:
+def transactions(conn: Conn, after: str, limit: int) -> list[tuple[Row, list[Row]]]:
     rows = conn.execute(
         "SELECT txn_id, state, reason FROM txns WHERE txn_id > ? ORDER BY txn_id LIMIT ?", (after, limit)
     ).fetchall()

@@ -13,7 +13,7 @@ from backend.bank.service import ROLE_RULES, BankService
 from backend.common import certs, fixtures, jsonlog, tls
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import open_database, run_server
+from backend.common.serve import add_db_argument, open_database, run_server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, required=True, help="port to listen on")
     p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="where the ledger lives (default .strife/)")
+    add_db_argument(p)
     p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
     p.add_argument(
         "--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file, read on first start"
@@ -39,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     name = certs.check_name(args.name)
     jsonlog.configure(name)
-    db = open_database(name, Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS)
+    db = open_database(
+        name, args.db, Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS, ledger.PG_MIGRATIONS
+    )
     accounts = fixtures.bank_accounts(args.fixtures, name)
     if await db.write(lambda c: ledger.seed(c, accounts)):
         jsonlog.emit(Event.SEEDED, msg=f"{len(accounts)} accounts from {args.fixtures}")

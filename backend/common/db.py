@@ -1,14 +1,18 @@
-"""SQLite with group commit: many writes, one fsync.
+"""A database with group commit: many writes, one fsync; SQLite or PostgreSQL.
 
 Every write is a function of a connection. A single writer thread takes the
 writes that are waiting (up to MAX_BATCH), runs each inside its own SAVEPOINT of
-one `BEGIN IMMEDIATE` transaction, commits once (WAL, synchronous=FULL, so the
-commit is on disk), and only then answers each caller. A write that raises is
-rolled back alone and its caller gets the exception; the rest of the batch
-commits. Reads run on a second connection and see only committed data.
+one transaction (`BEGIN IMMEDIATE` on SQLite), commits once (SQLite: WAL,
+synchronous=FULL; PostgreSQL: synchronous_commit=on; so the commit is on disk),
+and only then answers each caller. A write that raises is rolled back alone and
+its caller gets the exception; the rest of the batch commits. Reads run on other
+connections and see only committed data.
 
-The schema is versioned (PRAGMA user_version): a store lists its migrations in
-order, and opening a database runs the ones it lacks, in one transaction.
+The two engines run the same statements (`?` placeholders; backend/common/postgres.py
+turns them into psycopg's); what differs is in an Engine: how to connect, begin a
+write, run a read, and version the schema (SQLite: PRAGMA user_version; PostgreSQL:
+a schema_version table). A store lists its migrations per engine, in order, and
+opening a database runs the ones it lacks, in one transaction.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from backend.common.errors import Unavailable
 from backend.common.limits import MAX_BATCH
 
 T = TypeVar("T")
@@ -29,6 +34,38 @@ MAX_PENDING = 10_000
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer Strife than this one."""
+
+
+class CannotOpen(RuntimeError):
+    """The database cannot be opened: a bad URI, a server that is down, a wrong password."""
+
+
+# What a store function gets: a sqlite3.Connection or backend.common.postgres's
+# connection, both with execute(sql, params) -> cursor (fetchone, fetchall, rowcount)
+# and executemany. A row is indexable by position and by column name on both.
+Conn = Any
+Row = Any
+
+
+class Engine(Protocol):
+    """One storage engine behind Database (see the module docstring)."""
+
+    name: str  # "sqlite" | "postgres"
+    where: str  # a path, or a URI without its password: for messages
+
+    def connect(self) -> Conn: ...
+
+    def begin(self, conn: Conn) -> None: ...
+
+    def migrate(self, conn: Conn, migrations: Sequence[str]) -> int: ...
+
+    def read(self, fn: Callable[[Conn], T]) -> T: ...
+
+    def lost(self, exc: BaseException) -> bool:
+        """Is `exc` a lost connection (the server went away), not the write's own fault?"""
+        ...
+
+    def close(self) -> None: ...
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -82,25 +119,73 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-class Database:
-    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
+class SqliteEngine:
+    """SQLite in WAL mode: a writer connection, and one reader connection behind a lock."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = connect(self.path)
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+
+    def connect(self) -> sqlite3.Connection:
+        return connect(self.path)
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def migrate(self, conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
+        return migrate(conn, migrations)
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = connect(self.path)
+            self._reader.execute("BEGIN")
+            try:
+                return fn(self._reader)
+            finally:
+                self._reader.commit()
+
+    def lost(self, exc: BaseException) -> bool:
+        return False  # a file does not go away like a server
+
+    def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+
+class Database:
+    """`target`: a SQLite file's path, or an Engine (backend.common.postgres.PostgresEngine);
+    `migrations`: that engine's, in order."""
+
+    def __init__(self, target: Path | Engine, migrations: Sequence[str]) -> None:
+        self.engine: Engine = SqliteEngine(target) if isinstance(target, str | Path) else target
+        self.path = Path(self.engine.where) if self.engine.name == "sqlite" else None
         try:
-            migrate(self._writer, migrations)
+            self._writer: Conn | None = self.engine.connect()
+        except CannotOpen:
+            self.engine.close()
+            raise
+        try:
+            self.engine.migrate(self._writer, migrations)
         except SchemaTooNew as exc:
             self._writer.close()
-            raise SchemaTooNew(f"{self.path}: {exc}") from None
-        self._reader = connect(self.path)
-        self._reader_lock = threading.Lock()
+            self.engine.close()
+            raise SchemaTooNew(f"{self.engine.where}: {exc}") from None
         self._queue: queue.Queue = queue.Queue(MAX_PENDING)
-        self._thread = threading.Thread(target=self._run, name=f"db-{self.path.name}", daemon=True)
+        label = self.path.name if self.path is not None else self.engine.name
+        self._thread = threading.Thread(target=self._run, name=f"db-{label}", daemon=True)
         self._closed = False
         self._thread.start()
 
     # -- writes ---------------------------------------------------------
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run fn in the next batch; return its result once the batch is on disk."""
         if self._closed:
             raise RuntimeError("database is closed")
@@ -128,16 +213,27 @@ class Database:
                 batch.append(nxt)
             self._commit(batch)
 
+    def _connected(self) -> Conn:
+        """The writer connection; a new one after the server went away (and came back)."""
+        if self._writer is None:
+            try:
+                self._writer = self.engine.connect()
+            except CannotOpen as exc:
+                raise Unavailable(f"the database is unreachable: {exc}") from None
+        return self._writer
+
     def _commit(self, batch: list) -> None:
-        conn = self._writer
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._connected()
+            self.engine.begin(conn)
             for fn, _, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     result = fn(conn)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    if self.engine.lost(exc):
+                        raise
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     outcomes.append((False, exc))
@@ -146,10 +242,14 @@ class Database:
                     outcomes.append((True, result))
             conn.commit()
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed
-            try:
-                conn.rollback()
-            except sqlite3.Error:
-                pass
+            if self.engine.lost(exc):
+                self._drop_writer()
+                exc = Unavailable("the database is unreachable: the writes were not made; retry")
+            elif self._writer is not None:
+                try:
+                    self._writer.rollback()
+                except Exception:  # noqa: BLE001 - a broken connection: start afresh next time
+                    self._drop_writer()
             outcomes = [(False, exc)] * len(batch)
         # One wake-up per event loop for the whole batch, not one per write: each
         # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
@@ -162,17 +262,25 @@ class Database:
             except RuntimeError:  # that loop is closed: nobody waits there; the writer must live on
                 pass
 
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+
     # -- reads ----------------------------------------------------------
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Conn], T]) -> T:
         return await asyncio.to_thread(self._read, fn)
 
-    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._reader_lock:
-            self._reader.execute("BEGIN")
-            try:
-                return fn(self._reader)
-            finally:
-                self._reader.commit()
+    def _read(self, fn: Callable[[Conn], T]) -> T:
+        try:
+            return self.engine.read(fn)
+        except Exception as exc:
+            if self.engine.lost(exc):
+                raise Unavailable("the database is unreachable: nothing was read; retry") from None
+            raise
 
     def close(self) -> None:
         if self._closed:
@@ -180,8 +288,8 @@ class Database:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=10)
-        self._writer.close()
-        self._reader.close()
+        self._drop_writer()
+        self.engine.close()
 
 
 def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]]) -> None:

@@ -6,6 +6,7 @@ supervisor sets it), when its stdin closes, so it dies with its parent.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import os
@@ -20,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from backend.common import jsonlog, tls
-from backend.common.db import Database, SchemaTooNew
+from backend.common.db import CannotOpen, Database, SchemaTooNew
 from backend.common.events import Event
 from backend.common.limits import MAX_MESSAGE_BYTES
 
@@ -58,10 +59,32 @@ def refuse_start(name: str, message: str, exit_code: int = 1) -> NoReturn:
     raise SystemExit(exit_code)
 
 
-def open_database(name: str, path: Path, migrations: Sequence[str]) -> Database:
+DB_HELP = (
+    "where this server keeps its state: 'sqlite' (a file in --data-dir, the default) or a PostgreSQL URI, "
+    "postgresql://user[:password]@host[:port]/database (pip install -e '.[postgres]')"
+)
+
+
+def add_db_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default="sqlite", metavar="sqlite|postgresql://…", help=DB_HELP)
+
+
+def open_database(
+    name: str, db: str, sqlite_path: Path, sqlite_migrations: Sequence[str], pg_migrations: Sequence[str]
+) -> Database:
+    """The server's Database on the engine `db` names (see DB_HELP); a reason it cannot be
+    opened stops the server with one line (never a traceback, never half started)."""
     try:
-        return Database(path, migrations)
-    except SchemaTooNew as exc:
+        if db in ("", "sqlite"):
+            return Database(sqlite_path, sqlite_migrations)
+        if not db.startswith(("postgresql:", "postgres:")):
+            refuse_start(name, f"--db: expected 'sqlite' or a postgresql:// URI, got {db[:80]!r}")
+        try:
+            from backend.common.postgres import PostgresEngine
+        except ImportError:
+            refuse_start(name, "--db postgresql://…: PostgreSQL support is not installed: pip install -e '.[postgres]'")
+        return Database(PostgresEngine(db), pg_migrations)
+    except (SchemaTooNew, CannotOpen) as exc:
         refuse_start(name, str(exc))
 
 

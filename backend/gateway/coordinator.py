@@ -15,7 +15,6 @@ Order of events for one payment (each arrow waits for the previous step):
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +24,7 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.common import faults, jsonlog
-from backend.common.db import Database
+from backend.common.db import Conn, Database, Row
 from backend.common.errors import (
     Aborted,
     DeadlineExceeded,
@@ -47,7 +46,7 @@ MAX_PENDING_ACKS = 100_000
 
 @dataclass(frozen=True)
 class Result:
-    row: sqlite3.Row  # the payment as recorded
+    row: Row  # the payment as recorded
     replayed: bool
 
 
@@ -263,7 +262,7 @@ class Coordinator:
         return decision
 
 
-def _abort_all(conn: sqlite3.Connection, txn_ids: list[str], reason: str) -> None:
+def _abort_all(conn: Conn, txn_ids: list[str], reason: str) -> None:
     for txn_id in txn_ids:
         store.decide(conn, txn_id, Decision.ABORT, Outcome.RETRYABLE, reason)
 

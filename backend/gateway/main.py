@@ -11,7 +11,7 @@ from backend.common import fixtures, jsonlog
 from backend.common.db import Database
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import open_database, run_server
+from backend.common.serve import add_db_argument, open_database, run_server
 from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=Path(".strife"), help="where the gateway's database lives (default .strife/)"
     )
+    add_db_argument(p)
     p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
     p.add_argument(
         "--bank",
@@ -74,7 +75,9 @@ async def serve(args: argparse.Namespace) -> None:
         addresses = dict(parse_bank_flag(v) for v in args.bank)
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from None
-    db = open_database("gateway", Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS)
+    db = open_database(
+        "gateway", args.db, Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS, store.PG_MIGRATIONS
+    )
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()

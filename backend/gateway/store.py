@@ -13,12 +13,12 @@ Coordinator log invariants:
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from backend.common.errors import AlreadyExists
+from backend.common.db import Conn, Row
+from backend.common.errors import Aborted, AlreadyExists
 from backend.common.states import Decision, Outcome
 
 # Version 1 is the schema from before versioning (IF NOT EXISTS adopts such a
@@ -81,8 +81,68 @@ CREATE INDEX IF NOT EXISTS participants_unacked ON participants (txn_id) WHERE a
 
 MIGRATIONS = (SCHEMA_V1,)
 
+# PostgreSQL starts at today's shape; a later change is a new script on both lists.
+PG_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE links (
+    bank TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    username TEXT NOT NULL REFERENCES users (username),
+    PRIMARY KEY (bank, account_id)
+);
+CREATE INDEX links_user ON links (username);
+CREATE TABLE sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    username TEXT NOT NULL REFERENCES users (username),
+    expires_at DOUBLE PRECISION NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_user ON sessions (username, expires_at);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+CREATE TABLE payments (
+    seq BIGSERIAL PRIMARY KEY,
+    txn_id TEXT NOT NULL UNIQUE,
+    username TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    from_bank TEXT NOT NULL, from_account TEXT NOT NULL,
+    to_bank TEXT NOT NULL, to_account TEXT NOT NULL,
+    amount_cents BIGINT NOT NULL CHECK (amount_cents > 0),
+    state TEXT NOT NULL CHECK (state IN ('PREPARING', 'COMMIT', 'ABORT')),
+    outcome TEXT CHECK (outcome IN ('SUCCEEDED', 'DECLINED', 'RETRYABLE')),
+    reason TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL,
+    decided_at DOUBLE PRECISION
+);
+CREATE INDEX payments_preparing ON payments (txn_id) WHERE state = 'PREPARING';
+CREATE INDEX payments_user ON payments (username, seq);
+CREATE INDEX payments_payee ON payments (to_bank, to_account, seq);
+CREATE TABLE idempotency_keys (
+    username TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (username, idem_key)
+);
+CREATE TABLE participants (
+    txn_id TEXT NOT NULL,
+    bank TEXT NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (txn_id, bank)
+);
+CREATE INDEX participants_unacked ON participants (txn_id) WHERE acked = 0;
+"""
+
+PG_MIGRATIONS = (PG_SCHEMA_V1,)
+
 
 MAX_SESSIONS_PER_USER = 100
+CLAIM_TRIES = 3  # reads of a key that other writers claim and release under our feet
 
 
 def token_digest(token: str) -> str:
@@ -92,50 +152,57 @@ def token_digest(token: str) -> str:
 # ------------------------------------------------------------------ users --
 
 
-def add_user(conn: sqlite3.Connection, username: str, password_hash: str, links: list[tuple[str, str]]) -> None:
-    if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
-        raise AlreadyExists(f"username {username!r} is taken: pick another or log in")
-    conn.execute(
-        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
+def add_user(conn: Conn, username: str, password_hash: str, links: list[tuple[str, str]]) -> None:
+    # A conditional write: two gateways on one database registering one name at once
+    # make one user, and the other is told it is taken.
+    added = conn.execute(
+        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (username) DO NOTHING",
         (username, password_hash, time.time()),
-    )
+    ).rowcount
+    if not added:
+        raise AlreadyExists(f"username {username!r} is taken: pick another or log in")
     for bank, account_id in links:
         add_link(conn, username, bank, account_id)
 
 
-def add_link(conn: sqlite3.Connection, username: str, bank: str, account_id: str) -> list[tuple[str, str]]:
+def add_link(conn: Conn, username: str, bank: str, account_id: str) -> list[tuple[str, str]]:
+    conn.execute(
+        "INSERT INTO links (bank, account_id, username) VALUES (?, ?, ?) ON CONFLICT (bank, account_id) DO NOTHING",
+        (bank, account_id, username),
+    )
     row = conn.execute("SELECT username FROM links WHERE bank = ? AND account_id = ?", (bank, account_id)).fetchone()
-    if row is not None and row[0] != username:
+    if row[0] != username:
         raise AlreadyExists(f"account {account_id} at {bank} is already linked to another user")
-    if row is None:
-        conn.execute("INSERT INTO links (bank, account_id, username) VALUES (?, ?, ?)", (bank, account_id, username))
     return links_of(conn, username)
 
 
-def password_hash(conn: sqlite3.Connection, username: str) -> str | None:
+def password_hash(conn: Conn, username: str) -> str | None:
     row = conn.execute("SELECT password_hash FROM users WHERE username = ?", (username,)).fetchone()
     return row[0] if row else None
 
 
-def links_of(conn: sqlite3.Connection, username: str) -> list[tuple[str, str]]:
+def links_of(conn: Conn, username: str) -> list[tuple[str, str]]:
     rows = conn.execute(
         "SELECT bank, account_id FROM links WHERE username = ? ORDER BY bank, account_id", (username,)
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
-def is_seeded(conn: sqlite3.Connection) -> bool:
+def is_seeded(conn: Conn) -> bool:
     return conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is not None
 
 
-def mark_seeded(conn: sqlite3.Connection) -> None:
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
+def mark_seeded(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('seeded', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(time.time()),),
+    )
 
 
 # --------------------------------------------------------------- sessions --
 
 
-def add_session(conn: sqlite3.Connection, token: str, username: str, expires_at: float) -> list[str]:
+def add_session(conn: Conn, token: str, username: str, expires_at: float) -> list[str]:
     """Record a new session. A user keeps at most MAX_SESSIONS_PER_USER live sessions:
     the oldest are revoked to make room. Returns the digests of the sessions revoked."""
     now = time.time()
@@ -153,7 +220,7 @@ def add_session(conn: sqlite3.Connection, token: str, username: str, expires_at:
     return revoked
 
 
-def session_user(conn: sqlite3.Connection, token: str) -> tuple[str, float] | None:
+def session_user(conn: Conn, token: str) -> tuple[str, float] | None:
     """(username, expires_at) of a live session, or None if unknown or revoked."""
     row = conn.execute(
         "SELECT username, expires_at FROM sessions WHERE token_sha256 = ? AND revoked = 0", (token_digest(token),)
@@ -161,7 +228,7 @@ def session_user(conn: sqlite3.Connection, token: str) -> tuple[str, float] | No
     return (row[0], row[1]) if row else None
 
 
-def revoke_session(conn: sqlite3.Connection, token: str) -> None:
+def revoke_session(conn: Conn, token: str) -> None:
     conn.execute("UPDATE sessions SET revoked = 1 WHERE token_sha256 = ?", (token_digest(token),))
 
 
@@ -195,7 +262,7 @@ class Claim:
     """What claiming a key found, and the payment that holds it (all but NEW)."""
 
     kind: ClaimKind
-    row: sqlite3.Row | None = None
+    row: Row | None = None
 
 
 PAYMENT_COLUMNS = (
@@ -204,48 +271,67 @@ PAYMENT_COLUMNS = (
 )
 
 
-def claim(conn: sqlite3.Connection, fields: PaymentFields, txn_id: str) -> Claim:
-    """Claim the idempotency key for a new payment, or say what it already means."""
+def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
+    """Claim the idempotency key for a new payment, or say what it already means.
+
+    The claim is a conditional write (INSERT ... ON CONFLICT DO NOTHING): where several
+    gateways share one database, the one whose insert lands owns the key, and the others
+    read what it recorded (PostgreSQL makes a conflicting insert wait for the first one's
+    commit, so they see its payment)."""
     fingerprint = fields.fingerprint()
-    row = conn.execute(
+    for _ in range(CLAIM_TRIES):
+        row = _key_holder(conn, fields)
+        if row is not None:
+            return _claimed(row, fingerprint)
+        now = time.time()
+        claimed = conn.execute(
+            "INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (username, idem_key) DO NOTHING",
+            (fields.username, fields.idem_key, txn_id, now),
+        ).rowcount
+        if not claimed:
+            continue  # another writer claimed it meanwhile: read what it holds
+        conn.execute(
+            "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
+            "to_account, amount_cents, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?)",
+            (
+                txn_id,
+                fields.username,
+                fields.idem_key,
+                fingerprint,
+                fields.from_bank,
+                fields.from_account,
+                fields.to_bank,
+                fields.to_account,
+                fields.amount_cents,
+                now,
+            ),
+        )
+        for bank in sorted({fields.from_bank, fields.to_bank}):
+            conn.execute("INSERT INTO participants (txn_id, bank) VALUES (?, ?)", (txn_id, bank))
+        return Claim(ClaimKind.NEW)
+    # Claimed and released (a retryable abort) again and again while we looked: as in flight.
+    raise Aborted(f"idempotency key {fields.idem_key!r} is being used by another request: retry")
+
+
+def _key_holder(conn: Conn, fields: PaymentFields) -> Row | None:
+    return conn.execute(
         f"SELECT p.fingerprint, {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))} "
         "FROM idempotency_keys k JOIN payments p ON p.txn_id = k.txn_id "
         "WHERE k.username = ? AND k.idem_key = ?",
         (fields.username, fields.idem_key),
     ).fetchone()
-    if row is not None:
-        if row["fingerprint"] != fingerprint:
-            return Claim(ClaimKind.CONFLICT, row)
-        if row["state"] == Decision.PREPARING:
-            return Claim(ClaimKind.IN_FLIGHT, row)
-        return Claim(ClaimKind.REPLAY, row)
-    now = time.time()
-    conn.execute(
-        "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
-        "to_account, amount_cents, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?)",
-        (
-            txn_id,
-            fields.username,
-            fields.idem_key,
-            fingerprint,
-            fields.from_bank,
-            fields.from_account,
-            fields.to_bank,
-            fields.to_account,
-            fields.amount_cents,
-            now,
-        ),
-    )
-    conn.execute(
-        "INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) VALUES (?, ?, ?, ?)",
-        (fields.username, fields.idem_key, txn_id, now),
-    )
-    for bank in sorted({fields.from_bank, fields.to_bank}):
-        conn.execute("INSERT INTO participants (txn_id, bank) VALUES (?, ?)", (txn_id, bank))
-    return Claim(ClaimKind.NEW)
 
 
-def claimed_source(conn: sqlite3.Connection, username: str, idem_key: str) -> tuple[str, str] | None:
+def _claimed(row: Row, fingerprint: str) -> Claim:
+    if row["fingerprint"] != fingerprint:
+        return Claim(ClaimKind.CONFLICT, row)
+    if row["state"] == Decision.PREPARING:
+        return Claim(ClaimKind.IN_FLIGHT, row)
+    return Claim(ClaimKind.REPLAY, row)
+
+
+def claimed_source(conn: Conn, username: str, idem_key: str) -> tuple[str, str] | None:
     """The payer account of the payment that holds this key, if one does."""
     row = conn.execute(
         "SELECT p.from_bank, p.from_account FROM idempotency_keys k JOIN payments p ON p.txn_id = k.txn_id "
@@ -255,7 +341,7 @@ def claimed_source(conn: sqlite3.Connection, username: str, idem_key: str) -> tu
     return (row[0], row[1]) if row else None
 
 
-def decide(conn: sqlite3.Connection, txn_id: str, decision: Decision, outcome: Outcome, reason: str) -> sqlite3.Row:
+def decide(conn: Conn, txn_id: str, decision: Decision, outcome: Outcome, reason: str) -> Row:
     """Record the decision unless one is already recorded; return the payment as recorded.
 
     A RETRYABLE abort releases the idempotency key, so the client may send it again.
@@ -277,7 +363,7 @@ def decide(conn: sqlite3.Connection, txn_id: str, decision: Decision, outcome: O
     return row
 
 
-def presume_abort(conn: sqlite3.Connection, txn_id: str, reason: str) -> Decision:
+def presume_abort(conn: Conn, txn_id: str, reason: str) -> Decision:
     """The decision for a bank that asks: the recorded one, or ABORT recorded now."""
     row = conn.execute("SELECT state FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is None:
@@ -287,16 +373,16 @@ def presume_abort(conn: sqlite3.Connection, txn_id: str, reason: str) -> Decisio
     return Decision(decide(conn, txn_id, Decision.ABORT, Outcome.RETRYABLE, reason)["state"])
 
 
-def preparing(conn: sqlite3.Connection) -> list[str]:
+def preparing(conn: Conn) -> list[str]:
     return [r[0] for r in conn.execute("SELECT txn_id FROM payments WHERE state = 'PREPARING'").fetchall()]
 
 
-def ack_pairs(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> None:
+def ack_pairs(conn: Conn, pairs: list[tuple[str, str]]) -> None:
     """Mark many (txn_id, bank) acknowledgements at once."""
     conn.executemany("UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", pairs)
 
 
-def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, Decision]]:
+def unacked(conn: Conn, limit: int) -> list[tuple[str, str, Decision]]:
     """(txn_id, bank, decision) for decisions a bank has not acknowledged yet."""
     rows = conn.execute(
         "SELECT pa.txn_id, pa.bank, p.state FROM participants pa JOIN payments p ON p.txn_id = pa.txn_id "
@@ -306,28 +392,28 @@ def unacked(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, Decisi
     return [(r[0], r[1], Decision(r[2])) for r in rows]
 
 
-def payment(conn: sqlite3.Connection, txn_id: str) -> sqlite3.Row | None:
+def payment(conn: Conn, txn_id: str) -> Row | None:
     return conn.execute(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
 
 
-def visible_payment(conn: sqlite3.Connection, txn_id: str, username: str) -> sqlite3.Row | None:
+def visible_payment(conn: Conn, txn_id: str, username: str) -> Row | None:
     """A payment the user sent, or one that credited an account of theirs."""
     return conn.execute(
-        f"SELECT {PAYMENT_COLUMNS} FROM payments p WHERE txn_id = ? AND outcome IS NOT 'RETRYABLE' AND "
+        f"SELECT {PAYMENT_COLUMNS} FROM payments p WHERE txn_id = ? AND COALESCE(outcome, '') != 'RETRYABLE' AND "
         "(username = ? OR (outcome = 'SUCCEEDED' AND EXISTS (SELECT 1 FROM links l WHERE l.username = ? "
         "AND l.bank = p.to_bank AND l.account_id = p.to_account)))",
         (txn_id, username, username),
     ).fetchone()
 
 
-def history(conn: sqlite3.Connection, username: str, before_seq: int, limit: int) -> list[sqlite3.Row]:
+def history(conn: Conn, username: str, before_seq: int, limit: int) -> list[Row]:
     """Newest first: payments sent by the user (not the retryable aborts) and successful ones received."""
     sent = conn.execute(
         f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE username = ? AND seq < ? "
-        "AND outcome IS NOT 'RETRYABLE' ORDER BY seq DESC LIMIT ?",
+        "AND COALESCE(outcome, '') != 'RETRYABLE' ORDER BY seq DESC LIMIT ?",
         (username, before_seq, limit),
     ).fetchall()
-    received: list[sqlite3.Row] = []
+    received: list[Row] = []
     for bank, account_id in links_of(conn, username):
         received += conn.execute(
             f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE to_bank = ? AND to_account = ? AND seq < ? "

@@ -1,0 +1,204 @@
+"""PostgreSQL behind backend.common.db.Database (psycopg 3, psycopg_pool for reads).
+
+The stores' statements are written once, with `?` placeholders; here they become
+psycopg's `%s`. Every statement is a constant of a store module: nothing is
+assembled from input. Rows answer by position and by column name, as sqlite3.Row.
+
+Durability: synchronous_commit=on on every connection (a commit returns once it is
+on disk), so a write the gateway or a bank acknowledged survives a crash of the
+server. The writer connection runs the group commit's transactions itself (BEGIN,
+SAVEPOINTs, COMMIT); reads run in short transactions on pooled connections.
+
+The schema is versioned in a table `schema_version` (one row), read and raised
+under a row lock, so two processes opening one database at once migrate it once.
+Only SQL that PostgreSQL-compatible distributed databases (CockroachDB,
+YugabyteDB) also accept: no advisory locks, no LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+
+from backend.common.db import CannotOpen, SchemaTooNew
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 5
+READ_POOL_MAX = 4  # reads at once (the event loop hands them to threads)
+URI_SCHEMES = ("postgresql", "postgres")
+
+
+def is_uri(spec: str) -> bool:
+    return urlsplit(spec).scheme in URI_SCHEMES
+
+
+def without_password(uri: str) -> str:
+    """The URI as it may be shown: user, host, port and database, never a password."""
+    parts = urlsplit(uri)
+    if parts.password is None and "password=" not in parts.query:
+        return uri
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = "&".join(q for q in parts.query.split("&") if q and not q.startswith("password="))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@functools.lru_cache(maxsize=512)
+def _pg(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s` (and a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Row(tuple):
+    """A row indexable by position and by column name (as sqlite3.Row)."""
+
+    _names: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+def _rows(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Row]:
+    names = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: Row(values, names)
+
+
+class Connection:
+    """A psycopg connection that takes the stores' statements (see the module docstring)."""
+
+    def __init__(self, raw: psycopg.Connection) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self.raw.cursor(row_factory=_rows)
+        cursor.execute(_pg(sql), params)
+        return cursor
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any:
+        cursor = self.raw.cursor()
+        rows = list(params)
+        if rows:
+            cursor.executemany(_pg(sql), rows)
+        return cursor
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _configure(raw: psycopg.Connection) -> None:
+    raw.execute("SET synchronous_commit = on")  # whatever the server's default: durable commits
+
+
+class PostgresEngine:
+    name = "postgres"
+
+    def __init__(self, uri: str) -> None:
+        if not is_uri(uri):
+            raise CannotOpen(f"not a PostgreSQL URI: {without_password(uri)!r} (postgresql://user@host:port/database)")
+        self.uri = uri
+        self.where = without_password(uri)
+        self._pool: psycopg_pool.ConnectionPool | None = None
+
+    def connect(self) -> Connection:
+        try:
+            raw = psycopg.connect(self.uri, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.Error as exc:
+            raise CannotOpen(f"cannot connect to {self.where}: {_first_line(exc)}") from None
+        _configure(raw)
+        return Connection(raw)
+
+    def begin(self, conn: Connection) -> None:
+        conn.execute("BEGIN")
+
+    def migrate(self, conn: Connection, migrations: Sequence[str]) -> int:
+        """Bring the schema to version len(migrations), in one transaction, under a lock
+        on the version row. Returns the version the database had."""
+        assert not isinstance(migrations, str), "a list of migration scripts, not one script"
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+            )
+        except psycopg.errors.UniqueViolation:
+            pass  # another process created it at the same moment
+        conn.execute("INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+        conn.execute("BEGIN")
+        try:
+            found = conn.execute("SELECT version FROM schema_version WHERE id = 1 FOR UPDATE").fetchone()[0]
+            if found > len(migrations):
+                raise SchemaTooNew(
+                    f"schema version {found} is newer than this Strife knows ({len(migrations)}): run a newer Strife"
+                )
+            for script in migrations[found:]:
+                for statement in _statements(script):
+                    conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = ? WHERE id = 1", (len(migrations),))
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return found
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        if self._pool is None:
+            self._pool = psycopg_pool.ConnectionPool(
+                self.uri,
+                min_size=1,
+                max_size=READ_POOL_MAX,
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                configure=_configure,
+                check=psycopg_pool.ConnectionPool.check_connection,
+                timeout=CONNECT_TIMEOUT_S,
+                open=True,
+                name="strife-reads",
+            )
+        with self._pool.connection() as raw:
+            conn = Connection(raw)
+            conn.execute("BEGIN READ ONLY")
+            try:
+                return fn(conn)
+            finally:
+                conn.commit()
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | CannotOpen)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (ours: no semicolon inside a literal)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return re.sub(r"password=\S+", "password=…", text[0]) if text else type(exc).__name__
