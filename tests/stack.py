@@ -1,9 +1,12 @@
 """A real stack for tests: bank and gateway processes on free loopback ports,
-real certificates, real SQLite files in a temporary directory."""
+real certificates, real SQLite files in a temporary directory, or real databases on
+the session's embedded PostgreSQL server (when the test runs with the both_engines
+fixture's "postgres" parameter: tests/conftest.py sets `engine` and `pg_server`)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,20 @@ from backend.testbed import stack_config
 # What a server may answer: the documented codes, and CANCELLED when the caller hung up.
 SEEN_BY_CLIENTS = {c.name for c in CLIENT_CODES - {grpc.StatusCode.INTERNAL}} | {"CANCELLED"}
 DEMO_PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
+
+ENGINES = ("sqlite", "postgres")
+engine = "sqlite"  # the storage engine of the stacks made now (tests/conftest.py: both_engines)
+pg_server = None  # the session's backend.common.embedded_pg.EmbeddedPostgres, once a test asked for it
+_databases = itertools.count(1)
+
+
+def engine_databases(names: list[str]) -> dict[str, str]:
+    """--db of each process of a new stack: nothing (SQLite files) or fresh PostgreSQL databases."""
+    if engine == "sqlite":
+        return {}
+    assert pg_server is not None, "the postgres engine needs the pg_server fixture"
+    n = next(_databases)
+    return {name: pg_server.create_database(f"t{n}_{name.lower()}") for name in names}
 
 
 @dataclass
@@ -180,8 +197,12 @@ def make_certs(root: Path) -> Path:
 
 
 def quick_config(tmp: Path, certs_dir: Path, **overrides) -> StackConfig:
-    """The demo fixtures' gateway and banks on free ports, with short 2PC timeouts."""
-    return stack_config(tmp, certs_dir=certs_dir, **{"twopc_timeout_s": 1.0, "in_doubt_after_s": 2.0, **overrides})
+    """The demo fixtures' gateway and banks on free ports, with short 2PC timeouts, on the
+    current engine's storage."""
+    cfg = stack_config(tmp, certs_dir=certs_dir, **{"twopc_timeout_s": 1.0, "in_doubt_after_s": 2.0, **overrides})
+    if "databases" not in overrides:
+        cfg.databases = engine_databases(["gateway", *cfg.bank_ports])
+    return cfg
 
 
 async def start_stack(

@@ -11,7 +11,10 @@ from backend.api import strife_pb2 as pb
 from backend.common.limits import MAX_AMOUNT_CENTS
 from tests.stack import eventually, pay_request, start_stack
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.usefixtures("module_engine"),  # every test on SQLite, then on PostgreSQL
+]
 
 BIG = "x" * 10_000  # 10 KB: under the 64 KB message limit, far over every field limit
 HUGE = "k" * 100_000  # a request over the gateway's 64 KB receive limit
@@ -27,7 +30,7 @@ class Ctx:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def ctx(tmp_path_factory, certs_dir):
+async def ctx(tmp_path_factory, certs_dir, module_engine):
     stack = await start_stack(tmp_path_factory.mktemp("bad-input"), certs_dir)
     try:
         gw, bob = await stack.login("bob")

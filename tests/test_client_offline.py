@@ -3,11 +3,15 @@ exactly once when it is back, by new CLI processes and by the library's Retrier.
 
 import asyncio
 
+import pytest
+
 from backend.client import GatewayClient, Retrier
 from backend.common import fixtures
 from backend.common.states import PaymentStatus
 from tests.client_helpers import begun_by, cli
 from tests.stack import eventually
+
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
 
 PASSWORDS = {u["username"]: u["password"] for u in fixtures.users()}
 

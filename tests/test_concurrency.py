@@ -3,10 +3,13 @@
 import asyncio
 
 import grpc
+import pytest
 
 from backend.api import strife_pb2 as pb
 from backend.common.states import LedgerState
 from tests.stack import pay_request, start_stack
+
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
 
 
 async def register(stack, username, bank, account):

@@ -1,11 +1,15 @@
 """What the control room's conservation line compares: the banks' own seeded totals, and
 payments still reaching their banks."""
 
+import pytest
+
 from app.live_source import committing
 from app.model import Balances, BankBalances, BankStep, Participant, TxnRow
 from backend.common import fixtures
 from backend.common.states import Decision
 from tests.stack import pay_request
+
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
 
 
 def row(decision, *phases, started_at=100.0):

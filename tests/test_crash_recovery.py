@@ -16,6 +16,8 @@ from backend.common.events import Phase, Vote
 from backend.common.states import Decision, LedgerState, ProcessState
 from tests.stack import eventually, fault_env, pay_request, start_stack
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
+
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
 
 

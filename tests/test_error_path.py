@@ -19,6 +19,8 @@ from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor
 from backend.gateway.service import REPLY_MARGIN_S, time_left_s
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
+
 
 class Health(health_pb2_grpc.HealthServicer):
     def __init__(self, error: BaseException) -> None:

@@ -14,6 +14,8 @@ from backend.common.events import Phase
 from backend.common.states import LedgerState
 from tests.stack import eventually, fault_env, pay_request, start_stack
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
+
 REPLAYED = ("idempotent-replayed", "true")
 
 

@@ -21,14 +21,17 @@ from backend.common.serve import SERVER_OPTIONS
 from backend.gateway import login_limiter
 from tests.stack import DEMO_PASSWORDS, eventually, pay_request, start_stack
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.usefixtures("module_engine"),  # every test on SQLite, then on PostgreSQL
+]
 
 MAX_STREAMS = dict(SERVER_OPTIONS)["grpc.max_concurrent_streams"]
 PEER_LIMIT = login_limiter.MAX_FAILURES * 4
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(tmp_path_factory, certs_dir):
+async def stack(tmp_path_factory, certs_dir, module_engine):
     s = await start_stack(tmp_path_factory.mktemp("limits"), certs_dir)
     try:
         yield s

@@ -5,6 +5,8 @@ import pytest
 from backend.gateway import login_limiter
 from backend.gateway.login_limiter import LoginLimiter
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
+
 PEER_LIMIT = login_limiter.MAX_FAILURES * 4
 
 

@@ -6,6 +6,8 @@ import pytest
 from backend.api import strife_pb2 as pb
 from tests.stack import pay_request
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
+
 
 async def balances(gw, md) -> dict[tuple[str, str], int]:
     answer = await gw.Balance(pb.BalanceRequest(), metadata=md, timeout=5)

@@ -4,12 +4,15 @@ when no bank can answer, and for an exception no handler expected."""
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from backend.api import strife_pb2 as pb
 from backend.common.errors import CLIENT_CODES
 from backend.common.events import Event, Phase
 from backend.common.states import LedgerState
 from tests.stack import eventually, pay_request
+
+pytestmark = pytest.mark.usefixtures("both_engines")  # each test on SQLite and on PostgreSQL
 
 DOCUMENTED = CLIENT_CODES - {grpc.StatusCode.INTERNAL}
 
