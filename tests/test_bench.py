@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from app.bench.main import _split
 from app.bench.report import latency_summary, percentile
@@ -82,9 +83,41 @@ def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
         set(),
     )  # empty when too short to sample
     assert doc["command"].startswith("strife bench --payments 50")
-    assert {"python", "grpcio", "protobuf", "sqlite"} <= set(doc["versions"])
+    assert {"python", "grpcio", "protobuf", "sqlite"} <= set(doc["versions"]) and "postgresql" not in doc["versions"]
+    assert doc["engine"] == "sqlite" and "postgres" not in doc["cpu_pct_of_core"]
     assert doc["config"] == {**doc["config"], "clients": 4, "banks": 3, "drivers": 2, "payments": 50}
     assert doc["ok"] is True
+
+
+def test_postgres_run_names_the_engine_and_counts_the_database_servers_cpu(tmp_path):
+    doc = _bench_json(
+        tmp_path, "--db", "postgres", "--payments", "40", "--clients", "4", "--banks", "3", "--echo-duration", "0"
+    )
+    assert doc["engine"] == "postgres" and doc["versions"]["postgresql"].startswith("16")
+    pay = doc["payments"]
+    assert pay["counts"].get("committed", 0) == 40 and pay["counts"].get("error", 0) == 0, pay["first_errors"]
+    assert doc["money"]["conserved"] and doc["money"]["held_after_cents"] == 0 and doc["ok"] is True
+    assert {"gateway", "postgres"} <= set(doc["cpu_ms_per_committed_payment"])
+    assert doc["cpu_ms_per_committed_payment"]["postgres"] > 0
+    leftovers = [pid for pid in _pids() if str(tmp_path) in _cmdline(pid)]
+    assert not leftovers, leftovers  # the embedded server went with the bench
+
+
+def test_db_postgres_is_refused_for_a_running_stack(tmp_path):
+    command = [sys.executable, "-m", "app.cli", "bench", "--db", "postgres", "--gateway", "127.0.0.1:1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "keeps its own" in done.stderr, done.stderr
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _bench_json(tmp_path, *args: str) -> dict:

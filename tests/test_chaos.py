@@ -67,6 +67,51 @@ def test_short_campaign_passes_every_invariant():
     assert not leftovers, leftovers
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known gateway bug: a decision or claim write cut off by the database's death leaves the txn "
+    "PREPARING with no owner (recover() runs only at start; no bank asks when none holds it PREPARED), so its "
+    "key answers ABORTED 'in progress' forever. Remove this marker with the coordinator's fix.",
+)
+@pytest.mark.timeout(150)
+def test_short_campaign_on_postgres_survives_killing_the_database_server():
+    """--db postgres: the same invariants, read from the databases, with the server SIGKILLed and
+    restarted under load (kill_db; seed 4 plans one at 2.1 s for 2.4 s); no postgres left behind."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "chaos",
+            "--db",
+            "postgres",
+            "--duration",
+            "10",
+            "--clients",
+            "3",
+            "--seed",
+            "4",
+            "--json",
+            "--keep",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=140,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    outcome = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    root = outcome.get("data_dir")
+    leftovers = [pid for pid in _pids() if root and root in _cmdline(pid)]
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert outcome["ok"] and outcome["engine"] == "postgres" and not outcome["problems"]
+    assert all(v["ok"] and v["checked"] > 0 for v in outcome["invariants"]), outcome["invariants"]
+    assert outcome["faults"]["kill_db"] >= 1 and outcome["did"]["succeeded"] > 0, outcome
+    assert "--db postgres" in outcome["command"]
+    shutil.rmtree(root, ignore_errors=True)
+    assert not leftovers, leftovers  # the database server included: its command line names the directory
+
+
 def _pids() -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
 
@@ -83,7 +128,10 @@ def test_the_seed_replays_the_schedule():
     one = chaos_nemesis.plan(7, 60, banks, clients)
     assert one == chaos_nemesis.plan(7, 60, banks, clients)
     assert one != chaos_nemesis.plan(8, 60, banks, clients)
-    assert {f.kind for f in one} == set(chaos_nemesis.KINDS)
+    assert {f.kind for f in one} == set(chaos_nemesis.KINDS)  # no kill_db: the stack has no database server
+    on_db = chaos_nemesis.plan(7, 60, banks, clients, db=True)
+    assert {f.kind for f in on_db} == set(chaos_nemesis.KINDS) | {"kill_db"}
+    assert {f.target for f in on_db if f.kind == "kill_db"} == {chaos_nemesis.DB_TARGET}
     assert all(f.hold_s > 1.0 for f in one if f.kind == "freeze_bank")  # longer than the 2PC timeout
     for target in {f.target for f in one}:  # one fault at a time per target
         mine = [f for f in one if f.target == target]

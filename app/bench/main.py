@@ -35,6 +35,7 @@ from rich.text import Text
 
 from app.bench import plot as bench_plot
 from app.bench import report as bench_report
+from app.bench import storage as bench_storage
 from app.bench.driver import DriverHandle
 from app.bench.stack import (
     BENCH_BALANCE_CENTS,
@@ -46,6 +47,7 @@ from app.bench.stack import (
     peak_rss_kib,
     rss_kib,
 )
+from app.bench.storage import tree_cpu_seconds
 from backend.testbed import MAX_BANKS, MAX_USERS
 
 QUIESCE_TIMEOUT_S = 15.0
@@ -55,6 +57,7 @@ RSS_SAMPLE_INTERVAL_S = 1.0
 MAX_RSS_SAMPLES = 100_000
 SOAK_PAYMENTS = 100_000
 SOAK_MAX_RSS_GROWTH_PCT = 20.0  # the target: after the first tenth of the run
+DB_SERVER = "postgres"  # the database server's name in the CPU figures (postmaster and children)
 START_DELAY_S = 0.3  # drivers get the "go" for a phase this long before it starts, so all start together
 
 
@@ -126,6 +129,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a client's deadline for one call; hitting it counts as an error (default 10)",
     )
     load.add_argument("--seed", type=int, default=1, help="random seed of the drivers (default 1)")
+    bench_storage.add_argument(load, "the throwaway stack (every cell's with --sweep)")
     scen = p.add_argument_group("scenarios (see app/bench/scenarios.py)")
     scen.add_argument(
         "--scenario",
@@ -240,6 +244,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.gateway:
         if args.sweep:
             bad("--sweep starts its own stacks; it does not take --gateway")
+        if args.db != "sqlite":
+            bad("--db chooses the storage of the throwaway stack; a running stack (--gateway) keeps its own")
         if args.certs is None or not args.user:
             bad("--gateway needs --certs DIR and at least one --user NAME:PASSWORD")
 
@@ -322,8 +328,8 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         stack = RunningStack(args.gateway, args.certs, args.user)
         certs_dir = args.certs
     else:
-        say(f"starting a stack: gateway + {banks} banks, {max(clients, banks)} users, in {root}")
-        stack = OwnStack(root, certs_dir, banks, max(clients, banks), args.twopc_timeout)
+        say(f"starting a stack on {args.db}: gateway + {banks} banks, {max(clients, banks)} users, in {root}")
+        stack = OwnStack(root, certs_dir, banks, max(clients, banks), args.twopc_timeout, engine=args.db)
     n_drivers = min(args.drivers, clients)
     drivers = [DriverHandle(i) for i in range(n_drivers)]
     try:
@@ -358,7 +364,9 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             echo["per_s"] = round(echo["counts"].get("ok", 0) / echo["elapsed_s"], 1) if echo["elapsed_s"] else None
         say(f"payments: {args.payments or f'{args.duration:g} s'}")
         pids = stack.pids()
+        db_pid = stack.db_server_pid()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        db_cpu0 = tree_cpu_seconds(db_pid)
         own0, host0, wall0 = _own_cpu_s(), host_busy_cpu_seconds(), time.monotonic()
         rss_samples: list[tuple[float, dict]] = []
         sampler = asyncio.create_task(_sample_rss(pids, rss_samples))
@@ -370,11 +378,14 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             sampler.cancel()
         wall = time.monotonic() - wall0
         cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
-        cpu_pct = {
-            name: round(100 * (after - before) / wall, 1)
+        used_s = {
+            name: after - before
             for name in pids
             if (after := cpu[name]) is not None and (before := cpu0[name]) is not None
         }
+        if (db_cpu := tree_cpu_seconds(db_pid)) is not None and db_cpu0 is not None:
+            used_s[DB_SERVER] = db_cpu - db_cpu0
+        cpu_pct = {name: round(100 * s / wall, 1) for name, s in used_s.items()}
         if pids:
             cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
             cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
@@ -384,6 +395,8 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
         )
         pay["attempted"] = sum(pay["counts"].values())
+        committed = pay["counts"].get("committed", 0)
+        cpu_ms_per_payment = {name: round(1000 * s / committed, 3) for name, s in used_s.items()} if committed else {}
         money_after = await _quiet_money(stack)
         rss = {name: peak_rss_kib(pid) for name, pid in pids.items()}
     finally:
@@ -396,6 +409,10 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         ratio = round(pay["committed_per_s"] / echo["per_s"], 3)
     return {
         "mode": stack.kind,
+        "engine": stack.engine,
+        "db_server": {"pid_tree": "postmaster + children", "version": stack.storage.server_version}
+        if isinstance(stack, OwnStack) and stack.engine == "postgres"
+        else None,
         "config": {
             "clients": clients,
             "banks": banks if not args.gateway else None,
@@ -422,6 +439,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         "peak_rss_kib": rss,
         "rss_growth": _rss_growth(rss_samples),
         "cpu_pct_of_core": cpu_pct,
+        "cpu_ms_per_committed_payment": cpu_ms_per_payment,
         "stack_log": {"lines": stack.log.lines, "errors": stack.log.errors, "first_errors": stack.log.first_errors},
         "ok": errors == 0 and conserved,
     }
@@ -443,6 +461,7 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
     certs_dir = base / "certs"
     doc: dict[str, Any] = {
         "command": shlex.join(["strife", *sys.argv[1:]]),
+        "engine": None if args.gateway else args.db,  # a running stack's storage is not ours to know
         "versions": bench_report.versions(),
         "host": {"cpus": os.cpu_count(), "data_fs": filesystem_of(base)},
     }
@@ -487,6 +506,9 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
     finally:
         if made:
             shutil.rmtree(base, ignore_errors=True)
+    servers = [doc.get("db_server"), *(c.get("db_server") for c in doc.get("sweep", {}).get("cells", []))]
+    if version := next((s["version"] for s in servers if s and s.get("version")), None):
+        doc["versions"]["postgresql"] = version
     plot_error = None
     if args.plot is not None and "sweep" in doc:
         try:

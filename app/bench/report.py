@@ -76,6 +76,7 @@ def versions() -> dict:
         "python": platform.python_version(),
         "grpcio": version("grpcio"),
         "protobuf": version("protobuf"),
+        "psycopg": version("psycopg"),
         "sqlite": sqlite3.sqlite_version,
         "strife_commit": commit,
         "platform": platform.platform(),
@@ -100,8 +101,9 @@ def run_table(result: dict) -> Table:
     pay, echo, cfg = result["payments"], result["echo"], result["config"]
     lat = pay["latency_ms"]
     amount = f"{cfg['payments']:,} payments" if cfg["payments"] else f"{cfg['duration_s']:g} s"
+    on = f" on {result['engine']}" if result.get("engine") else ""
     table = Table(
-        title=f"strife bench — {cfg['clients']} clients, {cfg['banks'] or '?'} banks, {amount}, "
+        title=f"strife bench — {cfg['clients']} clients, {cfg['banks'] or '?'} banks{on}, {amount}, "
         f"{cfg['drivers']} driver processes",
         show_header=True,
     )
@@ -135,6 +137,9 @@ def run_table(result: dict) -> Table:
     cpu = result["cpu_pct_of_core"]
     if cpu:
         table.add_row("CPU during payments (% of one core)", ", ".join(f"{k} {_f(v, 0)}" for k, v in cpu.items()))
+    per_payment = result.get("cpu_ms_per_committed_payment") or {}
+    if per_payment:
+        table.add_row("CPU per committed payment (ms)", ", ".join(f"{k} {_f(v, 3)}" for k, v in per_payment.items()))
     table.add_row(
         "stack log lines / errors", f"{_f(result['stack_log']['lines'])} / {_f(result['stack_log']['errors'])}"
     )
@@ -142,7 +147,9 @@ def run_table(result: dict) -> Table:
 
 
 def sweep_table(cells: list[dict]) -> Table:
-    table = Table(title="strife bench --sweep (each cell a fresh stack)")
+    engines = sorted({str(c["engine"]) for c in cells if c.get("engine")})
+    on = f" on {', '.join(engines)}" if engines else ""
+    table = Table(title=f"strife bench --sweep{on} (each cell a fresh stack)")
     for name in (
         "banks",
         "clients",
@@ -159,13 +166,14 @@ def sweep_table(cells: list[dict]) -> Table:
         "conserved",
         "gateway RSS",
         "gw CPU %",
+        "db CPU %",
         "other CPU %",
     ):
         table.add_column(name, justify="right")
     for cell in cells:
         if "failed" in cell:
             table.add_row(
-                str(cell["config"]["banks"]), str(cell["config"]["clients"]), f"failed: {cell['failed']}", *[""] * 13
+                str(cell["config"]["banks"]), str(cell["config"]["clients"]), f"failed: {cell['failed']}", *[""] * 14
             )
             continue
         pay, lat = cell["payments"], cell["payments"]["latency_ms"]
@@ -180,6 +188,7 @@ def sweep_table(cells: list[dict]) -> Table:
             "yes" if cell["money"]["conserved"] else "NO",
             _mib(cell["peak_rss_kib"].get("gateway")),
             _f(cell["cpu_pct_of_core"].get("gateway"), 0),
+            _f(cell["cpu_pct_of_core"].get("postgres"), 0),
             _f(cell["cpu_pct_of_core"].get("other processes on the host"), 0),
         )
     return table
@@ -191,7 +200,7 @@ def scenario_table(doc: dict) -> Table:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in doc.items():
-        if key in ("scenario", "command", "versions", "host", "ok"):
+        if key in ("scenario", "command", "versions", "host", "ok", "db_server"):
             continue
         if isinstance(value, bool):
             value = "yes" if value else "no"
@@ -210,6 +219,8 @@ def print_footer(console: Console, doc: dict) -> None:
     console.print(
         f"python {v['python']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, sqlite {v['sqlite']}, "
         f"strife {v['strife_commit']}; {doc['host']['cpus']} CPUs, data on {doc['host']['data_fs']}"
+        + (f"; engine {doc['engine']}" if doc.get("engine") else "")
+        + (f", PostgreSQL {v['postgresql']} (embedded)" if v.get("postgresql") else "")
     )
     if "scenario" in doc:
         return

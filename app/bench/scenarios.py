@@ -1,11 +1,11 @@
 """`strife bench --scenario history|recovery`: the gateway with a large log behind it.
 
 Both start a throwaway stack (gateway + banks), stop the gateway once it has made
-its database, write many payments straight into that SQLite file, and start the
-gateway again:
+its database, write many payments straight into that database (its SQLite file, or
+with --db postgres its PostgreSQL database), and start the gateway again:
   history   N rows of one user's payments (sent and received); time ListPayments
             pages through the real gateway (first page, following pages, a deep
-            page) and show SQLite's query plan of the history queries;
+            page) and show the database's query plan of the history queries;
   recovery  N logged transactions, most decided and acknowledged, some PREPARING
             (a crash mid-2PC); time from the gateway's process start to SERVING
             (it aborts every PREPARING one first), then until every abort reached
@@ -17,15 +17,16 @@ the gateway's RSS stayed flat; see app/bench.py.)
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from app.bench import storage
 from app.bench.stack import OwnStack
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.common import db, tls
+from backend.common import tls
 from backend.common.states import Decision, Outcome
 from backend.gateway import store
 
@@ -38,8 +39,8 @@ DRAIN_TIMEOUT_S = 300.0
 RPC_TIMEOUT_S = 10.0
 
 
-def _gateway_db(stack: OwnStack) -> Path:
-    return Path(stack.cfg.data_dir) / "gateway.sqlite"
+def _gateway_db(stack: OwnStack) -> storage.Source:
+    return stack.storage.source("gateway")
 
 
 def _row(i: int, user, other, state: Decision, outcome: Outcome | None, now: float, sent: bool) -> tuple:
@@ -62,7 +63,7 @@ def _row(i: int, user, other, state: Decision, outcome: Outcome | None, now: flo
     )
 
 
-def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, with_keys: bool = False) -> float:
+def seed_payments(source: storage.Source, users: list, rows: int, preparing: int = 0, with_keys: bool = False) -> float:
     """Write `rows` payments of users[0] (every third one received from users[1]);
     the last `preparing` of them PREPARING, the rest committed and acknowledged.
     Returns seconds taken."""
@@ -70,11 +71,10 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
     started = time.monotonic()
     user, other = users[0], users[1]
     now = time.time()
-    conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=30)
+    engine = storage.engine_of(source)
+    conn = engine.connect()  # as the gateway opens it (SQLite: WAL, synchronous=FULL)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        db.migrate(conn, store.MIGRATIONS)
+        engine.migrate(conn, store.MIGRATIONS if engine.name == "sqlite" else store.PG_MIGRATIONS)
         for start in range(0, rows, SEED_CHUNK):
             batch = []
             for i in range(start, min(rows, start + SEED_CHUNK)):
@@ -90,7 +90,7 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
                         sent=i % 3 != 2,
                     )
                 )
-            conn.execute("BEGIN IMMEDIATE")
+            engine.begin(conn)
             conn.executemany(
                 "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
                 "to_account, amount_cents, state, outcome, reason, created_at, decided_at) "
@@ -107,27 +107,46 @@ def seed_payments(db_path: Path, users: list, rows: int, preparing: int = 0, wit
                     [(r[0], bank, 0 if r[9] == Decision.PREPARING else 1) for r in batch for bank in {r[4], r[6]}],
                 )
             conn.commit()
+        if engine.name == "postgres":
+            conn.execute("ANALYZE payments")  # what autovacuum does soon after a bulk load: fresh planner statistics
     finally:
         conn.close()
+        engine.close()
     return time.monotonic() - started
 
 
-def history_plan(db_path: Path, username: str) -> list[str]:
-    """SQLite's plan for the statements store.history runs (captured, then EXPLAINed)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    statements: list[str] = []
-    try:
-        conn.set_trace_callback(statements.append)
-        store.history(conn, username, 2**62, HISTORY_PAGE_SIZE)
-        conn.set_trace_callback(None)
+class _Recorder:
+    """A connection that remembers the statements run on it (constants of store.py) with their parameters."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.statements: list[tuple[str, tuple]] = []
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        self.statements.append((sql, tuple(params)))
+        return self.conn.execute(sql, params)
+
+
+def history_plan(source: storage.Source, username: str) -> list[str]:
+    """The database's plan for the statements store.history runs (captured, then EXPLAINed
+    with the same parameters): SQLite's EXPLAIN QUERY PLAN steps, or PostgreSQL's EXPLAIN lines."""
+    sqlite = isinstance(source, Path)
+    with storage.reading(source) as conn:
+        recorder = _Recorder(conn)
+        store.history(recorder, username, 2**62, HISTORY_PAGE_SIZE)
         plan = []
-        for sql in statements:
+        for sql, params in recorder.statements:
             if sql.lstrip().upper().startswith("SELECT"):
-                plan += [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+                if sqlite:
+                    plan += [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+                else:
+                    plan += [r[0] for r in conn.execute("EXPLAIN " + sql, params)]
         return plan
-    finally:
-        conn.close()
+
+
+def full_scan(step: str) -> bool:
+    """A plan step that reads a whole table (SQLite: SCAN; PostgreSQL: Seq Scan)."""
+    return step.startswith("SCAN") or "Seq Scan" in step
 
 
 async def _restart_gateway(stack: OwnStack, seed) -> tuple[float, float]:
@@ -147,7 +166,7 @@ def _summary(values_ms: list[float]) -> dict:
 
 async def history(args, root: Path, certs_dir: Path, say) -> dict:
     rows = args.history_rows
-    stack = OwnStack(root, certs_dir, args.banks, max(2, args.banks), args.twopc_timeout)
+    stack = OwnStack(root, certs_dir, args.banks, max(2, args.banks), args.twopc_timeout, engine=args.db)
     user = stack.users[0]
     try:
         await stack.start()
@@ -183,9 +202,11 @@ async def history(args, root: Path, certs_dir: Path, say) -> dict:
                 deep.append(ms)
     finally:
         await stack.close()
-    uses_index = bool(plan) and not any(step.startswith("SCAN") for step in plan)  # no full table scan
+    uses_index = bool(plan) and not any(full_scan(step) for step in plan)
     return {
         "scenario": "history",
+        "engine": stack.engine,
+        "db_server": _db_server(stack),
         "rows": rows,
         "user": user.username,
         "seed_s": round(seed_s, 1),
@@ -200,28 +221,26 @@ async def history(args, root: Path, certs_dir: Path, say) -> dict:
     }
 
 
-def _unacked(db_path: Path) -> int:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute("SELECT count(*) FROM participants WHERE acked = 0").fetchone()[0]
-    finally:
-        conn.close()
+def _db_server(stack: OwnStack) -> dict | None:
+    return {"version": stack.storage.server_version} if stack.engine == "postgres" else None
 
 
-def _states(db_path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    try:
-        return dict(conn.execute("SELECT state, count(*) FROM payments GROUP BY state").fetchall())
-    finally:
-        conn.close()
+def _unacked(source: storage.Source) -> int:
+    with storage.reading(source) as conn:
+        return int(conn.execute("SELECT count(*) FROM participants WHERE acked = 0").fetchone()[0])
+
+
+def _states(source: storage.Source) -> dict[str, int]:
+    with storage.reading(source) as conn:
+        return {r[0]: int(r[1]) for r in conn.execute("SELECT state, count(*) FROM payments GROUP BY state")}
 
 
 async def recovery(args, root: Path, certs_dir: Path, say) -> dict:
     txns, preparing = args.recovery_txns, min(args.recovery_preparing, args.recovery_txns)
-    stack = OwnStack(root, certs_dir, args.banks, max(2, args.banks), args.twopc_timeout)
-    db_path = _gateway_db(stack)
+    stack = OwnStack(root, certs_dir, args.banks, max(2, args.banks), args.twopc_timeout, engine=args.db)
     try:
         await stack.start()
+        db_path = _gateway_db(stack)  # known once the stack (and its database server) started
         say(f"seeding {txns:,} logged transactions ({preparing:,} PREPARING) into the gateway's database")
         seed_s, start_s = await _restart_gateway(
             stack, lambda: seed_payments(db_path, stack.users, txns, preparing=preparing, with_keys=True)
@@ -237,6 +256,8 @@ async def recovery(args, root: Path, certs_dir: Path, say) -> dict:
         await stack.close()
     return {
         "scenario": "recovery",
+        "engine": stack.engine,
+        "db_server": _db_server(stack),
         "logged_txns": txns,
         "preparing_before": preparing,
         "seed_s": round(seed_s, 1),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from app.bench.storage import StackStorage
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import tls
@@ -27,7 +28,8 @@ READ_TIMEOUT_S = 10.0
 
 
 class OwnStack:
-    """Gateway + banks launched by the bench, on free loopback ports."""
+    """Gateway + banks launched by the bench, on free loopback ports, their state in SQLite
+    files or (engine "postgres") in databases of an embedded PostgreSQL server of its own."""
 
     kind = "stack"
 
@@ -39,6 +41,7 @@ class OwnStack:
         users: int,
         twopc_timeout_s: float,
         balance_cents: int = BENCH_BALANCE_CENTS,
+        engine: str = "sqlite",
     ) -> None:
         self.root = root
         banks_path, users_path, self.users = write_fixtures(root / "fixtures", banks, users, balance_cents)
@@ -51,18 +54,33 @@ class OwnStack:
         )
         self.names = list(self.cfg.bank_ports)
         self.log = StackLog()
+        self.storage = StackStorage(engine, root, self.cfg.data_dir)
         self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)
         self.gateway = self.cfg.gateway_address
         self.certs_dir = certs_dir
 
+    @property
+    def engine(self) -> str:
+        return self.storage.engine
+
     async def start(self) -> None:
+        """Start the database server if any (in this, the main, thread: it dies with it), then the stack."""
+        self.cfg.databases = self.storage.start(["gateway", *self.names])
+        self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)  # with each process's --db
         await self.sup.start_all(START_TIMEOUT_S)
 
     async def close(self) -> None:
-        await self.sup.close()
+        try:
+            await self.sup.close()
+        finally:
+            self.storage.stop()
 
     def pids(self) -> dict[str, int | None]:
         return {name: p.pid for name, p in self.sup.procs.items()}
+
+    def db_server_pid(self) -> int | None:
+        """The PostgreSQL postmaster's pid (its children are the backends); None on SQLite."""
+        return self.storage.pid
 
     def clients(self, count: int) -> list[dict]:
         return [
@@ -91,6 +109,7 @@ class RunningStack:
     """A stack someone else runs: the bench knows only the gateway and some logins."""
 
     kind = "target"
+    engine = None  # whatever that stack runs on: the bench cannot see it
 
     def __init__(self, gateway: str, certs_dir: Path, logins: list[tuple[str, str]]) -> None:
         self.gateway = gateway
@@ -129,6 +148,9 @@ class RunningStack:
 
     def pids(self) -> dict[str, int | None]:
         return {}
+
+    def db_server_pid(self) -> int | None:
+        return None
 
     def clients(self, count: int) -> list[dict]:
         """Clients take the given logins round-robin and pay from each user's first account."""

@@ -1,9 +1,11 @@
 """The invariant checker of `strife chaos`.
 
-`load()` reads a stopped stack's files read-only into a Snapshot: every bank's
+`load()` reads a stopped stack's state read-only into a Snapshot: every bank's
 ledger (accounts, txns, legs, journal), the gateway's coordinator log (payments,
 unacknowledged decisions) and every client's records (outbox, sent answers and
-the worker's own journal of queued keys and same-key replays). `check()` is a
+the worker's own journal of queued keys and same-key replays). The servers' state
+is read from their SQLite files or PostgreSQL databases (a Path or a URI: see
+app/bench/storage.py) with the same statements; a client's outbox is SQLite. `check()` is a
 pure function of a Snapshot (plus the answers of the post-heal replay) and
 returns one Verdict per invariant, with the offending ids. Tests feed it
 doctored snapshots to show it catches what it claims to.
@@ -12,11 +14,12 @@ doctored snapshots to show it catches what it claims to.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from app.bench import storage
 from backend.common.states import Decision, LedgerState, Outcome, PaymentStatus
 
 MAX_OFFENDERS = 50  # ids kept per invariant (the count is always exact)
@@ -95,14 +98,13 @@ class Verdict:
 
 
 # ------------------------------------------------------------------ loading --
-def _ro(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
+def _ro(source: storage.Source) -> Any:
+    """A read-only connection to a SQLite file or a PostgreSQL database; rows by column name."""
+    return storage.connect(source)
 
 
-def load_bank(name: str, path: Path) -> BankLedger:
-    conn = _ro(path)
+def load_bank(name: str, source: storage.Source) -> BankLedger:
+    conn = _ro(source)
     try:
         accounts = {
             r["account_id"]: (r["balance_cents"], r["held_cents"])
@@ -123,8 +125,8 @@ def load_bank(name: str, path: Path) -> BankLedger:
     return BankLedger(name, accounts, txns, dict(legs), journal)
 
 
-def load_gateway(path: Path) -> GatewayLog:
-    conn = _ro(path)
+def load_gateway(source: storage.Source) -> GatewayLog:
+    conn = _ro(source)
     try:
         payments = [
             dict(r)
@@ -159,14 +161,15 @@ def load_client(username: str, profile: Path) -> ClientRecord:
 
 def load(
     start_balances: dict[tuple[str, str], int],
-    bank_files: dict[str, Path],
-    gateway_file: Path,
+    banks: dict[str, storage.Source],
+    gateway: storage.Source,
     profiles: dict[str, Path],
 ) -> Snapshot:
+    """`banks` and `gateway`: each server's SQLite file (Path) or PostgreSQL URI (str)."""
     return Snapshot(
         start_balances=start_balances,
-        banks={name: load_bank(name, path) for name, path in bank_files.items()},
-        gateway=load_gateway(gateway_file),
+        banks={name: load_bank(name, source) for name, source in banks.items()},
+        gateway=load_gateway(gateway),
         clients=[load_client(user, path) for user, path in profiles.items()],
     )
 

@@ -11,8 +11,14 @@ in-doubt transactions to resolve, asks the gateway again with every recorded key
 stops the stack and checks the invariants from the banks' own ledgers and the
 clients' records (app/chaos/check.py). Exit code 0 only if every invariant holds.
 
+With --db postgres the gateway and the banks keep their state in databases of an
+embedded PostgreSQL server the campaign starts in its directory, the nemesis may
+also SIGKILL that server (kill_db), and the checker reads the same facts from
+those databases (app/bench/storage.py).
+
 Every process it starts is stopped on every path: the servers by the Supervisor,
-the workers by closing their stdin and killing their process groups.
+the workers by closing their stdin and killing their process groups, the database
+server by stop() in a `finally` (and it dies with this process in any case).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import asyncio
 import random
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from app.bench import storage as stack_storage
 from app.chaos import check as chaos_check
 from app.chaos import nemesis as chaos_nemesis
 from app.chaos.report import Outcome, render
@@ -74,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a bank asks the gateway about a YES vote this old (default 2)",
     )
+    stack_storage.add_argument(p, "the gateway and the banks (postgres adds the kill_db fault)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (it is kept anyway on FAIL)")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print faults as they happen")
@@ -102,8 +109,11 @@ async def _main(args: argparse.Namespace) -> Outcome:
 
 
 class Campaign:
-    def __init__(self, args: argparse.Namespace, seed: int, root: Path, console: Console) -> None:
+    def __init__(
+        self, args: argparse.Namespace, seed: int, root: Path, console: Console, storage: stack_storage.StackStorage
+    ) -> None:
         self.args = args
+        self.storage = storage
         self.seed = seed
         self.root = root
         self.console = console
@@ -121,6 +131,8 @@ class Campaign:
             twopc_timeout_s=args.twopc_timeout,
             in_doubt_after_s=args.in_doubt_after,
         )
+        storage.data_dir = self.cfg.data_dir
+        self.cfg.databases = storage.start(["gateway", *self.names])  # the server, if any: main thread
         self.certs_dir = self.cfg.certs_dir
         self.log = StackLog()
         self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)
@@ -150,8 +162,9 @@ class Campaign:
         self.nemesis = chaos_nemesis.Nemesis(
             self.sup,
             self.workers,
-            chaos_nemesis.plan(seed, args.duration, self.names, list(self.workers)),
+            chaos_nemesis.plan(seed, args.duration, self.names, list(self.workers), db=storage.engine == "postgres"),
             on_event=self._progress,
+            db=storage if storage.engine == "postgres" else None,
         )
 
     def _progress(self, msg: str) -> None:
@@ -202,7 +215,7 @@ class Campaign:
         parts = []
         for name in self.names:
             prepared, held = _scalars(
-                self.cfg.data_dir / f"bank-{name}.sqlite",
+                self.storage.source(name),
                 "SELECT (SELECT COUNT(*) FROM txns WHERE state = ?), "
                 "(SELECT COALESCE(SUM(held_cents), 0) FROM accounts)",
                 (LedgerState.PREPARED,),
@@ -210,7 +223,7 @@ class Campaign:
             if prepared or held:
                 parts.append(f"{name}: {prepared} prepared, {held} cents held")
         preparing, unacked = _scalars(
-            self.cfg.data_dir / "gateway.sqlite",
+            self.storage.source("gateway"),
             "SELECT (SELECT COUNT(*) FROM payments WHERE state = ?), "
             "(SELECT COUNT(*) FROM participants WHERE acked = 0)",
             (Decision.PREPARING,),
@@ -224,7 +237,7 @@ class Campaign:
         while True:
             try:
                 left = await asyncio.to_thread(self._unsettled)
-            except sqlite3.Error as exc:
+            except stack_storage.read_errors() as exc:
                 left = f"cannot read: {exc}"
             if not left or time.monotonic() > deadline:
                 return left
@@ -262,10 +275,11 @@ class Campaign:
             self.sup.kill_all_now()
 
     def snapshot(self) -> chaos_check.Snapshot:
+        self.storage.restart()  # if a failure left the database server down: the checker reads it
         return chaos_check.load(
             self.start_balances,
-            {name: self.cfg.data_dir / f"bank-{name}.sqlite" for name in self.names},
-            self.cfg.data_dir / "gateway.sqlite",
+            {name: self.storage.source(name) for name in self.names},
+            self.storage.source("gateway"),
             {username: w.profile for username, w in self.workers.items()},
         )
 
@@ -296,12 +310,9 @@ async def _ask_once(stub, metadata, username: str, sent: dict, gate: asyncio.Sem
     return chaos_check.Again(username, sent["idem_key"], code, "")
 
 
-def _scalars(path: Path, sql: str, params: tuple = ()) -> tuple:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute(sql, params).fetchone()
-    finally:
-        conn.close()
+def _scalars(source: stack_storage.Source, sql: str, params: tuple = ()) -> tuple:
+    with stack_storage.reading(source) as conn:
+        return tuple(conn.execute(sql, params).fetchone())
 
 
 async def run(args: argparse.Namespace) -> Outcome:
@@ -310,7 +321,9 @@ async def run(args: argparse.Namespace) -> Outcome:
     outcome = Outcome(
         seed=seed,
         duration_s=args.duration,
-        command=f"strife chaos --seed {seed} --duration {args.duration:g} --clients {args.clients} --banks {args.banks}",
+        command=f"strife chaos --seed {seed} --duration {args.duration:g} --clients {args.clients} --banks {args.banks}"
+        + (f" --db {args.db}" if args.db != "sqlite" else ""),
+        engine=args.db,
     )
     console = Console(stderr=True)
     root = Path(tempfile.mkdtemp(prefix="strife-chaos-"))
@@ -319,26 +332,32 @@ async def run(args: argparse.Namespace) -> Outcome:
         console.print(f"[bold]strife chaos[/] seed [bold cyan]{seed}[/] in {root}")
     campaign = None
     again: list[chaos_check.Again] = []
+    storage = stack_storage.StackStorage(args.db, root, root / "data")
     try:
-        campaign = Campaign(args, seed, root, console)
-        again = await campaign.drive(outcome)
-    except Exception as exc:  # noqa: BLE001 - report it; still check what the files say
-        outcome.problems.append(f"the campaign stopped early: {type(exc).__name__}: {exc}"[:500])
-    finally:
-        if campaign is not None:
-            await campaign.close()
-    if campaign is not None:
-        outcome.faults = campaign.nemesis.counts()
-        if campaign.log.errors:
-            console.print(
-                f"[dim]{campaign.log.errors} error lines from the servers, first: {campaign.log.first_errors}[/]"
-            )
         try:
-            snap = campaign.snapshot()
-            outcome.tally = chaos_check.tally(snap)
-            outcome.verdicts = chaos_check.check(snap, again)
-        except (sqlite3.Error, OSError) as exc:
-            outcome.problems.append(f"cannot read the ledgers: {exc}")
+            campaign = Campaign(args, seed, root, console, storage)
+            again = await campaign.drive(outcome)
+        except Exception as exc:  # noqa: BLE001 - report it; still check what the files say
+            outcome.problems.append(f"the campaign stopped early: {type(exc).__name__}: {exc}"[:500])
+        finally:
+            if campaign is not None:
+                await campaign.close()
+        if campaign is not None:
+            outcome.faults = campaign.nemesis.counts()
+            if campaign.nemesis.db_restart_s:
+                outcome.phases["longest database restart"] = max(campaign.nemesis.db_restart_s)
+            if campaign.log.errors:
+                console.print(
+                    f"[dim]{campaign.log.errors} error lines from the servers, first: {campaign.log.first_errors}[/]"
+                )
+            try:
+                snap = campaign.snapshot()
+                outcome.tally = chaos_check.tally(snap)
+                outcome.verdicts = chaos_check.check(snap, again)
+            except stack_storage.read_errors() as exc:
+                outcome.problems.append(f"cannot read the ledgers: {exc}")
+    finally:
+        storage.stop()
     outcome.wall_s = time.monotonic() - started
     outcome.kept = args.keep or not outcome.ok
     if not outcome.kept:

@@ -18,6 +18,7 @@ class Outcome:
     seed: int
     command: str
     duration_s: float
+    engine: str = "sqlite"  # where the gateway and the banks kept their state: sqlite | postgres
     wall_s: float = 0.0
     data_dir: str = ""
     kept: bool = False
@@ -37,6 +38,7 @@ class Outcome:
             "command": self.command,
             "ok": self.ok,
             "duration_s": self.duration_s,
+            "engine": self.engine,
             "wall_s": round(self.wall_s, 1),
             "data_dir": self.data_dir if self.kept else None,
             "did": self.tally,
@@ -92,5 +94,6 @@ def render(outcome: Outcome, console: Console | None = None, as_json: bool = Fal
     verdict = "[bold green]PASS[/]" if outcome.ok else "[bold red]FAIL[/]"
     where = f"; files kept in {outcome.data_dir}" if outcome.kept else ""
     console.print(
-        f"{verdict}: seed {outcome.seed}, {outcome.duration_s:.0f} s of faults, {outcome.wall_s:.0f} s in all{where}"
+        f"{verdict}: seed {outcome.seed}, {outcome.engine}, {outcome.duration_s:.0f} s of faults, "
+        f"{outcome.wall_s:.0f} s in all{where}"
     )
