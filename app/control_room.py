@@ -7,6 +7,7 @@ import atexit
 import sys
 from dataclasses import replace
 
+from app.cli.stack_db import StackDatabase, StackDbError
 from app.cli.up import stack_config
 from app.live_source import LiveSource
 
@@ -15,7 +16,12 @@ def main(args: argparse.Namespace) -> None:
     from app.app import StrifeApp
 
     cfg = replace(stack_config(args), demo=True)  # a presenter's stack: slow motion works
-    source = LiveSource(cfg)
+    try:
+        database = StackDatabase(args.db, cfg.data_dir)  # a bad value: one line, before any screen
+    except StackDbError as exc:
+        print(f"strife: {exc}", file=sys.stderr)
+        sys.exit(1)
+    source = LiveSource(cfg, database=database)
     # Whatever happens to the app, no child outlives it: the children also watch
     # their stdin, and this kills them when the interpreter exits.
     atexit.register(source.kill_now)

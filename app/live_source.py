@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from textual.message import Message
 
 from app import messages as msg
+from app.cli.stack_db import SERVER_NAME, StackDatabase, StackDbError
 from app.model import (
     LATENCY_WINDOW_PAYMENTS,
     AccountRow,
@@ -397,9 +398,27 @@ class Traffic:
         self.post(msg.TrafficChanged(*counts))
 
 
+@dataclass
+class ServerRow:
+    """The embedded database server as the Processes panel shows it (the Supervisor runs the rest)."""
+
+    state: ProcessState = ProcessState.STOPPED
+    started_at: float | None = None
+    restarts: int = 0
+    health: str = "UNKNOWN"
+
+
 class LiveSource(ControlSource):
-    def __init__(self, cfg: StackConfig, clock: Callable[[], float] = time.time) -> None:
+    """`database`: where the stack keeps its state (--db); when it is an embedded PostgreSQL
+    server, this source owns it: starts it before the processes, stops it after them, and
+    lists it in Processes (name SERVER_NAME), where kill, freeze/thaw and restart act on it."""
+
+    def __init__(
+        self, cfg: StackConfig, clock: Callable[[], float] = time.time, database: StackDatabase | None = None
+    ) -> None:
         self.cfg = cfg
+        self.database = database
+        self._server = ServerRow()
         self.clock = clock
         self._post: Callable[[Message], None] = lambda m: None
         self._lock = None
@@ -422,6 +441,8 @@ class LiveSource(ControlSource):
     async def start(self, post: Callable[[Message], None]) -> None:
         self._post = post
         self._lock = datadir.lock(self.cfg.data_dir)
+        if self.database is not None:
+            self._open_database()
         for spec in self.sup.procs.values():
             self._channels[spec.spec.name] = tls.secure_channel(
                 f"{self.cfg.host}:{spec.spec.port}", self.cfg.certs_dir, "operator"
@@ -457,6 +478,9 @@ class LiveSource(ControlSource):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.sup.close()
+        if self.database is not None and self.database.owned:
+            self.database.stop_server()  # after the processes: none of them is left talking to it
+            self._server.state = ProcessState.STOPPED
         for channel in self._channels.values():
             await channel.close()
         if self._lock is not None:
@@ -466,18 +490,114 @@ class LiveSource(ControlSource):
     def kill_now(self) -> None:
         """Last resort from a signal handler or atexit: SIGKILL every child."""
         self.sup.kill_all_now()
+        if self.database is not None:
+            self.database.kill_server()
+
+    # ------------------------------------------------------ database server --
+    @property
+    def _owns_server(self) -> bool:
+        return self.database is not None and self.database.owned
+
+    def _open_database(self) -> None:
+        """Start the embedded server (if ours) and make the processes' databases, before any
+        process starts. Blocks the event loop while the server starts (about half a second;
+        a first start initializes it): it must start in the main thread, the loop's, since it
+        dies with the thread that started it. Raises StackDbError (one line)."""
+        assert self.database is not None
+        if self._owns_server:
+            self._server.state = ProcessState.STARTING
+            self._post_processes()
+        uris = self.database.open(["gateway", *self.cfg.bank_ports])
+        self.cfg.databases.update(uris)
+        self.sup = Supervisor(stack_specs(self.cfg), self._on_record, self._on_change)  # with their --db
+        if self._owns_server:
+            self._server_serving()
+
+    def _server_serving(self, started: bool = True) -> None:
+        """Serving: just started (or restarted), or thawed (started=False)."""
+        assert self.database is not None
+        self._server.state = ProcessState.SERVING
+        if started:
+            self._server.started_at = self.clock()
+            address = f"{self.cfg.host}:{self.database.port}"
+            self._server_log("info", Event.SERVING, address=address, pid=self.database.pid)
+        self._wake_retrier(all_now=True)  # what waited for the database may go through now
+        self._balances_due.set()
+        self._post_processes()
+
+    def _server_down(self, state: ProcessState, why: str) -> None:
+        self._server.state, self._server.started_at, self._server.health = state, None, "UNKNOWN"
+        self._server_log("warning", Event.STOPPING, msg=why)
+        self._post_processes()
+
+    def _server_log(self, level: str, event: Event, **fields) -> None:
+        self._on_record({"time": self.clock(), "process": SERVER_NAME, "level": level, "event": event, **fields})
+
+    def _server_info(self) -> ProcessInfo:
+        assert self.database is not None
+        row = self._server
+        return ProcessInfo(
+            name=SERVER_NAME,
+            kind="database",
+            state=row.state,
+            port=self.database.port,
+            pid=self.database.pid,
+            started_at=row.started_at if self.database.pid else None,
+            restarts=row.restarts,
+            health=row.health,
+        )
+
+    async def _server_action(self, action: str) -> None:
+        """kill / freeze / thaw / restart the embedded server (they block briefly: see _open_database)."""
+        assert self.database is not None
+        database, row = self.database, self._server
+        if action == "kill":
+            database.kill_server()
+            self._server_down(ProcessState.OFFLINE, "killed (SIGKILL) by the control room")
+        elif action == "freeze":
+            if row.state == ProcessState.SERVING and database.freeze_server():
+                row.state = ProcessState.FROZEN
+                self._server_log("warning", Event.FAULT, msg="frozen (SIGSTOP) by the control room")
+                self._post_processes()
+        elif action == "thaw":
+            if row.state == ProcessState.FROZEN and database.thaw_server():
+                self._server_serving(started=False)
+        elif action == "restart":
+            if database.pid is not None:
+                database.stop_server()
+            row.restarts += 1
+            row.state = ProcessState.STARTING
+            self._post_processes()
+            try:
+                database.start_server()
+            except StackDbError as exc:
+                self._server_down(ProcessState.CRASHED, str(exc))
+                raise ClientError("UNAVAILABLE", str(exc)) from None
+            self._server_serving()
 
     # -------------------------------------------------------------- faults --
     async def kill(self, name: str) -> None:
+        if name == SERVER_NAME and self._owns_server:
+            await self._server_action("kill")
+            return
         await self.sup.kill(name)
 
     async def freeze(self, name: str) -> None:
+        if name == SERVER_NAME and self._owns_server:
+            await self._server_action("freeze")
+            return
         await self.sup.freeze(name)
 
     async def thaw(self, name: str) -> None:
+        if name == SERVER_NAME and self._owns_server:
+            await self._server_action("thaw")
+            return
         await self.sup.thaw(name)
 
     async def restart(self, name: str) -> None:
+        if name == SERVER_NAME and self._owns_server:
+            await self._server_action("restart")
+            return
         try:
             await self.sup.restart(name)
         except RuntimeError as exc:
@@ -498,7 +618,10 @@ class LiveSource(ControlSource):
             self._balances_due.set()
 
     def _post_processes(self) -> None:
-        self._post(msg.ProcessesChanged(tuple(self._info(p) for p in self.sup.procs.values())))
+        rows = [self._info(p) for p in self.sup.procs.values()]
+        if self._owns_server:
+            rows.append(self._server_info())  # last: the number keys of the processes stay as they were
+        self._post(msg.ProcessesChanged(tuple(rows)))
 
     def _info(self, p) -> ProcessInfo:
         return ProcessInfo(
@@ -546,9 +669,27 @@ class LiveSource(ControlSource):
                 if self._health.get(name) != status:
                     self._health[name] = status
                     changed = True
+            changed = await self._check_server() or changed
             if changed:
                 self._post_processes()
             await asyncio.sleep(1.0)
+
+    async def _check_server(self) -> bool:
+        """The embedded server's health (a login), and whether it died by itself; True if that changed."""
+        if not self._owns_server:
+            return False
+        assert self.database is not None
+        row = self._server
+        if row.state in (ProcessState.SERVING, ProcessState.FROZEN) and self.database.pid is None:
+            self._server_down(ProcessState.CRASHED, "exited, not by the control room")
+            return True
+        status = "UNKNOWN"
+        if row.state in (ProcessState.SERVING, ProcessState.FROZEN):
+            status = "SERVING" if await self.database.healthy() else "NOT_SERVING"
+        if row.state not in (ProcessState.SERVING, ProcessState.FROZEN):
+            status = "UNKNOWN"  # killed or restarted while we asked
+        changed, row.health = row.health != status, status
+        return changed
 
     @staticmethod
     async def _check_health(channel: grpc.aio.Channel) -> str:

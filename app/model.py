@@ -15,7 +15,7 @@ LATENCY_WINDOW_PAYMENTS = 100  # p50/p99 of begin -> decision over the last 100 
 @dataclass(frozen=True)
 class ProcessInfo:
     name: str  # "gateway", "BankA", ...
-    kind: str  # "gateway" | "bank"
+    kind: str  # "gateway" | "bank" | "database" (the embedded PostgreSQL server: health is a login, not gRPC)
     state: ProcessState
     port: int
     pid: int | None = None

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from backend.common import fixtures
 from backend.common.events import Event
@@ -92,9 +93,9 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
             str(cfg.user_fixtures),
             *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")],
             *(["--demo"] if cfg.demo else []),
-            *(["--db", cfg.databases["gateway"]] if "gateway" in cfg.databases else []),
+            *(["--db", db_argument(cfg.databases["gateway"])] if "gateway" in cfg.databases else []),
         ],
-        env=dict(cfg.env),
+        env={**cfg.env, **db_environment(cfg.databases.get("gateway"))},
     )
     banks = [
         ProcSpec(
@@ -113,13 +114,35 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
                 cfg.gateway_address,
                 "--in-doubt-after",
                 str(cfg.in_doubt_after_s),
-                *(["--db", cfg.databases[name]] if name in cfg.databases else []),
+                *(["--db", db_argument(cfg.databases[name])] if name in cfg.databases else []),
             ],
-            env=dict(cfg.env),
+            env={**cfg.env, **db_environment(cfg.databases.get(name))},
         )
         for name, port in cfg.bank_ports.items()
     ]
     return [gateway, *banks]
+
+
+def db_argument(uri: str) -> str:
+    """A --db URI without its password: a command line is readable by every user of the host
+    (/proc/PID/cmdline), a process's environment only by its owner; db_environment carries it."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)
+    if len(netloc) == 2 and ":" in netloc[0]:
+        netloc[0] = netloc[0].split(":", 1)[0]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    return urlunsplit(parts._replace(netloc="@".join(netloc), query=urlencode(query)))
+
+
+def db_environment(uri: str | None) -> dict[str, str]:
+    """PGPASSWORD for a --db URI that holds a password (libpq reads it when the URI has none)."""
+    if uri is None:
+        return {}
+    parts = urlsplit(uri)
+    password = dict(parse_qsl(parts.query)).get("password")
+    if parts.password is not None:
+        password = unquote(parts.password)
+    return {} if password is None else {"PGPASSWORD": password}
 
 
 @dataclass

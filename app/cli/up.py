@@ -9,9 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
+from app.cli import stack_db
 from backend.common import certs, datadir, fixtures
 from backend.common.states import ProcessState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
+
+MAX_HELD_LINES = 100  # error lines kept while the stack starts
 
 
 def add_stack_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +36,7 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
         "--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture (default fixtures/users.json)"
     )
     p.add_argument("--twopc-timeout", type=float, default=2.0, metavar="SECONDS", help="2PC vote deadline (default 2)")
+    stack_db.add_argument(p)
 
 
 def stack_config(args: argparse.Namespace) -> StackConfig:
@@ -61,41 +65,67 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def _up(args: argparse.Namespace) -> int:
     cfg = stack_config(args)
     try:
+        database = stack_db.StackDatabase(args.db, cfg.data_dir)
+    except stack_db.StackDbError as exc:
+        print(f"strife up: {exc}", file=sys.stderr)
+        return 1
+    try:
         lock = datadir.lock(cfg.data_dir)
     except datadir.DataDirBusy as exc:
         print(f"strife up: {exc}", file=sys.stderr)
         return 1
     announced: set[str] = set()
+    # Until the stack is up, error lines wait here: a process that refuses to start says why
+    # in its log line, on its stderr and in its exit; the one line printed is the supervisor's.
+    held: list[str] | None = []
+
+    def say_error(text: str) -> None:
+        if held is None:
+            print(text, file=sys.stderr, flush=True)
+        elif len(held) < MAX_HELD_LINES:
+            held.append(text)
 
     def on_record(record: dict) -> None:
         if args.verbose:
             print(json.dumps(record), flush=True)
         elif record.get("level") == "error":
-            print(f"{record.get('process')}: {record.get('msg') or record.get('event')}", file=sys.stderr, flush=True)
+            say_error(f"{record.get('process')}: {record.get('msg') or record.get('event')}")
 
     def on_change(p) -> None:
         if p.state == ProcessState.SERVING and p.spec.name not in announced:
             announced.add(p.spec.name)
             print(f"{p.spec.name:<8} serving on {cfg.host}:{p.spec.port} (pid {p.pid})", flush=True)
         elif p.state == ProcessState.CRASHED:
-            print(f"{p.spec.name:<8} exited with code {p.exit_code}", file=sys.stderr, flush=True)
+            say_error(f"{p.spec.name:<8} exited with code {p.exit_code}")
 
-    sup = Supervisor(stack_specs(cfg), on_record, on_change)
+    sup: Supervisor | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # The embedded server starts here, in the main thread (it dies with the thread that started it).
+        cfg.databases = database.open(["gateway", *cfg.bank_ports])
+        if database.owned:
+            name = stack_db.SERVER_NAME
+            print(f"{name:<8} serving on {cfg.host}:{database.port} (pid {database.pid})", flush=True)
+        sup = Supervisor(stack_specs(cfg), on_record, on_change)
         await sup.start_all()
-        print(f"stack up; data in {cfg.data_dir}; Ctrl-C stops it", flush=True)
+        for line in held or ():
+            print(line, file=sys.stderr, flush=True)
+        held = None
+        on = f" on {where}" if (where := database.describe()) else ""
+        print(f"stack up{on}; data in {cfg.data_dir}; Ctrl-C stops it", flush=True)
         await stop.wait()
         print("stopping…", flush=True)
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, stack_db.StackDbError) as exc:
         print(f"strife up: {exc}", file=sys.stderr)
         return 1
     finally:
-        await sup.close()
+        if sup is not None:
+            await sup.close()
+        database.stop_server()
         lock.close()
 
 

@@ -33,6 +33,8 @@ RUNNING = (ProcessState.STARTING, ProcessState.SERVING, ProcessState.FROZEN)
 COLUMNS = ("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
 HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "UNKNOWN": "dim"}
 LEGEND = "[b]1[/b]–[b]9[/b] pick a process · [b]k[/b] kill · [b]f[/b] freeze/thaw · [b]r[/b] restart"
+SUBTITLE = "health: gRPC health service"
+DATABASE_KIND = "database"  # its health is a login to it
 ACTION_LABEL = {"kill": "Kill", "freeze": "Freeze", "thaw": "Thaw", "restart": "Restart"}
 
 
@@ -56,7 +58,7 @@ class ProcessPanel(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "Processes"
-        self.border_subtitle = "health: gRPC health service"
+        self.border_subtitle = SUBTITLE
 
     def compose(self) -> ComposeResult:
         yield DataTable(cursor_type="row")
@@ -67,6 +69,8 @@ class ProcessPanel(Vertical):
         yield Static(LEGEND, classes="legend")
 
     def watch_processes(self) -> None:
+        databases = [p.name for p in self.processes if p.kind == DATABASE_KIND]
+        self.border_subtitle = SUBTITLE + "".join(f" · {name}: a login" for name in databases)
         self._render_rows()
         self._label_buttons()
 
@@ -121,6 +125,7 @@ class ProcessPanel(Vertical):
             button = self.query_one(button_id, Button)
             button.label = ACTION_LABEL[action] + name
             button.disabled = p is None
+            button.refresh(layout=True)  # a label change alone keeps the old width: "Freeze postgres" wrapped
 
     @on(Button.Pressed, "#process-kill")
     def _kill_pressed(self) -> None:
