@@ -33,12 +33,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     up.add_stack_arguments(parser)
     web.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    top_level = {action.dest for action in parser._actions}
     for name, module_name, help_text in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(run=module.main)
+            # A flag the command shares with the top level (--data-dir, --db, ...) may come
+            # before the command too: its default must not overwrite what was given there.
+            for action in p._actions:
+                if action.dest in top_level and action.dest != "help":
+                    action.default = argparse.SUPPRESS
     return parser
 
 

@@ -18,6 +18,7 @@ YugabyteDB) also accept: no advisory locks, no LISTEN/NOTIFY.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -32,6 +33,12 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5
 READ_POOL_MAX = 4  # reads at once (the event loop hands them to threads)
 URI_SCHEMES = ("postgresql", "postgres")
+
+# psycopg_pool logs each failed reconnection; with no handler configured, Python's last-resort
+# handler would print them raw on stderr, which the supervisor shows as non-JSON error lines.
+# A lost server already reaches callers as UNAVAILABLE and the Database's own log lines.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+logging.getLogger("psycopg").propagate = False
 
 
 def is_uri(spec: str) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from app.cli.main import command_of, main
+from app.cli.main import build_parser, command_of, main
 
 
 @pytest.mark.parametrize(
@@ -27,3 +29,24 @@ def test_a_subcommand_after_top_level_flags_runs(tmp_path, capsys):
     main(["--data-dir", str(tmp_path / "data"), "certs", "--certs", str(tmp_path / "certs")])
     assert (tmp_path / "certs" / "ca.crt").exists()
     assert "certificates in" in capsys.readouterr().out
+
+
+def parse(argv: list[str]):
+    return build_parser(command_of(argv)).parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "data_dir", "db"),
+    [
+        (["--data-dir", "X", "up"], "X", "sqlite"),
+        (["up", "--data-dir", "Y"], "Y", "sqlite"),
+        (["--db", "postgres", "up"], ".strife", "postgres"),
+        (["up", "--db", "postgres"], ".strife", "postgres"),
+        (["up"], ".strife", "sqlite"),
+        ([], ".strife", "sqlite"),
+    ],
+)
+def test_a_shared_flag_before_the_command_is_kept(argv, data_dir, db):
+    args = parse(argv)
+    assert Path(args.data_dir) == Path(data_dir)
+    assert args.db == db
