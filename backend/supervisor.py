@@ -42,6 +42,7 @@ class StackConfig:
     bank_ports: dict[str, int]
     host: str = "127.0.0.1"
     twopc_timeout_s: float = 2.0
+    orphan_after_s: float | None = None  # the gateway's --orphan-after (None: its default)
     in_doubt_after_s: float = 5.0
     bank_fixtures: Path = fixtures.DEFAULT_BANKS
     user_fixtures: Path = fixtures.DEFAULT_USERS
@@ -87,6 +88,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
             *common,
             "--twopc-timeout",
             str(cfg.twopc_timeout_s),
+            *(["--orphan-after", str(cfg.orphan_after_s)] if cfg.orphan_after_s is not None else []),
             "--token-ttl",
             str(cfg.token_ttl_s),
             "--users",

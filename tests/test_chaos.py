@@ -67,12 +67,6 @@ def test_short_campaign_passes_every_invariant():
     assert not leftovers, leftovers
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gateway bug: a decision or claim write cut off by the database's death leaves the txn "
-    "PREPARING with no owner (recover() runs only at start; no bank asks when none holds it PREPARED), so its "
-    "key answers ABORTED 'in progress' forever. Remove this marker with the coordinator's fix.",
-)
 @pytest.mark.timeout(150)
 def test_short_campaign_on_postgres_survives_killing_the_database_server():
     """--db postgres: the same invariants, read from the databases, with the server SIGKILLed and

@@ -321,3 +321,39 @@ async def test_gateway_killed_during_prepare_aborts_on_restart(tmp_path, certs_d
         assert (await stack.balances())[("BankB", "B-2001")] == before[("BankB", "B-2001")] - 900
     finally:
         await stack.close()
+
+
+async def test_a_payment_cut_off_at_its_claim_is_presumed_aborted_and_its_key_freed(tmp_path, certs_dir):
+    """The database died as the gateway wrote a claim: the commit landed but the gateway
+    was told it failed, so it never paid. Nobody else would end that PREPARING payment (no
+    bank voted), and its key would say "in progress" for ever: the sweeper presumes abort."""
+    from backend.common.db import Database
+    from backend.gateway import store
+
+    stack = await start_stack(tmp_path, certs_dir, orphan_after_s=1.0)
+    try:
+        gw, alice = await stack.login("alice")
+        uri = stack.cfg.databases.get("gateway")
+        if uri is None:
+            db = Database(stack.cfg.data_dir / "gateway.sqlite", store.MIGRATIONS)
+        else:
+            from backend.common.postgres import PostgresEngine
+
+            db = Database(PostgresEngine(uri), store.PG_MIGRATIONS)
+        fields = store.PaymentFields("alice", "cut-off", "BankA", "A-1001", "BankB", "B-2001", 300)
+        try:
+            claim = await db.write(lambda c: store.claim(c, fields, "orphan-txn"))
+        finally:
+            db.close()
+        assert claim.kind == store.ClaimKind.NEW
+        request = pay_request("BankB", "B-2001", 300, key="cut-off", from_bank="BankA", from_account="A-1001")
+        with pytest.raises(grpc.aio.AioRpcError) as busy:
+            await gw.Pay(request, metadata=alice, timeout=5)
+        assert busy.value.code() == grpc.StatusCode.ABORTED  # in progress: nobody is paying it
+
+        await stack.seen(lambda r: r.get("txn") == "orphan-txn" and r.get("phase") == Phase.DECISION, 15)
+        paid = await gw.Pay(request, metadata=alice, timeout=5)  # the key is free again
+        assert paid.status == pb.SUCCEEDED and paid.payment_id != "orphan-txn"
+        await stack.assert_atomic()
+    finally:
+        await stack.close()

@@ -33,19 +33,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     up.add_stack_arguments(parser)
     web.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    top_level = {action.dest for action in parser._actions}
     for name, module_name, help_text in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(run=module.main)
-            # A flag the command shares with the top level (--data-dir, --db, ...) may come
-            # before the command too: its default must not overwrite what was given there.
-            for action in p._actions:
-                if action.dest in top_level and action.dest != "help":
-                    action.default = argparse.SUPPRESS
+            _share_flags(parser, p)
     return parser
+
+
+def _share_flags(top: argparse.ArgumentParser, command: argparse.ArgumentParser) -> None:
+    """A flag the command shares with the top level (--data-dir, --db, --banks, ...) may come
+    before the command or after it; given at neither, it takes the command's default (which
+    may differ from the control room's). Neither parser fills it in: parse() does."""
+    ours = {a.dest: a for a in top._actions if a.dest != "help"}
+    shared = {}
+    for action in command._actions:
+        if action.dest in ours:
+            shared[action.dest] = action.default
+            action.default = ours[action.dest].default = argparse.SUPPRESS
+    top.set_defaults(_shared_defaults=shared)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    args = build_parser(command_of(argv)).parse_args(argv)
+    for dest, default in vars(args).pop("_shared_defaults", {}).items():
+        if not hasattr(args, dest):
+            setattr(args, dest, default)
+    return args
 
 
 class _NotYet(Exception):
@@ -78,7 +94,7 @@ def command_of(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(command_of(argv))
-    args = parser.parse_args(argv)
+    args = parse(argv)
     from app.cli import web
 
     if args.web is not None:

@@ -15,6 +15,7 @@ Order of events for one payment (each arrow waits for the previous step):
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +43,13 @@ DECISION_SEND_TIMEOUT_S = 2.0
 RESEND_INTERVAL_S = 0.5
 RESEND_BATCH = 500
 MAX_PENDING_ACKS = 100_000
+# A transaction PREPARING this long that this process is not paying lost its payer: a write
+# cut off by the database's death (its commit may have landed although we were told it
+# failed), or a decision that could not be written. Nobody else ends it when no bank voted
+# YES (none will ask), and its key answers "in progress" until then: presume abort. Longer
+# than any payment takes: the 2PC timeout plus slow motion's pauses (at most 3 x 2 s).
+ORPHAN_AFTER_S = 15.0
+SWEEP_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,12 @@ class BankVote:
 
 
 class Coordinator:
-    def __init__(self, db: Database, banks: Banks, timeout_s: float) -> None:
+    def __init__(self, db: Database, banks: Banks, timeout_s: float, orphan_after_s: float = ORPHAN_AFTER_S) -> None:
         self.db = db
         self.banks = banks
         self.timeout_s = timeout_s
+        self.orphan_after_s = orphan_after_s
+        self._running: set[str] = set()  # the transactions this process is paying now
         self._wake = asyncio.Event()
         self._acks: list[tuple[str, str]] = []  # (txn_id, bank) acknowledged, not yet on disk
         self._acks_writing = False
@@ -91,6 +101,13 @@ class Coordinator:
 
     async def _pay(self, fields: store.PaymentFields, vote_timeout_s: float) -> Result:
         txn_id = uuid.uuid4().hex
+        self._running.add(txn_id)  # not an orphan while this runs, whatever its age (sweep_once)
+        try:
+            return await self._run(txn_id, fields, vote_timeout_s)
+        finally:
+            self._running.discard(txn_id)
+
+    async def _run(self, txn_id: str, fields: store.PaymentFields, vote_timeout_s: float) -> Result:
         claim = await self.db.write(lambda c: store.claim(c, fields, txn_id))
         if claim.kind == store.ClaimKind.CONFLICT:
             assert claim.row is not None
@@ -255,6 +272,31 @@ class Coordinator:
         if txn_ids:
             self._wake.set()
         return len(txn_ids)
+
+    async def sweep_forever(self) -> None:
+        """Presume abort for orphaned transactions (ORPHAN_AFTER_S), every SWEEP_INTERVAL_S."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self.sweep_once()
+            except Exception as exc:  # noqa: BLE001 - the database may be down: keep going, say why
+                jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"sweep: {type(exc).__name__}: {exc}")
+
+    async def sweep_once(self) -> int:
+        """Abort (conditionally: a decision recorded meanwhile stands) every transaction
+        PREPARING for longer than orphan_after_s that this process is not paying; the
+        resend loop then tells its banks. Returns how many were aborted."""
+        cutoff = time.time() - self.orphan_after_s
+        found = await self.db.read(partial(store.preparing_since, before=cutoff, limit=RESEND_BATCH))
+        orphans = [t for t in found if t not in self._running]
+        if not orphans:
+            return 0
+        reason = "its payment was cut off (the gateway lost its database): presumed abort"
+        await self.db.write(partial(_abort_all, txn_ids=orphans, reason=reason))
+        for txn_id in orphans:
+            TwoPc(Phase.DECISION, txn_id, decision=Decision.ABORT, reason=reason).emit()
+        self._wake.set()
+        return len(orphans)
 
     async def resolve(self, txn_id: str) -> Decision:
         decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))

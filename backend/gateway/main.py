@@ -15,7 +15,7 @@ from backend.common.serve import add_db_argument, open_database, run_server
 from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
-from backend.gateway.coordinator import Coordinator
+from backend.gateway.coordinator import ORPHAN_AFTER_S, Coordinator
 from backend.gateway.links import LinkCache
 from backend.gateway.service import ROLE_RULES, CoordinatorService, DemoService, GatewayService
 from backend.gateway.sessions import SessionCache
@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=2.0,
         metavar="SECONDS",
         help="deadline for all banks to vote on a payment (default 2)",
+    )
+    p.add_argument(
+        "--orphan-after",
+        type=float,
+        default=ORPHAN_AFTER_S,
+        metavar="SECONDS",
+        help=f"presume abort for a payment left PREPARING this long by a cut-off write (default {ORPHAN_AFTER_S:g})",
     )
     p.add_argument(
         "--token-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long a login token lives (default 3600)"
@@ -81,7 +88,7 @@ async def serve(args: argparse.Namespace) -> None:
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()
-    coordinator = Coordinator(db, banks, args.twopc_timeout)
+    coordinator = Coordinator(db, banks, args.twopc_timeout, args.orphan_after)
     aborted = await coordinator.recover()
     if aborted:
         jsonlog.emit(Event.RECOVERED, msg=f"aborted {aborted} transactions left PREPARING by the previous run")
@@ -97,6 +104,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     async def started() -> None:
         tasks.append(asyncio.create_task(coordinator.resend_forever()))
+        tasks.append(asyncio.create_task(coordinator.sweep_forever()))
 
     async def stopping() -> None:
         for t in tasks:

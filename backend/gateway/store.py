@@ -377,6 +377,15 @@ def preparing(conn: Conn) -> list[str]:
     return [r[0] for r in conn.execute("SELECT txn_id FROM payments WHERE state = 'PREPARING'").fetchall()]
 
 
+def preparing_since(conn: Conn, before: float, limit: int) -> list[str]:
+    """Transactions PREPARING since before `before` (time.time()), the oldest first."""
+    rows = conn.execute(
+        "SELECT txn_id FROM payments WHERE state = 'PREPARING' AND created_at < ? ORDER BY created_at LIMIT ?",
+        (before, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def ack_pairs(conn: Conn, pairs: list[tuple[str, str]]) -> None:
     """Mark many (txn_id, bank) acknowledgements at once."""
     conn.executemany("UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", pairs)

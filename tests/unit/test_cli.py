@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from app.cli.main import build_parser, command_of, main
+from app.cli.main import command_of, main, parse
 
 
 @pytest.mark.parametrize(
@@ -31,10 +32,6 @@ def test_a_subcommand_after_top_level_flags_runs(tmp_path, capsys):
     assert "certificates in" in capsys.readouterr().out
 
 
-def parse(argv: list[str]):
-    return build_parser(command_of(argv)).parse_args(argv)
-
-
 @pytest.mark.parametrize(
     ("argv", "data_dir", "db"),
     [
@@ -50,3 +47,11 @@ def test_a_shared_flag_before_the_command_is_kept(argv, data_dir, db):
     args = parse(argv)
     assert Path(args.data_dir) == Path(data_dir)
     assert args.db == db
+
+
+def test_a_shared_flag_given_nowhere_takes_the_commands_default():
+    from app.chaos.main import add_arguments
+
+    chaos = argparse.ArgumentParser()
+    add_arguments(chaos)
+    assert parse(["chaos"]).banks == chaos.get_default("banks") != parse([]).banks
