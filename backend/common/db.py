@@ -1,8 +1,9 @@
 """A database with group commit: many writes, one fsync; SQLite or PostgreSQL.
 
 Every write is a function of a connection. A single writer thread takes the
-writes that are waiting (up to MAX_BATCH), runs each inside its own SAVEPOINT of
-one transaction (`BEGIN IMMEDIATE` on SQLite), commits once (SQLite: WAL,
+writes that are waiting (up to MAX_BATCH), runs them in one transaction
+(`BEGIN IMMEDIATE` on SQLite; each in a SAVEPOINT of its own once one of them
+raised: see _attempt), commits once (SQLite: WAL,
 synchronous=FULL; PostgreSQL: synchronous_commit=on; so the commit is on disk),
 and only then answers each caller. A write that raises is rolled back alone and
 its caller gets the exception; the rest of the batch commits. Reads run on other
@@ -34,6 +35,10 @@ MAX_PENDING = 10_000
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer Strife than this one."""
+
+
+class BatchLost(RuntimeError):
+    """A write ended its batch's transaction itself (a ROLLBACK): none of the batch was committed."""
 
 
 class CannotOpen(RuntimeError):
@@ -223,28 +228,22 @@ class Database:
         return self._writer
 
     def _commit(self, batch: list) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        outcomes: list[tuple[bool, Any]]
         try:
             conn = self._connected()
-            self.engine.begin(conn)
-            for fn, _, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = fn(conn)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    if self.engine.lost(exc):
-                        raise
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((False, exc))
-                else:
-                    conn.execute("RELEASE op")
-                    outcomes.append((True, result))
-            conn.commit()
+            failed = self._attempt(conn, batch, isolated=False)
+            if isinstance(failed, list):
+                outcomes = failed
+            elif len(batch) == 1:
+                outcomes = [(False, failed)]
+            else:  # one write raised: again, each write in a savepoint of its own
+                attempt = self._attempt(conn, batch, isolated=True)
+                assert isinstance(attempt, list)
+                outcomes = attempt
         except BaseException as exc:  # noqa: BLE001 - the whole batch failed
             if self.engine.lost(exc):
                 self._drop_writer()
-                exc = Unavailable("the database is unreachable: the writes were not made; retry")
+                exc = Unavailable("the database is unreachable (the writes may not have been made): retry")
             elif self._writer is not None:
                 try:
                     self._writer.rollback()
@@ -261,6 +260,39 @@ class Database:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # that loop is closed: nobody waits there; the writer must live on
                 pass
+
+    def _attempt(self, conn: Conn, batch: list, isolated: bool) -> list[tuple[bool, Any]] | BaseException:
+        """Run the batch's writes in one transaction and commit it; their outcomes.
+
+        Not isolated (the first try): no savepoints, which on PostgreSQL are two more round
+        trips per write. If a write raises, the transaction is rolled back and its exception
+        returned: the caller runs the batch again isolated, each write in a SAVEPOINT, so
+        the one that raised is rolled back alone (writes are functions of the connection
+        only: running one again after a rollback is the same as running it once)."""
+        self.engine.begin(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        for fn, _, _ in batch:
+            if isolated:
+                conn.execute("SAVEPOINT op")
+            try:
+                result = fn(conn)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                if self.engine.lost(exc):
+                    raise
+                if not isolated:
+                    conn.rollback()
+                    return exc
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((False, exc))
+            else:
+                if isolated:
+                    conn.execute("RELEASE op")
+                outcomes.append((True, result))
+            if not conn.in_transaction:  # a write ended the transaction (ROLLBACK): the batch is lost
+                raise BatchLost("a write ended the batch's transaction: nothing of the batch was committed")
+        conn.commit()
+        return outcomes
 
     def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None

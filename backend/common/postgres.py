@@ -107,6 +107,10 @@ class Connection:
             cursor.executemany(_pg(sql), rows)
         return cursor
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
     def commit(self) -> None:
         self.raw.execute("COMMIT")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from backend.common import db as db_module
-from backend.common.db import Database
+from backend.common.db import BatchLost, Database
 
 WAIT_S = 2.0  # upper bound for a thread hand-over; never reached when the code works
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);"
@@ -242,7 +242,7 @@ async def test_a_write_that_ruins_the_transaction_fails_its_whole_batch_and_the_
     gate.opened.set()
     await first
     for task in (a, b, c):
-        with pytest.raises(sqlite3.Error):
+        with pytest.raises(BatchLost):
             await task  # nobody is told "done" for a write that is not on disk
     assert committed_keys(observer) == set()
     assert await db.write(inserts(4)) == 40
