@@ -19,7 +19,7 @@ from backend.common import certs, fixtures, jsonlog, tls
 from backend.common.errors import CLIENT_CODES
 from backend.common.events import Event, Phase
 from backend.common.states import LedgerState
-from backend.supervisor import StackConfig, Supervisor, stack_specs
+from backend.supervisor import StackConfig, Supervisor, db_environment, stack_specs
 from backend.testbed import stack_config
 
 # What a server may answer: the documented codes, and CANCELLED when the caller hung up.
@@ -110,8 +110,9 @@ class Stack:
 
     def set_env(self, name: str, env: dict[str, str]) -> None:
         """Replace the extra environment of process `name` for its next (re)start,
-        e.g. to bring it back without the fault point that made it exit."""
-        self.sup.procs[name].spec.env = dict(env)
+        e.g. to bring it back without the fault point that made it exit (its database's
+        password, which travels in the environment, stays)."""
+        self.sup.procs[name].spec.env = {**db_environment(self.cfg.databases.get(name)), **env}
 
     async def txn_states(self, *banks: str) -> dict[str, dict[str, LedgerState]]:
         """{txn_id: {bank: state}} over every bank's ledger (or those named)."""
