@@ -60,7 +60,10 @@ class Engine(Protocol):
 
     def connect(self) -> Conn: ...
 
-    def begin(self, conn: Conn) -> None: ...
+    def begin(self, conn: Conn, pipelined: bool = False) -> None:
+        """Begin a write transaction; `pipelined`: statements may be sent without waiting
+        for their results (an engine that has no such mode ignores it)."""
+        ...
 
     def migrate(self, conn: Conn, migrations: Sequence[str]) -> int: ...
 
@@ -139,8 +142,8 @@ class SqliteEngine:
     def connect(self) -> sqlite3.Connection:
         return connect(self.path)
 
-    def begin(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+    def begin(self, conn: sqlite3.Connection, pipelined: bool = False) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # in-process: nothing to pipeline
 
     def migrate(self, conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
         return migrate(conn, migrations)
@@ -265,11 +268,12 @@ class Database:
         """Run the batch's writes in one transaction and commit it; their outcomes.
 
         Not isolated (the first try): no savepoints, which on PostgreSQL are two more round
-        trips per write. If a write raises, the transaction is rolled back and its exception
-        returned: the caller runs the batch again isolated, each write in a SAVEPOINT, so
+        trips per write, and statements pipelined where the engine can. If a write raises (or
+        the commit does: a pipelined error surfaces late), the transaction is rolled back and
+        the exception returned: the caller runs the batch again isolated, each write in a SAVEPOINT, so
         the one that raised is rolled back alone (writes are functions of the connection
         only: running one again after a rollback is the same as running it once)."""
-        self.engine.begin(conn)
+        self.engine.begin(conn, pipelined=not isolated)
         outcomes: list[tuple[bool, Any]] = []
         for fn, _, _ in batch:
             if isolated:
@@ -291,7 +295,13 @@ class Database:
                 outcomes.append((True, result))
             if not conn.in_transaction:  # a write ended the transaction (ROLLBACK): the batch is lost
                 raise BatchLost("a write ended the batch's transaction: nothing of the batch was committed")
-        conn.commit()
+        try:
+            conn.commit()
+        except BaseException as exc:  # noqa: BLE001 - pipelined: a write's error may surface only here
+            if isolated or self.engine.lost(exc):
+                raise
+            conn.rollback()
+            return exc
         return outcomes
 
     def _drop_writer(self) -> None:

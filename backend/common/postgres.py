@@ -17,6 +17,7 @@ YugabyteDB) also accept: no advisory locks, no LISTEN/NOTIFY.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -90,15 +91,26 @@ def _rows(cursor: psycopg.Cursor) -> Callable[[Sequence[Any]], Row]:
 
 
 class Connection:
-    """A psycopg connection that takes the stores' statements (see the module docstring)."""
+    """A psycopg connection that takes the stores' statements (see the module docstring).
+
+    pipelined(): until commit() or rollback(), statements are sent without waiting for
+    their results (psycopg's pipeline mode: one round trip for many statements); a fetch,
+    or a rowcount, waits for what it needs. An error then surfaces at a later statement
+    or at commit, not at its own: Database runs such a batch again without a pipeline."""
 
     def __init__(self, raw: psycopg.Connection) -> None:
         self.raw = raw
+        self._pipeline: psycopg.Pipeline | None = None
+        self._in_pipeline: contextlib.AbstractContextManager[psycopg.Pipeline] | None = None
+
+    def pipelined(self) -> None:
+        self._in_pipeline = self.raw.pipeline()  # kept: a dropped context manager would leave the mode
+        self._pipeline = self._in_pipeline.__enter__()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor = self.raw.cursor(row_factory=_rows)
         cursor.execute(_pg(sql), params)
-        return cursor
+        return cursor if self._pipeline is None else _Deferred(cursor, self._pipeline)
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any:
         cursor = self.raw.cursor()
@@ -109,16 +121,52 @@ class Connection:
 
     @property
     def in_transaction(self) -> bool:
+        if self._pipeline is not None:
+            return True  # libpq's status is not the transaction's while results are pending; commit() tells
         return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
+        self._end_pipeline()
 
     def rollback(self) -> None:
+        self._end_pipeline(quiet=True)
         self.raw.execute("ROLLBACK")
 
     def close(self) -> None:
+        self._end_pipeline(quiet=True)
         self.raw.close()
+
+    def _end_pipeline(self, quiet: bool = False) -> None:
+        """Leave pipeline mode: wait for every result (an error among them is raised)."""
+        context, self._in_pipeline, self._pipeline = self._in_pipeline, None, None
+        if context is None:
+            return
+        try:
+            context.__exit__(None, None, None)
+        except psycopg.Error:
+            if not quiet:
+                raise
+
+
+class _Deferred:
+    """A cursor of pipeline mode whose rowcount waits for its result."""
+
+    def __init__(self, cursor: psycopg.Cursor, pipeline: psycopg.Pipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        if self._cursor.pgresult is None:
+            self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
 
 
 def _configure(raw: psycopg.Connection) -> None:
@@ -143,7 +191,9 @@ class PostgresEngine:
         _configure(raw)
         return Connection(raw)
 
-    def begin(self, conn: Connection) -> None:
+    def begin(self, conn: Connection, pipelined: bool = False) -> None:
+        if pipelined:
+            conn.pipelined()
         conn.execute("BEGIN")
 
     def migrate(self, conn: Connection, migrations: Sequence[str]) -> int:
@@ -197,6 +247,8 @@ class PostgresEngine:
                 conn.commit()
 
     def lost(self, exc: BaseException) -> bool:
+        if isinstance(exc, psycopg.errors.PipelineAborted | psycopg.errors.TransactionRollback):
+            return False  # the statements' own failure (or a serialization conflict), not the server's
         return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | CannotOpen)
 
     def close(self) -> None:
