@@ -247,3 +247,19 @@ def exited(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def processes_naming(text: str) -> list[int]:
+    """The pids of live processes whose command line contains `text` (a run's directory:
+    what a test checks is gone, the database server included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmdline and not exited(int(entry.name)):
+            found.append(int(entry.name))
+    return found

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from app.bench.main import _split
 from app.bench.report import latency_summary, percentile
 from backend.common import fixtures
 from backend.common.states import Decision
 from backend.testbed import write_fixtures
+from tests.stack import processes_naming
 
 
 def test_percentiles_are_nearest_rank():
@@ -99,7 +99,7 @@ def test_postgres_run_names_the_engine_and_counts_the_database_servers_cpu(tmp_p
     assert doc["money"]["conserved"] and doc["money"]["held_after_cents"] == 0 and doc["ok"] is True
     assert {"gateway", "postgres"} <= set(doc["cpu_ms_per_committed_payment"])
     assert doc["cpu_ms_per_committed_payment"]["postgres"] > 0
-    leftovers = [pid for pid in _pids() if str(tmp_path) in _cmdline(pid)]
+    leftovers = processes_naming(str(tmp_path))
     assert not leftovers, leftovers  # the embedded server went with the bench
 
 
@@ -107,17 +107,6 @@ def test_db_postgres_is_refused_for_a_running_stack(tmp_path):
     command = [sys.executable, "-m", "app.cli", "bench", "--db", "postgres", "--gateway", "127.0.0.1:1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "keeps its own" in done.stderr, done.stderr
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _bench_json(tmp_path, *args: str) -> dict:

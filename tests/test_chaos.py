@@ -19,6 +19,7 @@ from backend.client.outbox import Outbox
 from backend.common.db import connect, migrate
 from backend.common.states import Decision, Outcome, PaymentStatus
 from backend.gateway import store
+from tests.stack import processes_naming
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def test_short_campaign_passes_every_invariant():
     # Every process it started is gone: no command line names its directory.
     root = outcome["data_dir"]
     assert root and Path(root).is_dir()
-    leftovers = [pid for pid in _pids() if root in _cmdline(pid)]
+    leftovers = processes_naming(root)
     shutil.rmtree(root, ignore_errors=True)
     assert not leftovers, leftovers
 
@@ -96,7 +97,7 @@ def test_short_campaign_on_postgres_survives_killing_the_database_server():
     )
     outcome = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
     root = outcome.get("data_dir")
-    leftovers = [pid for pid in _pids() if root and root in _cmdline(pid)]
+    leftovers = processes_naming(root) if root else []
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert outcome["ok"] and outcome["engine"] == "postgres" and not outcome["problems"]
     assert all(v["ok"] and v["checked"] > 0 for v in outcome["invariants"]), outcome["invariants"]
@@ -104,17 +105,6 @@ def test_short_campaign_on_postgres_survives_killing_the_database_server():
     assert "--db postgres" in outcome["command"]
     shutil.rmtree(root, ignore_errors=True)
     assert not leftovers, leftovers  # the database server included: its command line names the directory
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def test_the_seed_replays_the_schedule():
