@@ -147,5 +147,5 @@ def test_small_sweep_writes_the_svg_and_shows_the_charts(tmp_path):
     assert all(_vertices(_line(root, gid)) == 2 for gid in _line_ids(root))
     assert "throughput (payments/s)" in _texts(root)
     out = done.stdout
-    assert out.index("strife bench --sweep (each cell a fresh stack)") < out.index("throughput (payments/s)")
+    assert out.index("strife bench --sweep on sqlite (each cell a fresh stack)") < out.index("throughput (payments/s)")
     assert "p99 latency (ms)" in out and "2 banks" in out and "command: strife bench --sweep" in out

@@ -390,7 +390,10 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
             cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
             if host is not None and host0 is not None:  # other work on the machine skews the figures: show it
-                cpu_pct["other processes on the host"] = round(100 * (host - host0) / wall - sum(cpu_pct.values()), 1)
+                # host and process counters tick in 10 ms jiffies, read at slightly different
+                # moments: a difference under zero is that, not negative work
+                other = 100 * (host - host0) / wall - sum(cpu_pct.values())
+                cpu_pct["other processes on the host"] = round(max(0.0, other), 1)
         pay["committed_per_s"] = (
             round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
         )
