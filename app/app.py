@@ -267,6 +267,8 @@ class StrifeApp(App):
             self.post_message(message)
 
     def _tick(self) -> None:
+        if self._source_stopped or not self.is_running:
+            return  # closing: the panels are being taken down
         now = self.clock()
         # query, not query_one: a tick that fires while the app closes finds no widgets
         for panel in self.query(ProcessPanel):

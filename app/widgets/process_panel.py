@@ -77,11 +77,18 @@ class ProcessPanel(Vertical):
     def watch_now(self) -> None:
         self._render_rows()
 
+    def _table(self) -> DataTable | None:
+        """The table; None while the panel is being taken down (the app's tick can come then)."""
+        tables = self.query(DataTable)
+        return tables.first() if tables else None
+
     def _render_rows(self) -> None:
         """Cells updated in place under columns as wide as their widest cell, computed here:
         the table never draws a frame with columns cut to their header's width while it
         measures itself (which a rebuild of the columns on every tick did)."""
-        table = self.query_one(DataTable)
+        table = self._table()
+        if table is None:
+            return
         rows = {p.name: _cells(p, self.now) for p in self.processes}
         widths = [max([len(label), *(_width(cells[i]) for cells in rows.values())]) for i, label in enumerate(COLUMNS)]
         if widths != [c.width for c in table.ordered_columns] or list(rows) != [
@@ -104,8 +111,8 @@ class ProcessPanel(Vertical):
     def pick(self, index: int) -> bool:
         """Select the process at `index` (0: the first row) and focus the table; False if
         there is none there."""
-        table = self.query_one(DataTable)
-        if not 0 <= index < min(table.row_count, len(self.processes)):
+        table = self._table()
+        if table is None or not 0 <= index < min(table.row_count, len(self.processes)):
             return False
         table.move_cursor(row=index, animate=False)
         table.focus()
@@ -122,7 +129,10 @@ class ProcessPanel(Vertical):
             (freeze, "#process-freeze"),
             ("restart", "#process-restart"),
         ):
-            button = self.query_one(button_id, Button)
+            buttons = self.query(button_id)
+            if not buttons:
+                return  # taken down
+            button = buttons.first(Button)
             button.label = ACTION_LABEL[action] + name
             button.disabled = p is None
             button.refresh(layout=True)  # a label change alone keeps the old width: "Freeze postgres" wrapped
@@ -140,9 +150,10 @@ class ProcessPanel(Vertical):
         self.action_act("restart")
 
     def _selected(self) -> ProcessInfo | None:
-        if not self.processes:
+        table = self._table()
+        if not self.processes or table is None:
             return None
-        return self.processes[min(self.query_one(DataTable).cursor_row, len(self.processes) - 1)]
+        return self.processes[min(table.cursor_row, len(self.processes) - 1)]
 
     def action_act(self, action: str) -> None:
         if (p := self._selected()) is not None:
