@@ -271,6 +271,13 @@ PAYMENT_COLUMNS = (
 )
 
 
+# One statement for a payment's participants: one bank (a payment inside a bank) or two.
+PARTICIPANTS_INSERT = {
+    1: "INSERT INTO participants (txn_id, bank) VALUES (?, ?)",
+    2: "INSERT INTO participants (txn_id, bank) VALUES (?, ?), (?, ?)",
+}
+
+
 def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
     """Claim the idempotency key for a new payment, or say what it already means.
 
@@ -280,17 +287,17 @@ def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
     commit, so they see its payment)."""
     fingerprint = fields.fingerprint()
     for _ in range(CLAIM_TRIES):
-        row = _key_holder(conn, fields)
-        if row is not None:
-            return _claimed(row, fingerprint)
         now = time.time()
         claimed = conn.execute(
             "INSERT INTO idempotency_keys (username, idem_key, txn_id, created_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (username, idem_key) DO NOTHING",
             (fields.username, fields.idem_key, txn_id, now),
         ).rowcount
-        if not claimed:
-            continue  # another writer claimed it meanwhile: read what it holds
+        if not claimed:  # the key is taken (by an earlier request, or another writer just now)
+            row = _key_holder(conn, fields)
+            if row is not None:
+                return _claimed(row, fingerprint)
+            continue  # released (a retryable abort) between our insert and our read: claim again
         conn.execute(
             "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
             "to_account, amount_cents, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?)",
@@ -307,8 +314,8 @@ def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
                 now,
             ),
         )
-        for bank in sorted({fields.from_bank, fields.to_bank}):
-            conn.execute("INSERT INTO participants (txn_id, bank) VALUES (?, ?)", (txn_id, bank))
+        banks = sorted({fields.from_bank, fields.to_bank})
+        conn.execute(PARTICIPANTS_INSERT[len(banks)], [v for bank in banks for v in (txn_id, bank)])
         return Claim(ClaimKind.NEW)
     # Claimed and released (a retryable abort) again and again while we looked: as in flight.
     raise Aborted(f"idempotency key {fields.idem_key!r} is being used by another request: retry")
@@ -348,12 +355,15 @@ def decide(conn: Conn, txn_id: str, decision: Decision, outcome: Outcome, reason
     """
     decision, outcome = Decision(decision), Outcome(outcome)
     assert decision != Decision.PREPARING and (decision == Decision.COMMIT) == (outcome == Outcome.SUCCEEDED)
-    updated = conn.execute(
+    rows = conn.execute(
         "UPDATE payments SET state = ?, outcome = ?, reason = ?, decided_at = ? "
-        "WHERE txn_id = ? AND state = 'PREPARING'",
+        f"WHERE txn_id = ? AND state = 'PREPARING' RETURNING {PAYMENT_COLUMNS}",
         (decision, outcome, reason, time.time(), txn_id),
-    ).rowcount
-    row = payment(conn, txn_id)
+    ).fetchall()  # all (one row or none): a statement is done only once read to its end
+    row = rows[0] if rows else None
+    updated = row is not None
+    if row is None:  # decided already (by a bank's question, or another gateway): that decision stands
+        row = payment(conn, txn_id)
     assert row is not None and row["state"] != Decision.PREPARING, txn_id
     if updated and outcome == Outcome.RETRYABLE:  # by primary key: txn_id has no index there (a full scan each)
         conn.execute(
