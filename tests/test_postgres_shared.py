@@ -135,7 +135,8 @@ async def test_the_database_server_killed_while_payments_flow(tmp_path, certs_di
         stop.set()
         await payer
         assert {name: stack.sup.procs[name].pid for name in stack.sup.procs} == pids  # nobody restarted
-        assert set(codes) <= {pb.SUCCEEDED, grpc.StatusCode.UNAVAILABLE}, set(codes)
+        # retryable answers only (a call waiting on a reconnection may pass its 5 s deadline)
+        assert set(codes) <= {pb.SUCCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
         await eventually(stack.settled, 30)
         await stack.assert_atomic()
         assert await stack.total_cents() == total

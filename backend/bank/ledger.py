@@ -155,35 +155,56 @@ def overview(conn: Conn) -> tuple[list[Row], int]:
 
 
 def prepare(conn: Conn, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
-    """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote."""
-    row = conn.execute("SELECT state, refusal, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
-    if row is not None:
+    """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote.
+
+    Few statements on the way to a YES (each is a round trip to a database server): the
+    transaction is claimed by a conditional insert (a known id reads its vote instead), a
+    debit's hold is a conditional update that only lands if the funds are there, and only
+    when something is refused do we look closer and undo the holds taken."""
+    now = time.time()
+    claimed = conn.execute(
+        "INSERT INTO txns (txn_id, state, prepared_at) VALUES (?, 'PREPARED', ?) ON CONFLICT (txn_id) DO NOTHING",
+        (txn_id, now),
+    ).rowcount
+    if not claimed:
+        row = conn.execute("SELECT state, refusal, reason FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
         if row["state"] != LedgerState.ABORTED:
             return Vote(True)
         return Vote(False, Refusal(row["refusal"] or Refusal.ALREADY_ABORTED), row["reason"])
-    now = time.time()
+    held: list[tuple[str, int]] = []
     for account_id, delta in legs:
-        acc = conn.execute(
-            "SELECT balance_cents, held_cents FROM accounts WHERE account_id = ?", (account_id,)
-        ).fetchone()
-        refusal = None
-        if acc is None:
-            refusal, reason = Refusal.UNKNOWN_ACCOUNT, f"unknown account {account_id}"
-        elif delta < 0 and acc["balance_cents"] - acc["held_cents"] < -delta:
-            refusal, reason = Refusal.INSUFFICIENT_FUNDS, "insufficient funds"
+        refusal = _hold(conn, account_id, delta)
         if refusal is not None:
+            reason = "insufficient funds" if refusal == Refusal.INSUFFICIENT_FUNDS else f"unknown account {account_id}"
+            for held_account, amount in held:
+                conn.execute(
+                    "UPDATE accounts SET held_cents = held_cents - ? WHERE account_id = ?", (amount, held_account)
+                )
             conn.execute(
-                "INSERT INTO txns (txn_id, state, refusal, reason, prepared_at, decided_at) "
-                "VALUES (?, 'ABORTED', ?, ?, ?, ?)",
-                (txn_id, refusal, reason, now, now),
+                "UPDATE txns SET state = 'ABORTED', refusal = ?, reason = ?, decided_at = ? WHERE txn_id = ?",
+                (refusal, reason, now, txn_id),
             )
             return Vote(False, refusal, reason)
-    conn.execute("INSERT INTO txns (txn_id, state, prepared_at) VALUES (?, 'PREPARED', ?)", (txn_id, now))
+        if delta < 0:
+            held.append((account_id, -delta))
     for account_id, delta in legs:
         conn.execute("INSERT INTO legs (txn_id, account_id, delta_cents) VALUES (?, ?, ?)", (txn_id, account_id, delta))
-        if delta < 0:
-            conn.execute("UPDATE accounts SET held_cents = held_cents + ? WHERE account_id = ?", (-delta, account_id))
     return Vote(True)
+
+
+def _hold(conn: Conn, account_id: str, delta: int) -> Refusal | None:
+    """Hold a debit's funds (a conditional update: only with that much available), or see
+    that a credited account exists; why not, if not."""
+    if delta < 0:
+        if conn.execute(
+            "UPDATE accounts SET held_cents = held_cents + ? WHERE account_id = ? AND balance_cents - held_cents >= ?",
+            (-delta, account_id, -delta),
+        ).rowcount:
+            return None
+    known = conn.execute("SELECT 1 FROM accounts WHERE account_id = ?", (account_id,)).fetchone() is not None
+    if not known:
+        return Refusal.UNKNOWN_ACCOUNT
+    return Refusal.INSUFFICIENT_FUNDS if delta < 0 else None
 
 
 def _legs(conn: Conn, txn_id: str) -> list[Row]:
@@ -203,13 +224,11 @@ def commit(conn: Conn, txn_id: str) -> bool:
     for leg in _legs(conn, txn_id):
         delta = leg["delta_cents"]
         release = -delta if delta < 0 else 0
-        conn.execute(
-            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents - ? WHERE account_id = ?",
-            (delta, release, leg["account_id"]),
-        )
         balance = conn.execute(
-            "SELECT balance_cents FROM accounts WHERE account_id = ?", (leg["account_id"],)
-        ).fetchone()[0]
+            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents - ? WHERE account_id = ? "
+            "RETURNING balance_cents",
+            (delta, release, leg["account_id"]),
+        ).fetchall()[0][0]  # all: a statement is done only once read to its end
         assert balance >= 0, (txn_id, leg["account_id"], balance)
         conn.execute(
             "INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) VALUES (?, ?, ?, ?, ?)",
