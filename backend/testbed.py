@@ -59,6 +59,32 @@ def stable_ports(count: int) -> list[int]:
     return ports if len(ports) == count else free_ports(count)
 
 
+def free_port_run(count: int) -> int:
+    """A port free now with the count - 1 after it (`strife up --port P`: the banks take
+    P+1, P+2, ...), below the kernel's ephemeral range as stable_ports: a random port's
+    neighbours are ephemeral ports another connection may hold."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(10000, max(10001, low - count))
+        held = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+        return base
+    return free_ports(1)[0]
+
+
 @dataclass(frozen=True)
 class GeneratedUser:
     username: str

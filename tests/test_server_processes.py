@@ -8,7 +8,7 @@ import sys
 from backend.bank import ledger
 from backend.common.db import connect
 from backend.common.events import Event
-from backend.testbed import free_ports
+from backend.testbed import free_port_run, free_ports
 
 
 async def run(*args, timeout_s=30.0, cwd=None):
@@ -54,7 +54,7 @@ def _alive(pid: int) -> bool:
 
 
 async def test_strife_up_announces_each_process_and_stops_them_all_on_sigterm(tmp_path, certs_dir):
-    port = free_ports(1)[0]
+    port = free_port_run(4)  # the gateway's, then one per bank
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -126,7 +126,7 @@ async def test_fault_points_are_refused_outside_test_mode(tmp_path, certs_dir):
 
 async def test_children_exit_when_their_supervisor_is_killed(tmp_path, certs_dir):
     """kill -9 of the supervisor leaves nothing running: each child watches its stdin."""
-    port = free_ports(1)[0]
+    port = free_port_run(4)  # the gateway's, then one per bank
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -17,7 +17,7 @@ from app.live_source import LiveSource
 from app.widgets.outbox_panel import OutboxPanel
 from app.widgets.process_panel import ProcessPanel
 from backend.common.states import PaymentStatus, ProcessState
-from backend.testbed import free_ports
+from backend.testbed import free_port_run, free_ports
 from tests.client_helpers import cli
 from tests.stack import exited, quick_config
 from tests.test_control_room_live import balance, log_in, pay, started, states, until
@@ -62,7 +62,7 @@ def pids_using(path) -> list[int]:
 
 
 async def test_strife_up_on_embedded_postgres_pays_and_stops_everything(tmp_path, certs_dir):
-    port = free_ports(1)[0]
+    port = free_port_run(4)  # the gateway's, then one per bank
     data = tmp_path / "data"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
