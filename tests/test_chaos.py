@@ -25,30 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------ the campaign --
+def _campaign(*args: str) -> subprocess.CompletedProcess:
+    """`strife chaos` with 3 clients, JSON out, its directory kept for the leftover check."""
+    command = [sys.executable, "-m", "app.cli", "chaos", *args, "--clients", "3", "--json", "--keep"]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=140, env={**os.environ, "COLUMNS": "200"}
+    )
+
+
 @pytest.mark.timeout(150)
 def test_short_campaign_passes_every_invariant():
     """The CI version: real processes, real faults, every invariant PASS, exit 0."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "chaos",
-            "--duration",
-            "20",
-            "--clients",
-            "3",
-            "--seed",
-            "1",
-            "--json",
-            "--keep",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=140,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    done = _campaign("--duration", "20", "--seed", "1")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     outcome = json.loads(done.stdout)
     assert outcome["ok"] and outcome["seed"] == 1 and not outcome["problems"]
@@ -72,29 +60,7 @@ def test_short_campaign_passes_every_invariant():
 def test_short_campaign_on_postgres_survives_killing_the_database_server():
     """--db postgres: the same invariants, read from the databases, with the server SIGKILLed and
     restarted under load (kill_db; seed 4 plans one at 2.1 s for 2.4 s); no postgres left behind."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "chaos",
-            "--db",
-            "postgres",
-            "--duration",
-            "10",
-            "--clients",
-            "3",
-            "--seed",
-            "4",
-            "--json",
-            "--keep",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=140,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    done = _campaign("--db", "postgres", "--duration", "10", "--seed", "4")
     outcome = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
     root = outcome.get("data_dir")
     leftovers = processes_naming(root) if root else []
