@@ -49,12 +49,30 @@ class StackConfig:
     token_ttl_s: float = 3600.0
     env: dict[str, str] = field(default_factory=dict)  # extra environment (fault points in tests)
     demo: bool = False  # the gateway obeys demo switches (slow motion): the control room's stacks
-    # process name -> its --db (a postgresql:// URI); a process not named here keeps SQLite in data_dir
+    # process name -> its --db (a postgresql:// URI); a process not named here keeps SQLite in data_dir.
+    # Every replica of the gateway tier uses the one named "gateway".
     databases: dict[str, str] = field(default_factory=dict)
+    # The gateway tier: more replicas than the one on gateway_port, on these ports. One replica
+    # is the process "gateway"; several are "gw-1" (on gateway_port), "gw-2", ...
+    more_gateway_ports: list[int] = field(default_factory=list)
+    regions: dict[str, str] = field(default_factory=dict)  # replica name -> its --region (default "local")
+    lease_s: float | None = None  # the replicas' --lease (None: their default)
 
     @property
     def gateway_address(self) -> str:
         return f"{self.host}:{self.gateway_port}"
+
+    @property
+    def gateway_replicas(self) -> dict[str, int]:
+        """Replica (process) name -> port, in order."""
+        ports = [self.gateway_port, *self.more_gateway_ports]
+        if len(ports) == 1:
+            return {"gateway": self.gateway_port}
+        return {f"gw-{i + 1}": port for i, port in enumerate(ports)}
+
+    @property
+    def gateway_addresses(self) -> list[str]:
+        return [f"{self.host}:{port}" for port in self.gateway_replicas.values()]
 
     def bank_address(self, name: str) -> str:
         return f"{self.host}:{self.bank_ports[name]}"
@@ -78,27 +96,38 @@ class ProcSpec:
 
 def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
-    gateway = ProcSpec(
-        "gateway",
-        ProcessKind.GATEWAY,
-        cfg.gateway_port,
-        [
-            "--port",
-            str(cfg.gateway_port),
-            *common,
-            "--twopc-timeout",
-            str(cfg.twopc_timeout_s),
-            *(["--orphan-after", str(cfg.orphan_after_s)] if cfg.orphan_after_s is not None else []),
-            "--token-ttl",
-            str(cfg.token_ttl_s),
-            "--users",
-            str(cfg.user_fixtures),
-            *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")],
-            *(["--demo"] if cfg.demo else []),
-            *(["--db", db_argument(cfg.databases["gateway"])] if "gateway" in cfg.databases else []),
-        ],
-        env={**cfg.env, **db_environment(cfg.databases.get("gateway"))},
-    )
+    gateway_args = [
+        *common,
+        "--twopc-timeout",
+        str(cfg.twopc_timeout_s),
+        *(["--orphan-after", str(cfg.orphan_after_s)] if cfg.orphan_after_s is not None else []),
+        "--token-ttl",
+        str(cfg.token_ttl_s),
+        "--users",
+        str(cfg.user_fixtures),
+        *[a for name in cfg.bank_ports for a in ("--bank", f"{name}={cfg.bank_address(name)}")],
+        *(["--demo"] if cfg.demo else []),
+        *(["--db", db_argument(cfg.databases["gateway"])] if "gateway" in cfg.databases else []),
+    ]
+    gateways = [
+        ProcSpec(
+            name,
+            ProcessKind.GATEWAY,
+            port,
+            [
+                "--port",
+                str(port),
+                "--replica",
+                name,
+                "--region",
+                cfg.regions.get(name, "local"),
+                *(["--lease", str(cfg.lease_s)] if cfg.lease_s is not None else []),
+                *gateway_args,
+            ],
+            env={**cfg.env, **db_environment(cfg.databases.get("gateway"))},
+        )
+        for name, port in cfg.gateway_replicas.items()
+    ]
     banks = [
         ProcSpec(
             name,
@@ -113,7 +142,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
                 "--fixtures",
                 str(cfg.bank_fixtures),
                 "--gateway",
-                cfg.gateway_address,
+                ",".join(cfg.gateway_addresses),
                 "--in-doubt-after",
                 str(cfg.in_doubt_after_s),
                 *(["--db", db_argument(cfg.databases[name])] if name in cfg.databases else []),
@@ -122,7 +151,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
         )
         for name, port in cfg.bank_ports.items()
     ]
-    return [gateway, *banks]
+    return [*gateways, *banks]
 
 
 def db_argument(uri: str) -> str:

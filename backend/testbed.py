@@ -138,19 +138,21 @@ def stack_config(
     certs_dir: Path | None = None,
     bank_fixtures: Path = fixtures.DEFAULT_BANKS,
     pick_ports: Callable[[int], list[int]] = free_ports,
+    gateways: int = 1,
     **overrides,
 ) -> StackConfig:
-    """A stack of the gateway and every bank of `bank_fixtures`, its data under
-    root/data, on ports from `pick_ports`; certificates in `certs_dir` (default
+    """A stack of `gateways` gateway replicas and every bank of `bank_fixtures`, its data
+    under root/data, on ports from `pick_ports`; certificates in `certs_dir` (default
     root/certs), made if missing. `overrides` set other StackConfig fields."""
     names = fixtures.bank_names(bank_fixtures)
     certs_dir = certs.ensure_certs(certs_dir or root / "certs", ["gateway", *names])
-    ports = pick_ports(1 + len(names))
+    ports = pick_ports(gateways + len(names))
     return StackConfig(
         data_dir=root / "data",
         certs_dir=certs_dir,
         gateway_port=ports[0],
-        bank_ports=dict(zip(names, ports[1:], strict=True)),
+        more_gateway_ports=ports[1:gateways],
+        bank_ports=dict(zip(names, ports[gateways:], strict=True)),
         bank_fixtures=bank_fixtures,
         **overrides,
     )

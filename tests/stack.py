@@ -54,8 +54,12 @@ class Stack:
         self._channels.append(ch)
         return ch
 
-    def gateway(self, role: str = "client") -> pb_grpc.GatewayStub:
-        return pb_grpc.GatewayStub(self.channel(self.cfg.gateway_address, role))
+    def gateway(self, role: str = "client", replica: str | None = None) -> pb_grpc.GatewayStub:
+        """A stub on the gateway (its first replica, or the replica named)."""
+        address = self.cfg.gateway_address
+        if replica is not None:
+            address = f"{self.cfg.host}:{self.cfg.gateway_replicas[replica]}"
+        return pb_grpc.GatewayStub(self.channel(address, role))
 
     def bank(self, name: str, role: str = "operator") -> pb_grpc.BankStub:
         """A stub on one cached channel per (bank, role), so polling opens no new connections."""
@@ -63,9 +67,11 @@ class Stack:
             self._bank_stubs[name, role] = pb_grpc.BankStub(self.channel(self.cfg.bank_address(name), role))
         return self._bank_stubs[name, role]
 
-    async def login(self, username: str, password: str | None = None) -> tuple[pb_grpc.GatewayStub, tuple]:
-        """A gateway stub and the metadata that authenticates `username`."""
-        gw = self.gateway()
+    async def login(
+        self, username: str, password: str | None = None, replica: str | None = None
+    ) -> tuple[pb_grpc.GatewayStub, tuple]:
+        """A gateway stub (on the replica named, or the first) and the metadata that authenticates `username`."""
+        gw = self.gateway(replica=replica)
         answer = await gw.Login(
             pb.LoginRequest(username=username, password=password or DEMO_PASSWORDS[username]), timeout=10
         )

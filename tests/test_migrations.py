@@ -85,14 +85,23 @@ async def test_a_gateway_store_from_before_versioning_keeps_its_payments(tmp_pat
     fields = store.PaymentFields("alice", "k1", "BankA", "A-1", "BankB", "B-1", 700)
     conn.execute("BEGIN")
     store.add_user(conn, "alice", "hash", [("BankA", "A-1")])
-    assert store.claim(conn, fields, "txn-1").kind == store.ClaimKind.NEW
+    # a payment in flight as the version-1 code wrote it (no owner column then)
+    conn.execute("INSERT INTO idempotency_keys VALUES ('alice', 'k1', 'txn-1', 1.0)")
+    conn.execute(
+        "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
+        "to_account, amount_cents, state, created_at) VALUES ('txn-1', 'alice', 'k1', ?, 'BankA', 'A-1', "
+        "'BankB', 'B-1', 700, 'PREPARING', 1.0)",
+        (fields.fingerprint(),),
+    )
     conn.commit()
     conn.close()
     db = Database(path, store.MIGRATIONS)
     try:
-        claim = await db.write(lambda c: store.claim(c, fields, "txn-2"))
+        claim = await db.write(lambda c: store.claim(c, fields, "txn-2", "gw-2"))
         assert claim.kind == store.ClaimKind.IN_FLIGHT and claim.row["txn_id"] == "txn-1"
         assert await db.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == len(store.MIGRATIONS)
+        # it belongs to no replica: whichever replica starts next recovers it
+        assert await db.read(lambda c: store.preparing(c, "gw-7")) == ["txn-1"]
     finally:
         db.close()
 

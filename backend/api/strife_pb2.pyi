@@ -203,6 +203,34 @@ class ListPaymentsResponse(_message.Message):
     next_page_token: str
     def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ListGatewaysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GatewayReplica(_message.Message):
+    __slots__ = ("replica_id", "address", "region", "started_at_ms", "heartbeat_at_ms", "in_flight")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    address: str
+    region: str
+    started_at_ms: int
+    heartbeat_at_ms: int
+    in_flight: int
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., region: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., heartbeat_at_ms: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
+class ListGatewaysResponse(_message.Message):
+    __slots__ = ("gateways", "answered_by")
+    GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    gateways: _containers.RepeatedCompositeFieldContainer[GatewayReplica]
+    answered_by: str
+    def __init__(self, gateways: _Optional[_Iterable[_Union[GatewayReplica, _Mapping]]] = ..., answered_by: _Optional[str] = ...) -> None: ...
+
 class SlowMotionRequest(_message.Message):
     __slots__ = ("pause_ms",)
     PAUSE_MS_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class GatewayStub:
                 request_serializer=backend_dot_api_dot_strife__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=backend_dot_api_dot_strife__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.ListGateways = channel.unary_unary(
+                '/strife.v1.Gateway/ListGateways',
+                request_serializer=backend_dot_api_dot_strife__pb2.ListGatewaysRequest.SerializeToString,
+                response_deserializer=backend_dot_api_dot_strife__pb2.ListGatewaysResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -137,6 +142,14 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGateways(self, request, context):
+        """The live replicas of the gateway tier (discovery): clients and banks start from
+        any one address and refresh the list from it. No login needed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListPayments,
                     request_deserializer=backend_dot_api_dot_strife__pb2.ListPaymentsRequest.FromString,
                     response_serializer=backend_dot_api_dot_strife__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'ListGateways': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGateways,
+                    request_deserializer=backend_dot_api_dot_strife__pb2.ListGatewaysRequest.FromString,
+                    response_serializer=backend_dot_api_dot_strife__pb2.ListGatewaysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +420,33 @@ class Gateway:
             '/strife.v1.Gateway/ListPayments',
             backend_dot_api_dot_strife__pb2.ListPaymentsRequest.SerializeToString,
             backend_dot_api_dot_strife__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGateways(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strife.v1.Gateway/ListGateways',
+            backend_dot_api_dot_strife__pb2.ListGatewaysRequest.SerializeToString,
+            backend_dot_api_dot_strife__pb2.ListGatewaysResponse.FromString,
             options,
             channel_credentials,
             insecure,

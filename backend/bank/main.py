@@ -10,7 +10,8 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.bank import ledger
 from backend.bank.resolver import Resolver
 from backend.bank.service import ROLE_RULES, BankService
-from backend.common import certs, fixtures, jsonlog, tls
+from backend.common import certs, fixtures, jsonlog
+from backend.common.discovery import Directory, parse_seeds
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
 from backend.common.serve import add_db_argument, open_database, run_server
@@ -26,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file, read on first start"
     )
-    p.add_argument("--gateway", default="", help="coordinator address host:port, asked about in-doubt transactions")
+    p.add_argument(
+        "--gateway",
+        default="",
+        metavar="HOST:PORT[,HOST:PORT…]",
+        help="any replicas of the gateway tier, asked about in-doubt transactions (the rest are found from them)",
+    )
     p.add_argument(
         "--in-doubt-after",
         type=float,
@@ -40,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     name = certs.check_name(args.name)
     jsonlog.configure(name)
+    try:
+        seeds = parse_seeds(args.gateway) if args.gateway else []
+    except ValueError as exc:
+        raise SystemExit(f"bank: --gateway: {exc}") from None
     db = open_database(
         name, args.db, Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS, ledger.PG_MIGRATIONS
     )
@@ -47,22 +57,22 @@ async def serve(args: argparse.Namespace) -> None:
     if await db.write(lambda c: ledger.seed(c, accounts)):
         jsonlog.emit(Event.SEEDED, msg=f"{len(accounts)} accounts from {args.fixtures}")
     tasks: list[asyncio.Task] = []
-    channel = None
+    gateways = None
 
     def add(server) -> None:
         pb_grpc.add_BankServicer_to_server(BankService(name, db), server)
 
     async def started() -> None:
-        nonlocal channel
-        if args.gateway:
-            channel = tls.secure_channel(args.gateway, args.certs, "bank")
-            tasks.append(asyncio.create_task(Resolver(db, channel, args.in_doubt_after).run()))
+        nonlocal gateways
+        if seeds:
+            gateways = Directory(seeds, args.certs, "bank")
+            tasks.append(asyncio.create_task(Resolver(db, gateways, args.in_doubt_after).run()))
 
     async def stopping() -> None:
         for t in tasks:
             t.cancel()
-        if channel is not None:
-            await channel.close()
+        if gateways is not None:
+            await gateways.close()
         db.close()
 
     await run_server(

@@ -75,7 +75,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
     Outermost in every server, so it is the one error path: a DomainError raised
     by any inner wrapper or handler becomes its status code here, and any other
     exception becomes INTERNAL (logged with its type, never shown to the caller).
-    It also refuses a request body that does not parse (INVALID_ARGUMENT)."""
+    It also refuses a request body that does not parse (INVALID_ARGUMENT). `in_flight`
+    counts the calls under way (a gateway replica reports it as its load)."""
+
+    in_flight = 0
 
     async def intercept_service(self, continuation, details):
         method = details.method
@@ -87,6 +90,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 CALL.set(call)
                 started = time.perf_counter()
                 code = grpc.StatusCode.OK
+                self.in_flight += 1
                 try:
                     if isinstance(request, _Undecodable):
                         raise InvalidInput(f"malformed request: {str(request.error)[:200]}")
@@ -108,6 +112,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                         await context.abort(code, "internal error: the server logged it; try again later")
                     raise
                 finally:
+                    self.in_flight -= 1
                     if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                         code = context.code()
                     events.rpc(

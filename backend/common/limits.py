@@ -16,6 +16,7 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,31}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 256
 BANK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # a gateway replica's id, a region
 TXN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 KEY_RE = re.compile(rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}$")
 MAX_PAGE_SIZE = 100
@@ -54,6 +55,18 @@ def bank(value: str) -> str:
 def account(value: str) -> str:
     if not ACCOUNT_RE.match(value):
         raise InvalidInput(f"bad account id {_show(value)}: use 1-64 letters, digits, '_', '.', '-'")
+    return value
+
+
+def replica_id(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise InvalidInput(f"bad replica id {_show(value)}: use 1-64 letters, digits, '_', '.', ':', '-'")
+    return value
+
+
+def region(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise InvalidInput(f"bad region {_show(value)}: use 1-64 letters, digits, '_', '.', ':', '-'")
     return value
 
 

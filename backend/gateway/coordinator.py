@@ -77,8 +77,16 @@ class BankVote:
 
 
 class Coordinator:
-    def __init__(self, db: Database, banks: Banks, timeout_s: float, orphan_after_s: float = ORPHAN_AFTER_S) -> None:
+    def __init__(
+        self,
+        db: Database,
+        banks: Banks,
+        timeout_s: float,
+        orphan_after_s: float = ORPHAN_AFTER_S,
+        replica_id: str = "gateway",
+    ) -> None:
         self.db = db
+        self.replica_id = replica_id  # the owner of the payments this process runs (gateway tier)
         self.banks = banks
         self.timeout_s = timeout_s
         self.orphan_after_s = orphan_after_s
@@ -108,7 +116,7 @@ class Coordinator:
             self._running.discard(txn_id)
 
     async def _run(self, txn_id: str, fields: store.PaymentFields, vote_timeout_s: float) -> Result:
-        claim = await self.db.write(lambda c: store.claim(c, fields, txn_id))
+        claim = await self.db.write(lambda c: store.claim(c, fields, txn_id, self.replica_id))
         if claim.kind == store.ClaimKind.CONFLICT:
             assert claim.row is not None
             raise FailedPrecondition(
@@ -135,6 +143,7 @@ class Coordinator:
         ).emit()
         await self._slow_motion()
         votes = await self._prepare_all(txn_id, _legs(fields), vote_timeout_s)
+        faults.crash("gateway.crash_before_decision")
         await self._slow_motion()
         decision, outcome, reason = decide(votes)
         row = await self.db.write(lambda c: store.decide(c, txn_id, decision, outcome, reason))
@@ -237,7 +246,7 @@ class Coordinator:
     async def resend_once(self) -> int:
         """One round: per bank, one decision alone (is the bank up?), then the rest
         together, so they share calls to the bank and writes of the acks."""
-        pending = await self.db.read(lambda c: store.unacked(c, RESEND_BATCH))
+        pending = await self.db.read(lambda c: store.unacked(c, self.replica_id, RESEND_BATCH))
         by_bank: dict[str, list[tuple[str, Decision]]] = {}
         for txn_id, bank, decision in pending:
             if bank in self.banks:
@@ -260,9 +269,9 @@ class Coordinator:
 
     # ---------------------------------------------------------- recovery --
     async def recover(self) -> int:
-        """At start: abort every transaction logged PREPARING by a previous run
+        """At start: abort every transaction this replica's previous run left PREPARING
         (RESEND_BATCH to a write: 1,000 of them took 4 s one write each)."""
-        txn_ids = await self.db.read(store.preparing)
+        txn_ids = await self.db.read(partial(store.preparing, owner=self.replica_id))
         reason = "gateway restarted during 2PC"
         for start in range(0, len(txn_ids), RESEND_BATCH):
             chunk = txn_ids[start : start + RESEND_BATCH]
@@ -287,7 +296,9 @@ class Coordinator:
         PREPARING for longer than orphan_after_s that this process is not paying; the
         resend loop then tells its banks. Returns how many were aborted."""
         cutoff = time.time() - self.orphan_after_s
-        found = await self.db.read(partial(store.preparing_since, before=cutoff, limit=RESEND_BATCH))
+        found = await self.db.read(
+            partial(store.preparing_since, owner=self.replica_id, before=cutoff, limit=RESEND_BATCH)
+        )
         orphans = [t for t in found if t not in self._running]
         if not orphans:
             return 0
@@ -297,6 +308,39 @@ class Coordinator:
             TwoPc(Phase.DECISION, txn_id, decision=Decision.ABORT, reason=reason).emit()
         self._wake.set()
         return len(orphans)
+
+    async def take_over(self, dead: str, stale_before: float) -> int | None:
+        """Take over the work of replica `dead` (heartbeat older than `stale_before`):
+        abort its PREPARING transactions (presumed abort: conditional, so a decision it
+        recorded meanwhile stands) and re-send its unacknowledged decisions from here.
+        None if it came back or another survivor took over first; else how many
+        transactions were taken."""
+
+        def write(conn: Conn) -> tuple[list[tuple[str, str]], list[str]] | None:
+            taken = store.take_over(conn, dead, self.replica_id, stale_before)
+            if taken is None:
+                return None
+            preparing = [t for t, state in taken if state == Decision.PREPARING]
+            _abort_all(conn, preparing, f"replica {dead} stopped during 2PC: taken over by {self.replica_id}")
+            return taken, preparing
+
+        result = await self.db.write(write)
+        if result is None:
+            return None
+        taken, aborted = result
+        reason = f"replica {dead} stopped during 2PC: taken over by {self.replica_id}"
+        for txn_id in aborted:
+            TwoPc(Phase.DECISION, txn_id, decision=Decision.ABORT, reason=reason).emit()
+        jsonlog.emit(
+            Event.TAKEOVER,
+            level="warning",
+            replica=dead,
+            msg=f"took over replica {dead}: {len(aborted)} aborted (were PREPARING), "
+            f"{len(taken) - len(aborted)} decisions to re-send",
+        )
+        if taken:
+            self._wake.set()
+        return len(taken)
 
     async def resolve(self, txn_id: str) -> Decision:
         decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))

@@ -1,39 +1,43 @@
-"""Which accounts each user holds, in memory after the first read.
+"""Which accounts each user holds, in memory after a read.
 
-Only this gateway process links accounts, and it updates the memory after each
-write, so the memory is never stale. Bounded: at most MAX_USERS users cached.
+Other replicas of the tier link accounts too, so a read is trusted for RECHECK_S
+only (links are only ever added: a stale entry can at worst miss an account linked
+on another replica a moment ago). This replica's own links update it at once.
+Bounded: at most MAX_USERS users cached.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from backend.common.db import Database
 from backend.gateway import store
 
 MAX_USERS = 50_000
+RECHECK_S = 1.0
 
 
 class LinkCache:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock=time.monotonic) -> None:
         self.db = db
-        self._links: OrderedDict[str, tuple[tuple[str, str], ...]] = OrderedDict()
+        self._clock = clock
+        self._links: OrderedDict[str, tuple[tuple[tuple[str, str], ...], float]] = OrderedDict()
 
     async def of(self, username: str) -> tuple[tuple[str, str], ...]:
-        links = self._links.get(username)
-        if links is None:
-            links = tuple(await self.db.read(lambda c: store.links_of(c, username)))
-            self._set(username, links)
-        else:
-            self._links.move_to_end(username)
-        return links
+        hit = self._links.get(username)
+        if hit is None or self._clock() - hit[1] > RECHECK_S:
+            return self._set(username, await self.db.read(lambda c: store.links_of(c, username)))
+        self._links.move_to_end(username)
+        return hit[0]
 
-    def _set(self, username: str, links) -> None:
-        self._links[username] = tuple(links)
+    def _set(self, username: str, links) -> tuple[tuple[str, str], ...]:
+        entry = tuple(links)
+        self._links[username] = (entry, self._clock())
+        self._links.move_to_end(username)
         while len(self._links) > MAX_USERS:
             self._links.popitem(last=False)
+        return entry
 
     async def link(self, username: str, bank: str, account_id: str) -> tuple[tuple[str, str], ...]:
-        links = await self.db.write(lambda c: store.add_link(c, username, bank, account_id))
-        self._set(username, links)
-        return self._links[username]
+        return self._set(username, await self.db.write(lambda c: store.add_link(c, username, bank, account_id)))

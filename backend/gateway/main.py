@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.common import fixtures, jsonlog
+from backend.common import fixtures, jsonlog, limits
 from backend.common.db import Database
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
@@ -17,6 +19,7 @@ from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
 from backend.gateway.coordinator import ORPHAN_AFTER_S, Coordinator
 from backend.gateway.links import LinkCache
+from backend.gateway.membership import LEASE_S, Membership
 from backend.gateway.service import ROLE_RULES, CoordinatorService, DemoService, GatewayService
 from backend.gateway.sessions import SessionCache
 
@@ -54,6 +57,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long a login token lives (default 3600)"
     )
+    p.add_argument(
+        "--replica",
+        default="gateway",
+        metavar="ID",
+        help="this replica's id in the gateway tier, unique among the replicas sharing --db (default 'gateway')",
+    )
+    p.add_argument("--region", default="local", help="the region clients prefer this replica from (default 'local')")
+    p.add_argument(
+        "--advertise", default="", metavar="HOST:PORT", help="the address clients are told to call (default HOST:PORT)"
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=LEASE_S,
+        metavar="SECONDS",
+        help=f"take over a replica whose last heartbeat is this old (default {LEASE_S:g})",
+    )
     p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture, read on first start")
     p.add_argument(
         "--demo", action="store_true", help="obey the control room's demo switches (slow motion); never in production"
@@ -68,6 +88,8 @@ async def _seed_users(db: Database, path: Path) -> None:
     hashed = [(u, await asyncio.to_thread(passwords.hash_password, u["password"])) for u in users]
 
     def seed(conn) -> None:
+        if store.is_seeded(conn):  # another replica of the tier seeded it meanwhile
+            return
         for user, digest in hashed:
             store.add_user(conn, user["username"], digest, [tuple(a) for a in user["accounts"]])
         store.mark_seeded(conn)
@@ -77,18 +99,32 @@ async def _seed_users(db: Database, path: Path) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    jsonlog.configure("gateway")
     try:
+        replica_id = limits.replica_id(args.replica)
+        region = limits.region(args.region)
         addresses = dict(parse_bank_flag(v) for v in args.bank)
     except ValueError as exc:
         raise SystemExit(f"gateway: {exc}") from None
+    jsonlog.configure(replica_id)
     db = open_database(
         "gateway", args.db, Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS, store.PG_MIGRATIONS
     )
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()
-    coordinator = Coordinator(db, banks, args.twopc_timeout, args.orphan_after)
+    coordinator = Coordinator(db, banks, args.twopc_timeout, args.orphan_after, replica_id)
+    logging = LoggingInterceptor()
+    membership = Membership(
+        db,
+        coordinator,
+        replica_id,
+        args.advertise or f"{args.host}:{args.port}",
+        region,
+        in_flight=lambda: logging.in_flight,
+        on_replaced=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        lease_s=args.lease,
+    )
+    await membership.join()
     aborted = await coordinator.recover()
     if aborted:
         jsonlog.emit(Event.RECOVERED, msg=f"aborted {aborted} transactions left PREPARING by the previous run")
@@ -97,7 +133,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     def add(server) -> None:
         pb_grpc.add_GatewayServicer_to_server(
-            GatewayService(db, banks, coordinator, args.token_ttl, sessions, links), server
+            GatewayService(db, banks, coordinator, args.token_ttl, sessions, links, membership), server
         )
         pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         pb_grpc.add_DemoServicer_to_server(DemoService(coordinator, args.demo), server)
@@ -105,10 +141,15 @@ async def serve(args: argparse.Namespace) -> None:
     async def started() -> None:
         tasks.append(asyncio.create_task(coordinator.resend_forever()))
         tasks.append(asyncio.create_task(coordinator.sweep_forever()))
+        tasks.append(asyncio.create_task(membership.run()))
 
     async def stopping() -> None:
         for t in tasks:
             t.cancel()
+        try:
+            await membership.leave()
+        except Exception as exc:  # noqa: BLE001 - the store may be gone: the lease runs out instead
+            jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"leaving the tier: {type(exc).__name__}: {exc}")
         await banks.close()
         db.close()
 
@@ -119,7 +160,7 @@ async def serve(args: argparse.Namespace) -> None:
         certs_dir=args.certs,
         add_services=add,
         interceptors=[
-            LoggingInterceptor(),
+            logging,
             RoleInterceptor(ROLE_RULES),
             AuthenticationInterceptor(sessions),
         ],

@@ -35,7 +35,8 @@ from backend.gateway.auth import current_token, current_user
 from backend.gateway.banks import Banks
 from backend.gateway.coordinator import Coordinator
 from backend.gateway.links import LinkCache
-from backend.gateway.login_limiter import LoginLimiter
+from backend.gateway.login_limiter import LOCKOUT_S, MAX_FAILURES, WINDOW_S, LoginLimiter
+from backend.gateway.membership import Membership
 from backend.gateway.sessions import SessionCache
 
 # The longest a read waits for a bank, whatever the caller's deadline.
@@ -85,8 +86,10 @@ class GatewayService(pb_grpc.GatewayServicer):
         token_ttl_s: float,
         sessions: SessionCache,
         links: LinkCache,
+        membership: Membership,
     ) -> None:
         self.db = db
+        self.membership = membership
         self.sessions = sessions
         self.links = links
         self.banks = banks
@@ -144,19 +147,42 @@ class GatewayService(pb_grpc.GatewayServicer):
         note(user=username)
         peer = context.peer() or ""
         async with self.limiter.one_at_a_time(username):
-            wait_s = self.limiter.blocked_for(username, peer)
-            if wait_s > 0:
-                raise ResourceExhausted(f"too many failed logins for {username}; try again in {int(wait_s) + 1} s")
-            stored = await self.db.read(lambda c: store.password_hash(c, username))
+            # Failures of a known user are counted in the store, for the whole tier; the
+            # limiter in memory also bounds unknown names and each peer address.
+            stored, failures, locked_until = await self.db.read(lambda c: store.login_facts(c, username))
+            _refuse_if_locked(username, max(self.limiter.blocked_for(username, peer), locked_until - time.time()))
             ok = await asyncio.to_thread(passwords.verify_password, request.password, stored or passwords.dummy_hash())
             if not ok or stored is None:
                 self.limiter.failed(username, peer)
+                if stored is not None:
+                    await self.db.write(
+                        lambda c: store.login_failed(c, username, time.time(), WINDOW_S, MAX_FAILURES, LOCKOUT_S)
+                    )
                 raise Unauthenticated("wrong username or password")
             self.limiter.succeeded(username, peer)
+            if failures:
+                await self.db.write(lambda c: store.login_succeeded(c, username))
         token = secrets.token_urlsafe(32)
         expires_at = time.time() + self.token_ttl_s
         await self.sessions.add(token, username, expires_at)
         return pb.LoginResponse(token=token, expires_at_ms=int(expires_at * 1000), username=username)
+
+    async def ListGateways(self, request, context) -> pb.ListGatewaysResponse:
+        live = await self.membership.live()
+        return pb.ListGatewaysResponse(
+            gateways=[
+                pb.GatewayReplica(
+                    replica_id=r.replica_id,
+                    address=r.address,
+                    region=r.region,
+                    started_at_ms=int(r.started_at * 1000),
+                    heartbeat_at_ms=int(r.heartbeat_at * 1000),
+                    in_flight=r.in_flight,
+                )
+                for r in live
+            ],
+            answered_by=self.membership.replica_id,
+        )
 
     async def Logout(self, request, context) -> pb.LogoutResponse:
         await self.sessions.revoke(current_token())
@@ -251,6 +277,11 @@ class GatewayService(pb_grpc.GatewayServicer):
             payments=[payment_message(r) for r in rows],
             next_page_token=str(rows[-1]["seq"]) if len(rows) == size else "",
         )
+
+
+def _refuse_if_locked(username: str, wait_s: float) -> None:
+    if wait_s > 0:
+        raise ResourceExhausted(f"too many failed logins for {username}; try again in {int(wait_s) + 1} s")
 
 
 class DemoService(pb_grpc.DemoServicer):

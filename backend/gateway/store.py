@@ -79,7 +79,30 @@ CREATE TABLE IF NOT EXISTS participants (
 CREATE INDEX IF NOT EXISTS participants_unacked ON participants (txn_id) WHERE acked = 0;
 """
 
-MIGRATIONS = (SCHEMA_V1,)
+# Version 2: the gateway tier. Each payment records the replica that runs it (owner;
+# '' for payments from before replicas); replicas register and heartbeat in `gateways`;
+# failed logins are counted per user for the whole tier in `login_failures`.
+SCHEMA_V2 = """
+ALTER TABLE payments ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX payments_owner_preparing ON payments (owner, created_at) WHERE state = 'PREPARING';
+CREATE TABLE gateways (
+    replica_id TEXT PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    address TEXT NOT NULL,
+    region TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    in_flight INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE login_failures (
+    username TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    locked_until REAL NOT NULL DEFAULT 0
+);
+"""
+
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
 
 # PostgreSQL starts at today's shape; a later change is a new script on both lists.
 PG_SCHEMA_V1 = """
@@ -138,7 +161,7 @@ CREATE TABLE participants (
 CREATE INDEX participants_unacked ON participants (txn_id) WHERE acked = 0;
 """
 
-PG_MIGRATIONS = (PG_SCHEMA_V1,)
+PG_MIGRATIONS = (PG_SCHEMA_V1, SCHEMA_V2.replace("REAL", "DOUBLE PRECISION"))
 
 
 MAX_SESSIONS_PER_USER = 100
@@ -278,13 +301,13 @@ PARTICIPANTS_INSERT = {
 }
 
 
-def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
+def claim(conn: Conn, fields: PaymentFields, txn_id: str, owner: str = "") -> Claim:
     """Claim the idempotency key for a new payment, or say what it already means.
 
     The claim is a conditional write (INSERT ... ON CONFLICT DO NOTHING): where several
     gateways share one database, the one whose insert lands owns the key, and the others
     read what it recorded (PostgreSQL makes a conflicting insert wait for the first one's
-    commit, so they see its payment)."""
+    commit, so they see its payment). `owner` is the replica that runs the payment."""
     fingerprint = fields.fingerprint()
     for _ in range(CLAIM_TRIES):
         now = time.time()
@@ -300,7 +323,7 @@ def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
             continue  # released (a retryable abort) between our insert and our read: claim again
         conn.execute(
             "INSERT INTO payments (txn_id, username, idem_key, fingerprint, from_bank, from_account, to_bank, "
-            "to_account, amount_cents, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?)",
+            "to_account, amount_cents, state, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PREPARING', ?, ?)",
             (
                 txn_id,
                 fields.username,
@@ -312,6 +335,7 @@ def claim(conn: Conn, fields: PaymentFields, txn_id: str) -> Claim:
                 fields.to_account,
                 fields.amount_cents,
                 now,
+                owner,
             ),
         )
         banks = sorted({fields.from_bank, fields.to_bank})
@@ -383,15 +407,20 @@ def presume_abort(conn: Conn, txn_id: str, reason: str) -> Decision:
     return Decision(decide(conn, txn_id, Decision.ABORT, Outcome.RETRYABLE, reason)["state"])
 
 
-def preparing(conn: Conn) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT txn_id FROM payments WHERE state = 'PREPARING'").fetchall()]
-
-
-def preparing_since(conn: Conn, before: float, limit: int) -> list[str]:
-    """Transactions PREPARING since before `before` (time.time()), the oldest first."""
+def preparing(conn: Conn, owner: str) -> list[str]:
+    """The transactions `owner` left PREPARING (and those from before replicas, owner '')."""
     rows = conn.execute(
-        "SELECT txn_id FROM payments WHERE state = 'PREPARING' AND created_at < ? ORDER BY created_at LIMIT ?",
-        (before, limit),
+        "SELECT txn_id FROM payments WHERE state = 'PREPARING' AND owner IN (?, '')", (owner,)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def preparing_since(conn: Conn, owner: str, before: float, limit: int) -> list[str]:
+    """Transactions of `owner` PREPARING since before `before` (time.time()), the oldest first."""
+    rows = conn.execute(
+        "SELECT txn_id FROM payments WHERE state = 'PREPARING' AND owner IN (?, '') AND created_at < ? "
+        "ORDER BY created_at LIMIT ?",
+        (owner, before, limit),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -401,12 +430,12 @@ def ack_pairs(conn: Conn, pairs: list[tuple[str, str]]) -> None:
     conn.executemany("UPDATE participants SET acked = 1 WHERE txn_id = ? AND bank = ?", pairs)
 
 
-def unacked(conn: Conn, limit: int) -> list[tuple[str, str, Decision]]:
-    """(txn_id, bank, decision) for decisions a bank has not acknowledged yet."""
+def unacked(conn: Conn, owner: str, limit: int) -> list[tuple[str, str, Decision]]:
+    """(txn_id, bank, decision) for decisions of `owner` a bank has not acknowledged yet."""
     rows = conn.execute(
         "SELECT pa.txn_id, pa.bank, p.state FROM participants pa JOIN payments p ON p.txn_id = pa.txn_id "
-        "WHERE pa.acked = 0 AND p.state != 'PREPARING' LIMIT ?",
-        (limit,),
+        "WHERE pa.acked = 0 AND p.state != 'PREPARING' AND p.owner IN (?, '') LIMIT ?",
+        (owner, limit),
     ).fetchall()
     return [(r[0], r[1], Decision(r[2])) for r in rows]
 
@@ -441,3 +470,127 @@ def history(conn: Conn, username: str, before_seq: int, limit: int) -> list[Row]
         ).fetchall()
     merged = sorted(sent + received, key=lambda r: r["seq"], reverse=True)
     return merged[:limit]
+
+
+# ------------------------------------------------------------ the tier --
+
+
+@dataclass(frozen=True)
+class Replica:
+    replica_id: str
+    address: str
+    region: str
+    started_at: float
+    heartbeat_at: float
+    in_flight: int
+
+
+def register(conn: Conn, replica: Replica, incarnation: str) -> None:
+    """Join the tier as `replica` (a later process with the same replica_id replaces the
+    earlier: its heartbeats then find another incarnation and it stops)."""
+    conn.execute(
+        "INSERT INTO gateways (replica_id, incarnation, address, region, started_at, heartbeat_at, in_flight) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (replica_id) DO UPDATE SET incarnation = excluded.incarnation, "
+        "address = excluded.address, region = excluded.region, started_at = excluded.started_at, "
+        "heartbeat_at = excluded.heartbeat_at, in_flight = excluded.in_flight",
+        (
+            replica.replica_id,
+            incarnation,
+            replica.address,
+            replica.region,
+            replica.started_at,
+            replica.heartbeat_at,
+            replica.in_flight,
+        ),
+    )
+
+
+class Heartbeat(StrEnum):
+    RECORDED = "recorded"
+    TAKEN_OVER = "taken_over"  # our row is gone: a survivor took our work over while we were silent
+    REPLACED = "replaced"  # another process registered with our replica_id
+
+
+def heartbeat(conn: Conn, replica_id: str, incarnation: str, now: float, in_flight: int) -> Heartbeat:
+    updated = conn.execute(
+        "UPDATE gateways SET heartbeat_at = ?, in_flight = ? WHERE replica_id = ? AND incarnation = ?",
+        (now, in_flight, replica_id, incarnation),
+    ).rowcount
+    if updated:
+        return Heartbeat.RECORDED
+    row = conn.execute("SELECT 1 FROM gateways WHERE replica_id = ?", (replica_id,)).fetchone()
+    return Heartbeat.REPLACED if row else Heartbeat.TAKEN_OVER
+
+
+def leave(conn: Conn, replica_id: str, incarnation: str) -> None:
+    """A clean stop: out of the live list at once, and its lease run out, so a survivor takes
+    over what it leaves unfinished (decisions not yet acknowledged) at its next heartbeat."""
+    conn.execute(
+        "UPDATE gateways SET heartbeat_at = 0, in_flight = 0 WHERE replica_id = ? AND incarnation = ?",
+        (replica_id, incarnation),
+    )
+
+
+def replicas(conn: Conn) -> list[Replica]:
+    rows = conn.execute(
+        "SELECT replica_id, address, region, started_at, heartbeat_at, in_flight FROM gateways ORDER BY replica_id"
+    ).fetchall()
+    return [Replica(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def take_over(conn: Conn, dead: str, survivor: str, stale_before: float) -> list[tuple[str, str]] | None:
+    """Claim the work of replica `dead`, whose heartbeat is older than `stale_before`:
+    its membership row goes, and its PREPARING and unacknowledged transactions become
+    `survivor`'s. Conditional: None if it heartbeat meanwhile or another survivor was
+    first. Returns (txn_id, state) of the transactions taken."""
+    gone = conn.execute("DELETE FROM gateways WHERE replica_id = ? AND heartbeat_at < ?", (dead, stale_before)).rowcount
+    if not gone:
+        return None
+    rows = conn.execute(
+        "UPDATE payments SET owner = ? WHERE owner = ? AND (state = 'PREPARING' OR txn_id IN "
+        "(SELECT txn_id FROM participants WHERE acked = 0)) RETURNING txn_id, state",
+        (survivor, dead),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+# --------------------------------------------------------- failed logins --
+
+
+def login_facts(conn: Conn, username: str) -> tuple[str | None, int, float]:
+    """(password hash or None, failed logins counted, locked until) of a user, in one read."""
+    row = conn.execute(
+        "SELECT u.password_hash, f.failures, f.locked_until FROM users u "
+        "LEFT JOIN login_failures f ON f.username = u.username WHERE u.username = ?",
+        (username,),
+    ).fetchone()
+    if row is None:
+        return None, 0, 0.0
+    return row[0], row[1] or 0, row[2] or 0.0
+
+
+def login_failed(conn: Conn, username: str, now: float, window_s: float, max_failures: int, lockout_s: float) -> float:
+    """Count a failed login of `username` for the whole tier (one conditional upsert, so
+    replicas counting at once lose no failure); returns until when it is locked (0: not)."""
+    window_start = now - window_s
+    row = conn.execute(
+        "INSERT INTO login_failures (username, failures, first_at, locked_until) VALUES (?, 1, ?, 0) "
+        "ON CONFLICT (username) DO UPDATE SET "
+        "failures = CASE WHEN login_failures.first_at < ? THEN 1 ELSE login_failures.failures + 1 END, "
+        "first_at = CASE WHEN login_failures.first_at < ? THEN excluded.first_at ELSE login_failures.first_at END "
+        "RETURNING failures, locked_until",
+        (username, now, window_start, window_start),
+    ).fetchone()
+    if row[0] < max_failures:
+        return row[1] if row[1] > now else 0.0
+    until = now + lockout_s
+    conn.execute(
+        "UPDATE login_failures SET locked_until = ?, failures = 0, first_at = ? WHERE username = ?",
+        (until, now, username),
+    )
+    return until
+
+
+def login_succeeded(conn: Conn, username: str) -> None:
+    """Forget the user's failed logins (not a lockout in force: a lucky guess during it stays refused)."""
+    conn.execute("DELETE FROM login_failures WHERE username = ? AND locked_until < ?", (username, time.time()))

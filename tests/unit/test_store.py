@@ -71,7 +71,7 @@ def test_a_new_key_is_claimed_and_its_payment_logged_as_preparing(conn):
     row = store.payment(conn, "t1")
     assert row["state"] == Decision.PREPARING and row["outcome"] is None
     assert (row["username"], row["idem_key"], row["amount_cents"]) == ("bob", "key-1", 1250)
-    assert store.preparing(conn) == ["t1"]
+    assert store.preparing(conn, "") == ["t1"]
     assert store.claimed_source(conn, "bob", "key-1") == ("alpha", "A-1")
     banks = conn.execute("SELECT bank, acked FROM participants WHERE txn_id = 't1' ORDER BY bank").fetchall()
     assert [tuple(r) for r in banks] == [("alpha", 0), ("beta", 0)]
@@ -174,7 +174,7 @@ def test_a_decision_is_written_once_and_the_second_decide_returns_the_first(conn
     assert (second["state"], second["outcome"], second["reason"]) == (Decision.COMMIT, Outcome.SUCCEEDED, "")
     row = conn.execute("SELECT state, outcome, reason, decided_at FROM payments WHERE txn_id = 't1'").fetchone()
     assert tuple(row) == (Decision.COMMIT, Outcome.SUCCEEDED, "", decided_at)
-    assert store.preparing(conn) == []
+    assert store.preparing(conn, "") == []
 
 
 def test_a_late_retryable_abort_of_a_committed_payment_does_not_release_its_key(conn):
@@ -230,23 +230,23 @@ def test_presumed_abort_of_a_decided_transaction_answers_the_recorded_decision(c
 def test_unacked_lists_decided_pairs_until_each_bank_acknowledges(conn):
     claim(conn, pay(), "t1")
     claim(conn, pay(idem_key="key-2"), "t2")
-    assert store.unacked(conn, 100) == []  # undecided: nothing to send yet
+    assert store.unacked(conn, "", 100) == []  # undecided: nothing to send yet
     decide(conn, "t1", Decision.COMMIT, Outcome.SUCCEEDED)
-    assert sorted(store.unacked(conn, 100)) == [("t1", "alpha", Decision.COMMIT), ("t1", "beta", Decision.COMMIT)]
+    assert sorted(store.unacked(conn, "", 100)) == [("t1", "alpha", Decision.COMMIT), ("t1", "beta", Decision.COMMIT)]
     tx(conn, store.ack_pairs, [("t1", "alpha"), ("t9", "alpha"), ("t2", "beta")])  # unknown and undecided pairs too
-    assert store.unacked(conn, 100) == [("t1", "beta", Decision.COMMIT)]
+    assert store.unacked(conn, "", 100) == [("t1", "beta", Decision.COMMIT)]
     decide(conn, "t2", Decision.ABORT, Outcome.DECLINED, "no")
-    assert sorted(store.unacked(conn, 100)) == [("t1", "beta", Decision.COMMIT), ("t2", "alpha", Decision.ABORT)]
+    assert sorted(store.unacked(conn, "", 100)) == [("t1", "beta", Decision.COMMIT), ("t2", "alpha", Decision.ABORT)]
     tx(conn, store.ack_pairs, [("t1", "beta"), ("t2", "alpha")])
-    assert store.unacked(conn, 100) == []
+    assert store.unacked(conn, "", 100) == []
 
 
 def test_unacked_honours_its_limit(conn):
     for i in range(5):
         claim(conn, pay(idem_key=f"k{i}"), f"t{i}")
         decide(conn, f"t{i}", Decision.ABORT, Outcome.RETRYABLE)
-    assert len(store.unacked(conn, 3)) == 3
-    assert len(store.unacked(conn, 100)) == 10
+    assert len(store.unacked(conn, "", 3)) == 3
+    assert len(store.unacked(conn, "", 100)) == 10
 
 
 # ------------------------------------------------------------------- sessions --
