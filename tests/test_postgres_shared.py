@@ -41,6 +41,7 @@ async def test_two_gateways_on_one_database_charge_a_raced_key_once(tmp_path, ce
     (port,) = free_ports(1)
     args = list(spec.args)
     args[args.index("--port") + 1] = str(port)
+    args[args.index("--replica") + 1] = "gateway2"  # a replica of its own: one id is one process
     second = Supervisor([replace(spec, name="gateway2", port=port, args=args)])
     await second.start_all()
     try:

@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--replica",
         default="gateway",
         metavar="ID",
-        help="this replica's id in the gateway tier, unique among the replicas sharing --db (default 'gateway')",
+        help="this replica's id in the gateway tier, unique among the replicas sharing --db: a process started "
+        "with the id of a running one takes its place, and the older one stops (default 'gateway')",
     )
     p.add_argument("--region", default="local", help="the region clients prefer this replica from (default 'local')")
     p.add_argument(
