@@ -240,3 +240,28 @@ async def test_a_replica_frozen_past_its_lease_comes_back_without_contradicting_
 def pb_demo(stack: Stack, replica: str) -> pb_grpc.DemoStub:
     address = f"{stack.cfg.host}:{stack.cfg.gateway_replicas[replica]}"
     return pb_grpc.DemoStub(stack.channel(address, "operator"))
+
+
+async def test_a_bank_in_doubt_asks_a_live_replica_when_the_one_that_ran_the_payment_is_dead(tmp_path, certs_dir):
+    # A lease of a minute: no takeover here, so only the banks' questions can end the payment.
+    stack = await start_stack(
+        tmp_path,
+        certs_dir,
+        gateways=2,
+        lease_s=60.0,
+        in_doubt_after_s=1.0,
+        proc_env={"gw-1": fault_env("gateway.crash_before_decision")},
+    )
+    try:
+        gw1, alice = await stack.login("alice", replica="gw-1")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await gw1.Pay(pay_request("BankB", "B-2001", 900, **ALICE_PAYS), metadata=alice, timeout=10)
+        [begin] = [r for r in stack.log_lines("gw-1") if r.get("phase") == Phase.BEGIN]
+        await eventually(stack.settled, timeout_s=20)
+        states = await stack.assert_atomic()
+        assert states[begin["txn"]] == {"BankA": LedgerState.ABORTED, "BankB": LedgerState.ABORTED}
+        resolved = [r for r in stack.log_lines("gw-2") if r.get("txn") == begin["txn"]]
+        assert {r.get("phase") for r in resolved} >= {Phase.RESOLVED}  # gw-2 answered, presumed abort
+        assert not takeovers(stack, "gw-1")
+    finally:
+        await stack.close()
