@@ -50,6 +50,7 @@ from app.widgets.payment_story import PaymentStory
 from app.widgets.process_panel import ProcessPanel
 from app.widgets.status_bar import StatusBar
 from app.widgets.txn_panel import TxnPanel
+from backend.common.events import Event
 from backend.common.states import ProcessState
 
 TICK_S = 1.0
@@ -404,8 +405,29 @@ class StrifeApp(App):
         self.query_one(FaultsStrip).processes = message.processes
         self.query_one(LogView).processes = tuple(p.name for p in message.processes)
 
+    @shows(msg.TierChanged)
+    def _show_tier(self, message: msg.TierChanged) -> None:
+        """Shown with more than one replica: one gateway is no tier to balance over."""
+        tier = message.tier
+        self.query_one(ProcessPanel).tier = tier if len(tier.replicas) > 1 else None
+
     @shows(msg.LogReceived)
     def _show_log(self, message: msg.LogReceived) -> None:
+        record = message.record
+        if record.event == Event.TAKEOVER:
+            dead = str(record.fields.get("replica", "?"))
+            self.query_one(FaultsStrip).taken_over(dead, record.process)
+            self.notify(
+                str(record.fields.get("msg") or f"took over replica {dead}"),
+                title=f"{record.process} took over {dead}",
+                severity="warning",
+                timeout=10,
+            )
+        elif record.event == Event.TAKEN_OVER:
+            self.notify(
+                "It was silent past its lease and its work was taken over; it joined the tier again.",
+                title=f"{record.process} is back",
+            )
         self.query_one(LogView).append(message.record)
         self.stories.add_record(message.record)
         story = self._open_story()
@@ -485,21 +507,25 @@ class StrifeApp(App):
         self.request_process_action(message.action, message.process)
 
     def request_process_action(self, action: str, name: str) -> None:
-        """Do it; killing the gateway (every client's way in) asks first."""
-        if (action, name) != ("kill", "gateway"):
+        """Do it; killing the gateway (every client's way in) asks first: the one gateway, or
+        the last replica of the tier still serving (another serving replica takes its calls)."""
+        gateways = [p for p in self._processes if p.kind == "gateway"]
+        others = any(p.state == ProcessState.SERVING for p in gateways if p.name != name)
+        if action != "kill" or name not in {p.name for p in gateways} or others:
             self.run_process_action(action, name)
             return
 
         def answered(kill: bool | None) -> None:
             if kill:
-                self.run_process_action("kill", "gateway")
+                self.run_process_action("kill", name)
 
+        what = "the gateway" if len(gateways) == 1 else f"{name}, the last gateway replica serving"
         self.push_screen(
             Confirm(
-                "Kill the gateway",
-                "Take the gateway offline (SIGKILL)?",
+                f"Kill {'the gateway' if len(gateways) == 1 else name}",
+                f"Take {what} offline (SIGKILL)?",
                 "Payments in flight abort; new ones wait in the offline queue until you restart it (r).",
-                "Kill the gateway",
+                f"Kill {'the gateway' if len(gateways) == 1 else name}",
             ),
             answered,
         )

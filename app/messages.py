@@ -6,12 +6,20 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from app.model import Balances, ClientState, LogRecord, ProcessInfo, QueuedPayment, TxnRow
+from app.model import Balances, ClientState, LogRecord, ProcessInfo, QueuedPayment, Tier, TxnRow
 
 
 @dataclass
 class ProcessesChanged(Message):
     processes: tuple[ProcessInfo, ...]
+
+
+@dataclass
+class TierChanged(Message):
+    """The gateway tier: the control room's load-balancing policy, each replica's share of the
+    calls and its in-flight load (posted when it changes, at most once a second)."""
+
+    tier: Tier
 
 
 @dataclass

@@ -10,6 +10,7 @@ from backend.common.states import Decision, PaymentStatus, ProcessState
 # What the status bar's numbers are over (app.live_source.PaymentStats computes them).
 RATE_WINDOW_S = 5  # "N payments/s": committed payments per second, mean of the last 5 finished seconds
 LATENCY_WINDOW_PAYMENTS = 100  # p50/p99 of begin -> decision over the last 100 decided payments
+SHARE_WINDOW_S = 10  # a gateway replica's share of the calls: over the last 10 s
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,38 @@ class ProcessInfo:
     health: str = "UNKNOWN"  # gRPC health: "SERVING" | "NOT_SERVING" | "UNKNOWN"
     exit_code: int | None = None
     start_error: str = ""  # why its last start failed, as it said ("cannot listen on 127.0.0.1:50061: ...")
+
+
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """One gateway replica's part of the tier's work."""
+
+    name: str  # its process name, "gw-1" (the replica id it logs as)
+    region: str = ""
+    calls: int = 0  # client calls it answered over the last window_s (its rpc log lines)
+    in_flight: int | None = None  # calls it is serving, as the tier last said (ListGateways); None: not listed
+
+
+@dataclass(frozen=True)
+class Tier:
+    """The gateway tier as the control room sees it: how its own client picks a replica, and
+    each replica's share of the calls."""
+
+    policy: str  # the control room's load-balancing policy: pick_first | round_robin | least_load
+    replicas: tuple[ReplicaLoad, ...] = ()
+    window_s: int = SHARE_WINDOW_S
+
+    @property
+    def calls(self) -> int:
+        return sum(r.calls for r in self.replicas)
+
+    def share(self, name: str) -> float | None:
+        """The part of the calls of the window `name` answered (0 to 1); None before any call."""
+        total = self.calls
+        return next((r.calls / total for r in self.replicas if r.name == name), None) if total else None
+
+    def load(self, name: str) -> ReplicaLoad | None:
+        return next((r for r in self.replicas if r.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -110,6 +143,15 @@ class TxnRow:
     user: str = ""
     key: str = ""  # the payment's idempotency key, "" when the gateway's begin line did not say
     attempt: int = 1  # 2 for the second transaction seen under the same user and key (a retry), ...
+    replica: str = ""  # the gateway replica that ran it (said its begin): "gateway", "gw-2", ...
+    # Another replica that decided it or re-sent its decision: a survivor that took the work of
+    # `replica` over after its lease ran out ("" while the replica that began it finishes it).
+    taken_over_by: str = ""
+
+    @property
+    def ran_on(self) -> str:
+        """Which replica ran it, and which took it over: "gw-2", "gw-2→gw-1"."""
+        return f"{self.replica}→{self.taken_over_by}" if self.taken_over_by else self.replica
 
     @property
     def in_doubt(self) -> bool:

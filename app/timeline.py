@@ -2,8 +2,12 @@
 
 Pure: no clock, no I/O. The live source feeds it every LogRecord and posts a
 TxnChanged for each row it returns. The fields of a 2PC record are read as a
-backend.common.events.TwoPc; they come from the gateway (process "gateway") and
-from each bank (process = the bank's name). Per payment the gateway says begin
+backend.common.events.TwoPc; they come from the gateway replicas (process "gateway",
+or "gw-1", "gw-2", ... in a tier) and from each bank (process = the bank's name). A
+line about a payment is its bank's when its process is one of the payment's banks,
+else a gateway replica's: no list of replicas is needed (one may join later). The
+replica that says begin ran the payment; another replica that decides it or re-sends
+its decision took it over (its own replica's lease ran out). Per payment the gateway says begin
 (prepares go to every participant), decision and acked (with the list of banks),
 and a vote only for a bank that gave none; each bank says its own vote and
 committed/aborted. Lines from different processes may arrive in any order, so a
@@ -23,7 +27,6 @@ from app.model import BankStep, LogRecord, Participant, Story, StoryStep, Tone, 
 from backend.common.events import Event, Phase, TwoPc, Vote
 from backend.common.states import Decision
 
-GATEWAY = "gateway"
 DEFAULT_MAX_ROWS = 200
 MAX_LINES_PER_TXN = 60  # a payment's story keeps its newest lines (a bank down for long logs many resends)
 
@@ -74,20 +77,20 @@ class Timeline:
         event = TwoPc.read(record.fields) if record.event == Event.TWOPC else None
         if event is None:
             return None
-        if event.phase == Phase.BEGIN and record.process == GATEWAY:
-            return self._begin(event, record.time)
+        if event.phase == Phase.BEGIN:  # only a gateway replica begins a payment
+            return self._begin(event, record.time, record.process)
         txn = self._txns.get(event.txn)
         if txn is None:
             return None  # began before we were watching, or long evicted
         before = txn.row
-        if record.process == GATEWAY:
-            _gateway_event(txn, event)
-        else:
+        if is_bank_line(txn.row, record.process):
             _bank_event(txn, record.process, event)
+        else:
+            _gateway_event(txn, record.process, event)
         _finish_latency(txn, record.time)
         return txn.row if txn.row != before else None
 
-    def _begin(self, event: TwoPc, at: float) -> TxnRow | None:
+    def _begin(self, event: TwoPc, at: float, replica: str) -> TxnRow | None:
         if event.txn in self._txns:
             return None
         from_bank, to_bank = event.from_bank or "?", event.to_bank or "?"
@@ -112,6 +115,7 @@ class Timeline:
             user=user,
             key=key,
             attempt=attempt,
+            replica=replica,
         )
         self._txns[event.txn] = _Txn(row)
         while len(self._txns) > self.max_rows:
@@ -120,8 +124,21 @@ class Timeline:
 
 
 # ------------------------------------------------------------------ events --
-def _gateway_event(txn: _Txn, event: TwoPc) -> None:
+# What only the replica running a payment says: from another replica, it took the payment over.
+# (Any replica may answer a bank's ResolveTransaction: "resolved" is no takeover.)
+_OWNER_PHASES = (Phase.DECISION, Phase.ACKED, Phase.DECISION_UNACKED)
+
+
+def is_bank_line(row: TxnRow, process: str) -> bool:
+    """Whether `process` is one of the payment's banks (else it is a gateway replica)."""
+    return any(p.bank == process for p in row.participants)
+
+
+def _gateway_event(txn: _Txn, replica: str, event: TwoPc) -> None:
     bank = event.bank or ""
+    row = txn.row
+    if event.phase in _OWNER_PHASES and replica != row.replica and not row.taken_over_by:
+        txn.row = replace(row, taken_over_by=replica)
     if event.phase == Phase.VOTE:
         _vote(txn, bank, event)
     elif event.phase in (Phase.DECISION, Phase.RESOLVED):
@@ -244,7 +261,7 @@ def story_steps(row: TxnRow, lines: tuple[LogRecord, ...]) -> tuple[StoryStep, .
         event = TwoPc.read(record.fields) if record.event == Event.TWOPC else None
         if event is None or event.txn != row.txn_id:
             continue
-        said = _said(event, record.process == GATEWAY, row)
+        said = _said(event, not is_bank_line(row, record.process), row)
         if said is not None:
             what, tone = said
             steps.append(StoryStep(round((record.time - row.started_at) * 1000, 1), record.process, what, tone))

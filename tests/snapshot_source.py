@@ -3,7 +3,10 @@
 No processes, no network, no real clock: every scenario posts the same messages.
 The 2PC rows come from app.timeline folding fixed log lines, as in the live source.
 
-    python -m tests.snapshot_source [idle|mid_2pc|bank_offline|gateway_offline|money_lost]
+    python -m tests.snapshot_source [idle|mid_2pc|bank_offline|gateway_offline|money_lost|tier]
+
+`tier` is a gateway tier of three replicas (gw-1..gw-3, round_robin): gw-2 was killed in the
+middle of a payment and gw-1 took its work over after the lease.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from app.model import (
     LogRecord,
     ProcessInfo,
     QueuedPayment,
+    ReplicaLoad,
+    Tier,
 )
 from app.source import ClientError, ControlSource, PayOutcome
 from app.timeline import Timeline
@@ -33,7 +38,7 @@ from backend.common.money import format_cents, parse_cents
 from backend.common.states import Decision, PaymentStatus, ProcessState
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
-SCENARIOS = ("idle", "mid_2pc", "bank_offline", "gateway_offline", "money_lost")
+SCENARIOS = ("idle", "mid_2pc", "bank_offline", "gateway_offline", "money_lost", "tier")
 EXPECTED_TOTAL_CENTS = 370_000
 PASSWORDS = {"alice": "alice-demo-pw", "bob": "bob-demo-pw"}
 
@@ -43,6 +48,10 @@ ACCOUNTS = {  # after the payments of `_history`
     "BankC": [("C-3001", "carol", 60_000), ("C-3002", "alice", 27_500)],
 }
 PORTS = {"gateway": 50050, "BankA": 50051, "BankB": 50052, "BankC": 50053}
+REPLICAS = ("gw-1", "gw-2", "gw-3")  # the tier scenario's gateway replicas
+TIER_PORTS = {"gw-1": 50050, "gw-2": 50051, "gw-3": 50052, "BankA": 50053, "BankB": 50054, "BankC": 50055}
+LB_POLICY = "round_robin"
+TAKEOVER_REASON = "replica gw-2 stopped during 2PC: taken over by gw-1"
 # What the operator did, as a line in the Logs tab. No process emits it (the supervisor logs
 # nothing when it kills a child); it stays so the snapshots show an error line.
 KILLED_EVENT = "stopped"
@@ -74,14 +83,16 @@ def _payment(
     vote_b: Vote = Vote.YES,
     no_reason: str = "",
     b_down_after_vote: bool = False,
+    gateway: str = "gateway",
 ) -> list[LogRecord]:
-    """The log lines of one payment: the payer bank votes yes unless `no_reason`; the
-    payee bank votes `vote_b`; `stop_after` cuts the story short (mid-2PC)."""
+    """The log lines of one payment run by `gateway` (a replica's name in a tier): the payer
+    bank votes yes unless `no_reason`; the payee bank votes `vote_b`; `stop_after` cuts the
+    story short (mid-2PC)."""
     (bank_a, acct_a), (bank_b, acct_b) = payer.split("/"), payee.split("/")
     lines = [
         _2pc(
             t,
-            "gateway",
+            gateway,
             Phase.BEGIN,
             txn=txn,
             user=user,
@@ -99,7 +110,7 @@ def _payment(
         lines.append(
             _2pc(
                 t + 0.006,
-                "gateway",
+                gateway,
                 Phase.VOTE,
                 "warning",
                 txn=txn,
@@ -113,13 +124,13 @@ def _payment(
     else:
         lines.append(_2pc(t + 0.005, bank_b, Phase.VOTE, txn=txn, vote=Vote.YES))
         decision, reason = (Decision.ABORT, no_reason) if no_reason else (Decision.COMMIT, "")
-    lines.append(_2pc(t + 0.007, "gateway", Phase.DECISION, txn=txn, decision=decision, reason=reason or None))
-    lines.append(_2pc(t + 0.011, "gateway", Phase.ACKED, txn=txn, bank=bank_a, decision=decision))
+    lines.append(_2pc(t + 0.007, gateway, Phase.DECISION, txn=txn, decision=decision, reason=reason or None))
+    lines.append(_2pc(t + 0.011, gateway, Phase.ACKED, txn=txn, bank=bank_a, decision=decision))
     if vote_b == Vote.NONE or b_down_after_vote:
         lines.append(
             _2pc(
                 t + 0.012,
-                "gateway",
+                gateway,
                 Phase.DECISION_UNACKED,
                 "warning",
                 txn=txn,
@@ -129,12 +140,12 @@ def _payment(
             )
         )
     else:
-        lines.append(_2pc(t + 0.013, "gateway", Phase.ACKED, txn=txn, bank=bank_b, decision=decision))
+        lines.append(_2pc(t + 0.013, gateway, Phase.ACKED, txn=txn, bank=bank_b, decision=decision))
     code = "OK" if decision == Decision.COMMIT or no_reason else "UNAVAILABLE"
     lines.append(
         _log(
             t + 0.014,
-            "gateway",
+            gateway,
             Event.RPC,
             "info" if code == "OK" else "warning",
             method="/strife.Gateway/Pay",
@@ -165,13 +176,19 @@ def _history() -> list[LogRecord]:
     ]
 
 
-def _processes(down: str = "") -> tuple[ProcessInfo, ...]:
+def _kind(name: str) -> str:
+    return "gateway" if name == "gateway" or name in REPLICAS else "bank"
+
+
+def _processes(down: str = "", ports: dict[str, int] = PORTS) -> tuple[ProcessInfo, ...]:
     return tuple(
-        ProcessInfo(name, "gateway" if name == "gateway" else "bank", ProcessState.OFFLINE, port, restarts=0)
+        ProcessInfo(
+            name, _kind(name), ProcessState.OFFLINE, port, restarts=0, exit_code=-9 if name in REPLICAS else None
+        )
         if name == down
         else ProcessInfo(
             name,
-            "gateway" if name == "gateway" else "bank",
+            _kind(name),
             ProcessState.SERVING,
             port,
             pid=4101 + i,
@@ -179,7 +196,68 @@ def _processes(down: str = "") -> tuple[ProcessInfo, ...]:
             health="SERVING",
             restarts=1 if name == "BankC" else 0,
         )
-        for i, (name, port) in enumerate(PORTS.items())
+        for i, (name, port) in enumerate(ports.items())
+    )
+
+
+def _tier_records() -> list[LogRecord]:
+    """Three replicas: payments spread over them; gw-2 killed while it ran one, which gw-1
+    aborts when it takes gw-2's work over (5 s later, the lease); then gw-3 pays one."""
+    lines = [
+        _log(-754 + i * 0.2, name, Event.SERVING, address=f"127.0.0.1:{port}")
+        for i, (name, port) in enumerate(TIER_PORTS.items())
+    ]
+    lines += [
+        _log(-753 + i * 0.2, name, Event.JOINED, replica=name, address=f"127.0.0.1:{TIER_PORTS[name]}", region="local")
+        for i, name in enumerate(REPLICAS)
+    ]
+    lines.append(_log(-700, "gw-1", Event.RPC, method="/strife.Gateway/Login", user="alice", code="OK", ms=3.1))
+    lines += _payment(-600, "3f2a91c07d", "alice", "BankA/A-1001", "BankB/B-2001", 1_250, gateway="gw-1")
+    lines += _payment(
+        -420,
+        "9b41e2d6aa",
+        "erin",
+        "BankA/A-1003",
+        "BankC/C-3001",
+        40_000,
+        no_reason="insufficient funds",
+        gateway="gw-2",
+    )
+    lines += _payment(-300, "c70d55e1f2", "bob", "BankB/B-2001", "BankC/C-3002", 7_500, gateway="gw-3")
+    lines += _payment(-120, "51be08c3d4", "dave", "BankA/A-1002", "BankB/B-2002", 2_000, gateway="gw-1")
+    # gw-2 began a payment and was killed before its decision: A-1001's hold waits for the takeover.
+    lines += _payment(
+        -41, "b6e39d0f4a", "alice", "BankA/A-1001", "BankB/B-2001", 900, stop_after="payer_vote", gateway="gw-2"
+    )
+    lines.append(_log(-40.9, "gw-2", KILLED_EVENT, "error", msg="killed by the control room (SIGKILL)"))
+    taken = dict(txn="b6e39d0f4a", decision=Decision.ABORT)
+    lines += [
+        _2pc(-35, "gw-1", Phase.DECISION, reason=TAKEOVER_REASON, **taken),
+        _log(
+            -35,
+            "gw-1",
+            Event.TAKEOVER,
+            "warning",
+            replica="gw-2",
+            msg="took over replica gw-2: 1 aborted (were PREPARING), 0 decisions to re-send",
+        ),
+        _2pc(-34.99, "BankA", Phase.ABORTED, txn="b6e39d0f4a"),
+        _2pc(-34.98, "BankB", Phase.ABORTED, txn="b6e39d0f4a"),
+        _2pc(-34.98, "gw-1", Phase.ACKED, banks=["BankA", "BankB"], **taken),
+    ]
+    lines += _payment(-5, "2d7c81f5e9", "bob", "BankB/B-2001", "BankA/A-1002", 1_500, gateway="gw-3")
+    return lines
+
+
+def tier() -> Tier:
+    """What the Processes panel shows of the tier: calls answered over the last 10 s, load now."""
+    return Tier(
+        LB_POLICY,
+        (
+            ReplicaLoad("gw-1", "local", 14, 1),
+            ReplicaLoad("gw-2", "local", 0, None),
+            ReplicaLoad("gw-3", "local", 13, 0),
+        ),
     )
 
 
@@ -245,6 +323,8 @@ class SnapshotSource(ControlSource):
         records, processes, balances, outbox, rates = self._scenario()
         self._processes = processes
         post(msg.ProcessesChanged(processes))
+        if self.scenario == "tier":
+            post(msg.TierChanged(tier()))
         timeline = Timeline()
         for record in records:
             post(msg.LogReceived(record))
@@ -314,6 +394,9 @@ class SnapshotSource(ControlSource):
             return records, _processes(down="gateway"), _balances(), outbox, _rates((3, 0, 0, 0, 0, 0))
         if self.scenario == "money_lost":  # what the conservation line is there to catch
             return records, _processes(), _balances(moved={"A-1001": -100}), (), _rates()
+        if self.scenario == "tier":
+            moved = {"A-1002": 1_500, "B-2001": -1_500}
+            return _tier_records(), _processes("gw-2", TIER_PORTS), _balances(moved=moved), (), _rates((9, 8))
         return records, _processes(), _balances(), (), _rates()
 
     async def stop(self) -> None:
@@ -321,7 +404,7 @@ class SnapshotSource(ControlSource):
 
     # -- fault toggles: just change the state shown -------------------------
     def _set_state(self, name: str, **changes) -> None:
-        if name not in PORTS:
+        if name not in {p.name for p in self._processes}:
             raise ClientError("NOT_FOUND", f"no process named {name}")
         self._processes = tuple(replace(p, **changes) if p.name == name else p for p in self._processes)
         self._post(msg.ProcessesChanged(self._processes))

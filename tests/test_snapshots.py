@@ -143,3 +143,33 @@ async def test_pay_while_logged_out_is_refused_not_a_crash():
         await pilot.pause()
         assert app.is_running
         assert [n.title for n in app._notifications] == ["Payment not made (UNAUTHENTICATED)"]
+
+
+# ---------------------------------------------------------------- gateway tier --
+async def tier_settled(pilot: Pilot) -> None:
+    """The tier scenario, its takeover toast cleared (a toast expires on a clock)."""
+    await settle(pilot)
+    pilot.app.clear_notifications()
+    await pilot.pause()
+
+
+two_sizes = pytest.mark.parametrize("size", [SMALL, WIDE], ids=["80x24", "120x40"])
+
+
+@two_sizes
+def test_gateway_tier_dashboard(snap_compare, size):
+    """Three replicas, gw-2 killed and taken over by gw-1: at 120 columns the Processes panel
+    (LB policy, each replica's share of the calls and load) above the 2PC view; at 80, the 2PC
+    view, its Gw column saying which replica ran each payment (gw-2→gw-1: taken over)."""
+    assert snap_compare(make_app("tier"), terminal_size=size, run_before=tier_settled)
+
+
+async def tier_processes(pilot: Pilot) -> None:
+    await tier_settled(pilot)
+    await pilot.press("1")  # Processes, its first replica picked: at 80 columns it is above the 2PC view
+    await pilot.pause()
+
+
+@two_sizes
+def test_gateway_tier_processes_picked(snap_compare, size):
+    assert snap_compare(make_app("tier"), terminal_size=size, run_before=tier_processes)

@@ -20,6 +20,20 @@ SUBCOMMANDS = (
     ),
     ("client", "app.cli.client", "the command-line client: login, balance, pay, offline queue"),
 )
+# The control room's load balancing over the gateway tier (backend.client.balancer.POLICIES; listed
+# here so `strife` does not import the client to build its parser).
+LB_POLICIES = ("pick_first", "round_robin", "least_load")
+DEFAULT_LB = "round_robin"  # calls spread over every replica: the control room shows each one's share
+
+
+def add_control_room_arguments(p: argparse.ArgumentParser) -> None:
+    """The control room's own flags (not shared with `strife up`)."""
+    p.add_argument(
+        "--lb",
+        choices=LB_POLICIES,
+        default=DEFAULT_LB,
+        help=f"how the control room's client pane and traffic pick a gateway replica (default {DEFAULT_LB})",
+    )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -31,6 +45,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="strife", description="Strife payment gateway. With no command, opens the control room."
     )
     up.add_stack_arguments(parser)
+    add_control_room_arguments(parser)
     web.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in SUBCOMMANDS:
@@ -80,6 +95,7 @@ def command_of(argv: list[str]) -> str | None:
 
     finder = _CommandFinder(add_help=False)
     up.add_stack_arguments(finder)
+    add_control_room_arguments(finder)
     web.add_arguments(finder)
     sub = finder.add_subparsers(dest="command")
     for name, _, _ in SUBCOMMANDS:

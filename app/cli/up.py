@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from app.cli import stack_db
-from backend.common import certs, datadir, fixtures
+from backend.common import certs, datadir, fixtures, limits
+from backend.common.errors import InvalidInput
 from backend.common.states import ProcessState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 
 MAX_HELD_LINES = 100  # error lines kept while the stack starts
+MAX_GATEWAYS = 9  # replicas of the gateway tier one command starts (the control room's keys 1-9 pick them)
 
 
 def add_stack_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +27,27 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--certs", type=Path, default=Path("certs"), help="certificate directory, made if missing (default certs/)"
     )
-    p.add_argument("--port", type=int, default=50060, help="gateway port; banks take the next ports (default 50060)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=50060,
+        help="gateway port; more gateway replicas take the next ports, then the banks (default 50060)",
+    )
+    p.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"gateway replicas on one shared store, gw-1 to gw-N (1 to {MAX_GATEWAYS}; default 1: one process, "
+        "'gateway')",
+    )
+    p.add_argument(
+        "--regions",
+        default="",
+        metavar="R1,R2,...",
+        help="each replica's region, one per replica in order (default 'local' for all): clients with --region "
+        "prefer their own",
+    )
     p.add_argument(
         "--banks", type=int, default=0, metavar="N", help="run only the first N banks of the fixture file (default all)"
     )
@@ -45,16 +67,37 @@ def stack_config(args: argparse.Namespace) -> StackConfig:
         if not 1 <= args.banks <= len(names):
             raise SystemExit(f"--banks must be 1 to {len(names)} (banks in {args.fixtures})")
         names = names[: args.banks]
+    gateways = getattr(args, "gateways", 1)
+    if not 1 <= gateways <= MAX_GATEWAYS:
+        raise SystemExit(f"--gateways must be 1 to {MAX_GATEWAYS}")
     certs.ensure_certs(args.certs, ["gateway", *names])
-    return StackConfig(
+    cfg = StackConfig(
         data_dir=args.data_dir.resolve(),
         certs_dir=args.certs.resolve(),
         gateway_port=args.port,
-        bank_ports={name: args.port + 1 + i for i, name in enumerate(names)},
+        more_gateway_ports=[args.port + i for i in range(1, gateways)],
+        bank_ports={name: args.port + gateways + i for i, name in enumerate(names)},
         twopc_timeout_s=args.twopc_timeout,
         bank_fixtures=args.fixtures.resolve(),
         user_fixtures=args.users.resolve(),
     )
+    cfg.regions = regions(getattr(args, "regions", ""), list(cfg.gateway_replicas))
+    return cfg
+
+
+def regions(value: str, replicas: list[str]) -> dict[str, str]:
+    """--regions eu,us,us -> {"gw-1": "eu", "gw-2": "us", "gw-3": "us"}: one per replica, in order."""
+    if not value:
+        return {}
+    given = [part.strip() for part in value.split(",")]
+    if len(given) != len(replicas):
+        raise SystemExit(f"--regions: give one region per replica ({len(replicas)}), got {len(given)}")
+    for region in given:
+        try:
+            limits.region(region)
+        except InvalidInput as exc:
+            raise SystemExit(f"--regions: {exc}") from None
+    return dict(zip(replicas, given, strict=True))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,10 +134,15 @@ async def _up(args: argparse.Namespace) -> int:
         elif record.get("level") == "error":
             say_error(f"{record.get('process')}: {record.get('msg') or record.get('event')}")
 
+    tier = len(cfg.gateway_replicas) > 1 or bool(cfg.regions)  # a replica's line says its region
+
     def on_change(p) -> None:
         if p.state == ProcessState.SERVING and p.spec.name not in announced:
             announced.add(p.spec.name)
-            print(f"{p.spec.name:<8} serving on {cfg.host}:{p.spec.port} (pid {p.pid})", flush=True)
+            region = ""
+            if tier and p.spec.name in cfg.gateway_replicas:
+                region = f", region {cfg.regions.get(p.spec.name, 'local')}"
+            print(f"{p.spec.name:<8} serving on {cfg.host}:{p.spec.port} (pid {p.pid}){region}", flush=True)
         elif p.state == ProcessState.CRASHED:
             say_error(f"{p.spec.name:<8} exited with code {p.exit_code}")
 
@@ -115,6 +163,9 @@ async def _up(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
         held = None
         on = f" on {where}" if (where := database.describe()) else ""
+        if tier:
+            replicas = ",".join(cfg.gateway_addresses)
+            print(f"gateway tier: {len(cfg.gateway_replicas)} replicas; clients: --gateway {replicas}", flush=True)
         print(f"stack up{on}; data in {cfg.data_dir}; Ctrl-C stops it", flush=True)
         await stop.wait()
         print("stopping…", flush=True)

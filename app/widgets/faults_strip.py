@@ -1,5 +1,6 @@
 """The faults now in force, on one line above the footer on every tab: which process is
-down or frozen, since when, and the key that picks it. Hidden while every process serves."""
+down or frozen, since when, and the key that picks it (and, for a gateway replica whose
+lease ran out, which replica took its work over). Hidden while every process serves."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class FaultsStrip(Static):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._since: dict[str, tuple[ProcessState, float]] = {}  # name -> (fault, first seen at)
+        self._taken_over: dict[str, str] = {}  # replica down -> the replica that took its work over
+
+    def taken_over(self, replica: str, by: str) -> None:
+        """`by` took the work of `replica` over (said while `replica` stays down or frozen)."""
+        self._taken_over[replica] = by
+        self._show()
 
     def on_mount(self) -> None:
         self.display = False
@@ -35,6 +42,8 @@ class FaultsStrip(Static):
             name: (state, self._since[name][1] if self._since.get(name, (None,))[0] == state else self.now)
             for name, state in faults.items()
         }
+        # Back (restarted, thawed): its takeover is over; a new fault waits for a new one.
+        self._taken_over = {name: by for name, by in self._taken_over.items() if name in faults}
         self._show()
 
     def watch_now(self) -> None:
@@ -58,6 +67,8 @@ class FaultsStrip(Static):
             line.append(f"{mark} {p.name} {word}", style=style)
             line.append(f" {duration(max(0.0, self.now - since))}", style="dim")
             line.append(f" ({number})", style="bold")
+            if p.name in self._taken_over:
+                line.append(f" → {self._taken_over[p.name]} took over", style="bold yellow")
             shown += 1
         if shown:
             states = {p.state for p in self.processes}

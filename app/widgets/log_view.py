@@ -55,6 +55,7 @@ _ALL = "all"
 GATEWAY_STYLE = "bold #5fafff"
 BANK_STYLES = ("bold #d787ff", "bold #87d75f", "bold #ffaf5f", "bold #5fd7d7", "bold #ff87af", "bold #afafff")
 _BANK_NAME = re.compile(r"Bank(?:([A-Z])|(\d+))")
+REPLICA_NAME = re.compile(r"gw-\d+")  # a gateway replica of the tier (backend.supervisor): the gateway's colour
 # The control room's own calls: what it asks with the `operator` certificate (balances,
 # accounts) and its health probes (no role: open to every certificate). What the operator
 # does on purpose (slow motion) stays in view.
@@ -405,7 +406,7 @@ def is_own_call(r: LogRecord) -> bool:
 
 def process_style(process: str) -> str:
     """The process column's style: the gateway's, or a bank's by its name (stable across runs)."""
-    if process == "gateway":
+    if process == "gateway" or REPLICA_NAME.fullmatch(process):
         return GATEWAY_STYLE
     match = _BANK_NAME.fullmatch(process)
     if match and match[1]:

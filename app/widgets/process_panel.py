@@ -2,7 +2,11 @@
 
 Below the table, Kill / Freeze (Thaw) / Restart buttons act on the selected process and
 name it; a mouse or Tab + Enter presses them, k, f and r do the same from the table, and
-the number keys (the app's) pick a process by its place in the table."""
+the number keys (the app's) pick a process by its place in the table.
+
+With a tier of gateway replicas (`tier`), the title names the control room's load-balancing
+policy and two columns say, for each replica, its share of the calls over the last seconds
+and the calls it is serving now (Restarts makes room for them)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Static
 
 from app.format import duration
-from app.model import ProcessInfo
+from app.model import ProcessInfo, Tier
 from backend.common.states import ProcessState
 
 STATE_STYLE = {
@@ -31,6 +35,10 @@ STATE_STYLE = {
 }
 RUNNING = (ProcessState.STARTING, ProcessState.SERVING, ProcessState.FROZEN)
 COLUMNS = ("Process", "State", "PID", "Port", "Uptime", "Restarts", "Health")
+# With a tier: each replica's share of the calls and its load, in the room of Restarts (at 120
+# columns the panel has 66 cells; Restarts is the column a demo of the tier needs least).
+TIER_COLUMNS = ("Process", "State", "Calls", "Load", "PID", "Port", "Uptime", "Health")
+TITLE = "Processes"
 HEALTH_STYLE = {"SERVING": "green", "NOT_SERVING": "red", "UNKNOWN": "dim"}
 LEGEND = "[b]1[/b]–[b]9[/b] pick a process · [b]k[/b] kill · [b]f[/b] freeze/thaw · [b]r[/b] restart"
 SUBTITLE = "health: gRPC health service"
@@ -47,6 +55,7 @@ class ProcessPanel(Vertical):
 
     processes: reactive[tuple[ProcessInfo, ...]] = reactive(tuple, init=False)
     now: reactive[float] = reactive(0.0, init=False)
+    tier: reactive[Tier | None] = reactive(None, init=False)  # None: one gateway, no tier to show
 
     @dataclass
     class ActionRequested(Message):
@@ -57,7 +66,7 @@ class ProcessPanel(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.border_title = "Processes"
+        self.border_title = TITLE
         self.border_subtitle = SUBTITLE
 
     def compose(self) -> ComposeResult:
@@ -69,10 +78,26 @@ class ProcessPanel(Vertical):
         yield Static(LEGEND, classes="legend")
 
     def watch_processes(self) -> None:
-        databases = [p.name for p in self.processes if p.kind == DATABASE_KIND]
-        self.border_subtitle = SUBTITLE + "".join(f" · {name}: a login" for name in databases)
+        self._show_titles()
         self._render_rows()
         self._label_buttons()
+
+    def watch_tier(self) -> None:
+        self._show_titles()
+        self._render_rows()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS if self.tier is None else TIER_COLUMNS
+
+    def _show_titles(self) -> None:
+        databases = [p.name for p in self.processes if p.kind == DATABASE_KIND]
+        subtitle = SUBTITLE if self.tier is None else "load: calls in flight · health: gRPC"
+        self.border_subtitle = subtitle + "".join(f" · {name}: a login" for name in databases)
+        if self.tier is None:
+            self.border_title = TITLE
+        else:
+            self.border_title = f"{TITLE} · LB {self.tier.policy} · calls: share of {self.tier.window_s} s"
 
     def watch_now(self) -> None:
         self._render_rows()
@@ -89,14 +114,17 @@ class ProcessPanel(Vertical):
         table = self._table()
         if table is None:
             return
-        rows = {p.name: _cells(p, self.now) for p in self.processes}
-        widths = [max([len(label), *(_width(cells[i]) for cells in rows.values())]) for i, label in enumerate(COLUMNS)]
-        if widths != [c.width for c in table.ordered_columns] or list(rows) != [
-            r.key.value for r in table.ordered_rows
-        ]:
+        columns = self.columns
+        rows = {p.name: _cells(p, self.now, self.tier) for p in self.processes}
+        widths = [max([len(label), *(_width(cells[i]) for cells in rows.values())]) for i, label in enumerate(columns)]
+        if (
+            widths != [c.width for c in table.ordered_columns]
+            or list(columns) != [c.key.value for c in table.ordered_columns]
+            or list(rows) != [r.key.value for r in table.ordered_rows]
+        ):
             row = table.cursor_row
             table.clear(columns=True)
-            for label, width in zip(COLUMNS, widths, strict=True):
+            for label, width in zip(columns, widths, strict=True):
                 table.add_column(label, key=label, width=width)
             for name, cells in rows.items():
                 table.add_row(*cells, key=name)
@@ -104,7 +132,7 @@ class ProcessPanel(Vertical):
                 table.move_cursor(row=min(row, len(rows) - 1), animate=False)
             return
         for name, cells in rows.items():
-            for label, value in zip(COLUMNS, cells, strict=True):
+            for label, value in zip(columns, cells, strict=True):
                 if table.get_cell(name, label) != value:
                     table.update_cell(name, label, value)
 
@@ -168,7 +196,8 @@ def _width(value: object) -> int:
     return value.cell_len if isinstance(value, Text) else len(str(value))
 
 
-def _cells(p: ProcessInfo, now: float) -> tuple:
+def _cells(p: ProcessInfo, now: float, tier: Tier | None = None) -> tuple:
+    """The row of `p`; with a tier, its share of the calls and its load after the state."""
     uptime = "-" if p.started_at is None or p.state not in RUNNING else duration(now - p.started_at)
     if p.pid is not None:
         pid = Text(str(p.pid))
@@ -176,7 +205,7 @@ def _cells(p: ProcessInfo, now: float) -> tuple:
         pid = Text(f"exit {p.exit_code}", style="red")  # why it is down
     else:
         pid = Text("-")
-    return (
+    cells = (
         Text(p.name, style="bold"),
         Text(p.state, style=STATE_STYLE.get(p.state, "")),
         pid,
@@ -185,3 +214,17 @@ def _cells(p: ProcessInfo, now: float) -> tuple:
         Text(str(p.restarts), justify="right"),
         Text(p.health.lower().replace("_", " "), style=HEALTH_STYLE.get(p.health, "")),
     )
+    if tier is None:
+        return cells
+    return (*cells[:2], *_tier_cells(p, tier), *cells[2:5], cells[6])
+
+
+def _tier_cells(p: ProcessInfo, tier: Tier) -> tuple[Text, Text]:
+    """(share of the calls, calls in flight) of a replica; blank for a bank."""
+    load = tier.load(p.name)
+    if load is None:
+        return Text(""), Text("")
+    share = tier.share(p.name)
+    calls = Text("-" if share is None else f"{share:.0%}", justify="right", style="bold" if share else "dim")
+    in_flight = "-" if load.in_flight is None or p.state not in RUNNING else str(load.in_flight)
+    return calls, Text(in_flight, justify="right", style="" if in_flight != "-" else "dim")

@@ -9,6 +9,9 @@ reason wraps onto a second line.
 One row per payment: a retry (a new transaction under the same user and idempotency key)
 takes the place of the attempt before it, at the bottom, and says which attempt it is.
 Enter (or a click) on a row asks for that payment's story.
+
+With a tier of gateway replicas, a Gw column says which replica ran each payment ("gw-2"),
+and which took it over when that replica stopped ("gw-2→gw-1"); with one gateway it is left out.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ COLUMNS: tuple[tuple[str | Text, str], ...] = (
     ("Decision", "outcome"),
 )
 WRAPPED = "outcome"  # the one column that takes the width left and wraps
+REPLICA_COLUMN: tuple[str | Text, str] = ("Gw", "replica")  # after Txn, while payments run on replicas
+SINGLE_GATEWAY = ("", "gateway")  # what a payment's replica is without a tier
+REPLICA_PREFIX = "gw-"  # of the replicas' names (backend.supervisor), left out under COMPACT_BELOW_COLUMNS
+REPLICA_STYLE = "#5fafff"  # the gateway's colour in the Logs tab
 
 
 class TxnTable(DataTable):
@@ -180,6 +187,7 @@ class TxnPanel(Vertical):
         self._rows: OrderedDict[str, TxnRow] = OrderedDict()  # txn id -> row, the table's order
         self._shown: dict[str, str] = {}  # TxnRow.payment -> the txn id of its attempt in the table
         self._widths: dict[str, int] = {}  # column key -> width in cells, as the table has it
+        self._columns = COLUMNS  # with REPLICA_COLUMN once a payment ran on a replica of a tier
         self._laid_out_for = -1  # the panel width the columns were computed for
 
     def compose(self) -> ComposeResult:
@@ -228,7 +236,9 @@ class TxnPanel(Vertical):
         self._shown[row.payment] = row.txn_id
         known = row.txn_id in self._rows
         self._rows[row.txn_id] = row
-        cells = _cells(row, self.compact)
+        if row.replica not in SINGLE_GATEWAY and self._columns == COLUMNS:
+            self._columns = _with_replica(COLUMNS)
+        cells = self._cells(row)
         if self._needs_wider_columns(cells):
             self._rebuild()
         elif known:
@@ -255,7 +265,7 @@ class TxnPanel(Vertical):
     def _update(self, txn_id: str, cells: tuple) -> None:
         table = self.table
         if table.rows[RowKey(txn_id)].height == self._height(cells):
-            for (_, key), value in zip(COLUMNS, cells, strict=True):
+            for (_, key), value in zip(self._columns, cells, strict=True):
                 table.update_cell(txn_id, key, value)
             return
         # A row's height changes only by adding it again: add it and every later row anew.
@@ -265,7 +275,7 @@ class TxnPanel(Vertical):
         for key in later:
             table.remove_row(key)
         for key in later:
-            again = _cells(self._rows[key], self.compact)
+            again = self._cells(self._rows[key])
             table.add_row(*again, key=key, height=self._height(again))
         self._restore_cursor(cursor_key)
 
@@ -290,11 +300,12 @@ class TxnPanel(Vertical):
             return
         table = self.table
         cursor_key = self._cursor_key()
-        every = [_cells(r, self.compact) for r in self._rows.values()]
-        self._widths = _widths(every, self.size.width - table.styles.scrollbar_size_vertical, table.cell_padding)
+        every = [self._cells(r) for r in self._rows.values()]
+        total = self.size.width - table.styles.scrollbar_size_vertical
+        self._widths = _widths(every, total, table.cell_padding, self._columns)
         self._laid_out_for = self.size.width
         table.clear(columns=True)
-        for label, key in COLUMNS:
+        for label, key in self._columns:
             table.add_column(label, key=key, width=self._widths[key])
         for txn_id, cells in zip(self._rows, every, strict=True):
             table.add_row(*cells, key=txn_id, height=self._height(cells))
@@ -307,8 +318,14 @@ class TxnPanel(Vertical):
     def _needs_wider_columns(self, cells: tuple) -> bool:
         return any(
             key != WRAPPED and _width(value) > self._widths.get(key, 0)
-            for (_, key), value in zip(COLUMNS, cells, strict=True)
+            for (_, key), value in zip(self._columns, cells, strict=True)
         )
+
+    def _cells(self, row: TxnRow) -> tuple:
+        cells = _cells(row, self.compact)
+        if self._columns == COLUMNS:
+            return cells
+        return (cells[0], _replica(row, self.compact), *cells[1:])
 
     def _height(self, cells: tuple) -> int:
         """Lines the Decision cell wraps onto at its column's width."""
@@ -331,11 +348,15 @@ def _width(value: object) -> int:
     return value.cell_len if isinstance(value, Text) else len(str(value))
 
 
-def _widths(rows: list[tuple], total: int, padding: int) -> dict[str, int]:
+def _with_replica(columns: tuple[tuple[str | Text, str], ...]) -> tuple[tuple[str | Text, str], ...]:
+    return (columns[0], REPLICA_COLUMN, *columns[1:])
+
+
+def _widths(rows: list[tuple], total: int, padding: int, columns=COLUMNS) -> dict[str, int]:
     """Every column as wide as its widest cell (or label); Decision gets what is left."""
     widths = {
         key: max([_width(label), *(_width(cells[i]) for cells in rows)])
-        for i, (label, key) in enumerate(COLUMNS)
+        for i, (label, key) in enumerate(columns)
         if key != WRAPPED
     }
     used = sum(w + 2 * padding for w in widths.values())
@@ -354,6 +375,15 @@ def _cells(row: TxnRow, compact: bool) -> tuple:
         Text("…" if row.latency_ms is None else f"{row.latency_ms:.0f}", justify="right", style="dim"),
         _outcome(row),
     )
+
+
+def _replica(row: TxnRow, compact: bool) -> Text:
+    """Which replica ran the payment: "gw-2", "gw-2→gw-1" when gw-1 took it over; compact, the
+    replicas' numbers: "2", "2→1"."""
+    ran = row.ran_on
+    if compact:
+        ran = ran.replace(REPLICA_PREFIX, "")
+    return Text(ran, style=REPLICA_STYLE + (" bold" if row.taken_over_by else ""))
 
 
 def _side(account: str, step: BankStep | None, style: str, compact: bool) -> Text:

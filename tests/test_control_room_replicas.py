@@ -1,0 +1,148 @@
+"""The control room over a gateway tier: each replica a process row, the LB policy, each
+replica's share of the calls and its load, takeovers, and which replica ran each payment.
+
+The first tests use the fixed SnapshotSource (tier scenario) and pure pieces; the last ones
+drive a real stack of three replicas with Textual's Pilot."""
+
+from __future__ import annotations
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from app.app import StrifeApp
+from app.messages import TierChanged
+from app.model import LogRecord, ReplicaLoad, Tier
+from app.timeline import Timeline
+from app.widgets.confirm import Confirm
+from app.widgets.faults_strip import FaultsStrip
+from app.widgets.process_panel import ProcessPanel
+from app.widgets.txn_panel import TxnPanel
+from backend.common.events import Event, Phase
+from backend.common.states import Decision, ProcessState
+from tests.snapshot_source import NOW, SnapshotSource, fixed_clock
+
+WIDE = (120, 40)
+
+pytestmark = pytest.mark.usefixtures("fixed_environment")
+
+
+def _2pc(t: float, process: str, phase: Phase, **fields) -> LogRecord:
+    return LogRecord(NOW + t, process, "info", Event.TWOPC, {"phase": phase, **fields})
+
+
+def _begin(t: float, replica: str, txn: str) -> LogRecord:
+    return _2pc(
+        t,
+        replica,
+        Phase.BEGIN,
+        txn=txn,
+        user="alice",
+        amount_cents=100,
+        from_bank="BankA",
+        from_account="A-1001",
+        to_bank="BankB",
+        to_account="B-2001",
+    )
+
+
+# ----------------------------------------------------------------- timeline --
+def test_the_replica_that_began_a_payment_ran_it_and_its_lines_count_as_the_gateways():
+    timeline = Timeline()
+    row = timeline.apply(_begin(0, "gw-2", "t1"))
+    assert row is not None and row.replica == "gw-2" and row.ran_on == "gw-2"
+    timeline.apply(_2pc(0.01, "BankA", Phase.VOTE, txn="t1", vote="YES"))
+    timeline.apply(_2pc(0.01, "BankB", Phase.VOTE, txn="t1", vote="YES"))
+    row = timeline.apply(_2pc(0.02, "gw-2", Phase.DECISION, txn="t1", decision=Decision.COMMIT))
+    assert row is not None and row.decision == Decision.COMMIT and not row.taken_over_by
+    row = timeline.apply(_2pc(0.03, "gw-2", Phase.ACKED, txn="t1", banks=["BankA", "BankB"], decision="COMMIT"))
+    assert row is not None and row.latency_ms == 30.0
+
+
+def test_a_decision_from_another_replica_is_a_takeover_and_an_answer_to_a_bank_is_not():
+    timeline = Timeline()
+    timeline.apply(_begin(0, "gw-2", "t1"))
+    timeline.apply(_2pc(0.01, "BankA", Phase.VOTE, txn="t1", vote="YES"))
+    row = timeline.apply(_2pc(1, "gw-3", Phase.RESOLVED, txn="t1", decision="ABORT"))  # a bank asked gw-3
+    assert row is not None and row.taken_over_by == "" and row.decision == Decision.ABORT
+    timeline.apply(_begin(2, "gw-2", "t2"))
+    row = timeline.apply(_2pc(7, "gw-1", Phase.DECISION, txn="t2", decision="ABORT", reason="taken over"))
+    assert row is not None and row.taken_over_by == "gw-1" and row.ran_on == "gw-2→gw-1"
+    assert row.decision == Decision.ABORT and row.reason == "taken over"
+
+
+# ------------------------------------------------------------------- panels --
+def make_app(scenario: str = "tier") -> StrifeApp:
+    app = StrifeApp(SnapshotSource(scenario), clock=fixed_clock)
+    app.animation_level = "none"
+    return app
+
+
+async def settled(pilot: Pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_each_replica_is_a_process_row_with_its_share_of_the_calls_and_its_load():
+    app = make_app()
+    async with app.run_test(size=WIDE) as pilot:
+        await settled(pilot)
+        panel = app.query_one(ProcessPanel)
+        assert [p.name for p in panel.processes][:3] == ["gw-1", "gw-2", "gw-3"]
+        assert "LB round_robin" in str(panel.border_title)
+        table = panel.query_one(DataTable)
+        assert [str(c.label) for c in table.ordered_columns][:4] == ["Process", "State", "Calls", "Load"]
+        assert [str(table.get_cell(name, "Calls")) for name in ("gw-1", "gw-2", "gw-3", "BankA")] == [
+            "52%",
+            "0%",
+            "48%",
+            "",
+        ]
+        assert [str(table.get_cell(name, "Load")) for name in ("gw-1", "gw-2", "gw-3")] == ["1", "-", "0"]
+
+
+async def test_one_gateway_shows_no_tier_columns():
+    app = make_app("idle")
+    async with app.run_test(size=WIDE) as pilot:
+        await settled(pilot)
+        panel = app.query_one(ProcessPanel)
+        assert panel.tier is None and str(panel.border_title) == "Processes"
+        app.post_message(TierChanged(Tier("pick_first", (ReplicaLoad("gateway"),))))
+        await pilot.pause()
+        assert panel.tier is None  # one replica: nothing to balance
+
+
+async def test_the_2pc_rows_say_which_replica_ran_each_payment_and_which_took_one_over():
+    app = make_app()
+    async with app.run_test(size=WIDE) as pilot:
+        await settled(pilot)
+        table = app.query_one(TxnPanel).table
+        assert [str(c.label) for c in table.ordered_columns][:2] == ["Txn", "Gw"]
+        assert str(table.get_cell("b6e39d0f4a", "replica")) == "gw-2→gw-1"
+        assert str(table.get_cell("2d7c81f5e9", "replica")) == "gw-3"
+
+
+async def test_a_takeover_is_a_notification_and_a_faults_strip_line():
+    app = make_app()
+    async with app.run_test(size=WIDE) as pilot:
+        await settled(pilot)
+        assert ("gw-1 took over gw-2", "warning") in [(n.title, n.severity) for n in app._notifications]
+        strip = app.query_one(FaultsStrip)
+        assert strip.display and "gw-2 killed" in str(strip.render()) and "→ gw-1 took over" in str(strip.render())
+        await pilot.press("2", "r")  # restart gw-2: back, its takeover is over
+        await settled(pilot)
+        assert not strip.display
+
+
+async def test_killing_a_replica_asks_first_only_when_it_is_the_last_one_serving():
+    app = make_app()
+    async with app.run_test(size=WIDE) as pilot:
+        await settled(pilot)
+        await pilot.press("3", "k")  # gw-3: gw-1 still serves
+        await settled(pilot)
+        assert not isinstance(app.screen, Confirm)
+        states = {p.name: p.state for p in app.query_one(ProcessPanel).processes}
+        assert states["gw-3"] == ProcessState.OFFLINE
+        await pilot.press("1", "k")  # gw-1, the last replica serving: asks
+        await settled(pilot)
+        assert isinstance(app.screen, Confirm)
