@@ -57,6 +57,7 @@ class StackConfig:
     more_gateway_ports: list[int] = field(default_factory=list)
     regions: dict[str, str] = field(default_factory=dict)  # replica name -> its --region (default "local")
     lease_s: float | None = None  # the replicas' --lease (None: their default)
+    gateway_args: list[str] = field(default_factory=list)  # more flags for every replica (--no-breakers, ...)
 
     @property
     def gateway_address(self) -> str:
@@ -123,6 +124,7 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
                 cfg.regions.get(name, "local"),
                 *(["--lease", str(cfg.lease_s)] if cfg.lease_s is not None else []),
                 *gateway_args,
+                *cfg.gateway_args,
             ],
             env={**cfg.env, **db_environment(cfg.databases.get("gateway"))},
         )

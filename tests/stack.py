@@ -269,3 +269,45 @@ def processes_naming(text: str) -> list[int]:
         if text in cmdline and not exited(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+@dataclass(frozen=True)
+class Details:
+    """What a refusal's google.rpc status details say (backend/common/status_details.py)."""
+
+    reason: str  # ErrorInfo.reason
+    domain: str
+    retry_after_s: float | None  # RetryInfo, if any
+    fields: tuple[str, ...]  # BadRequest field violations, if any
+
+
+def details_of(exc: grpc.aio.AioRpcError) -> Details:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(exc)
+    assert status is not None, f"no status details on {exc.code().name}: {exc.details()}"
+    reason, domain, retry, fields = "", "", None, ()
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain = info.reason, info.domain
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            delay = error_details_pb2.RetryInfo()
+            detail.Unpack(delay)
+            retry = delay.retry_delay.seconds + delay.retry_delay.nanos / 1e9
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = tuple(v.field for v in bad.field_violations)
+    return Details(reason, domain, retry, fields)
+
+
+async def refusal(call) -> tuple[grpc.StatusCode, Details]:
+    """The status code and details of a call that must be refused."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), details_of(exc)
+    raise AssertionError("the call was not refused")

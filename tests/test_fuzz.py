@@ -144,6 +144,7 @@ GATEWAY_REQUESTS = {
     ),
     "GetPayment": fields(payment_id=TEXT).map(lambda kw: pb.GetPaymentRequest(**kw)),
     "ListPayments": fields(page_size=INT32, page_token=PAGE_TOKEN).map(lambda kw: pb.ListPaymentsRequest(**kw)),
+    "ListGateways": st.just(pb.ListGatewaysRequest()),
 }
 
 LEG = fields(account_id=TEXT, delta_cents=INT64).map(lambda kw: pb.Leg(**kw))

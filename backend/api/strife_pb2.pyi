@@ -63,6 +63,60 @@ roles: _descriptor.FieldDescriptor
 ANONYMOUS_FIELD_NUMBER: _ClassVar[int]
 anonymous: _descriptor.FieldDescriptor
 
+class Errors(_message.Message):
+    __slots__ = ()
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ERROR_REASON_UNSPECIFIED: _ClassVar[Errors.Reason]
+        INVALID_FIELD: _ClassVar[Errors.Reason]
+        TOKEN_MISSING: _ClassVar[Errors.Reason]
+        TOKEN_INVALID: _ClassVar[Errors.Reason]
+        WRONG_CREDENTIALS: _ClassVar[Errors.Reason]
+        NOT_YOUR_ACCOUNT: _ClassVar[Errors.Reason]
+        ROLE_NOT_ALLOWED: _ClassVar[Errors.Reason]
+        UNKNOWN_BANK: _ClassVar[Errors.Reason]
+        UNKNOWN_ACCOUNT: _ClassVar[Errors.Reason]
+        UNKNOWN_PAYMENT: _ClassVar[Errors.Reason]
+        USERNAME_TAKEN: _ClassVar[Errors.Reason]
+        ACCOUNT_ALREADY_LINKED: _ClassVar[Errors.Reason]
+        IDEMPOTENCY_KEY_REUSED: _ClassVar[Errors.Reason]
+        DEMO_DISABLED: _ClassVar[Errors.Reason]
+        IDEMPOTENCY_KEY_IN_FLIGHT: _ClassVar[Errors.Reason]
+        BANK_UNAVAILABLE: _ClassVar[Errors.Reason]
+        BREAKER_OPEN: _ClassVar[Errors.Reason]
+        STORE_UNAVAILABLE: _ClassVar[Errors.Reason]
+        DEADLINE_TOO_SHORT: _ClassVar[Errors.Reason]
+        BANK_TIMEOUT: _ClassVar[Errors.Reason]
+        LOGIN_LOCKED: _ClassVar[Errors.Reason]
+        TOO_MANY_STREAMS: _ClassVar[Errors.Reason]
+        INSUFFICIENT_FUNDS: _ClassVar[Errors.Reason]
+        INTERNAL_ERROR: _ClassVar[Errors.Reason]
+    ERROR_REASON_UNSPECIFIED: Errors.Reason
+    INVALID_FIELD: Errors.Reason
+    TOKEN_MISSING: Errors.Reason
+    TOKEN_INVALID: Errors.Reason
+    WRONG_CREDENTIALS: Errors.Reason
+    NOT_YOUR_ACCOUNT: Errors.Reason
+    ROLE_NOT_ALLOWED: Errors.Reason
+    UNKNOWN_BANK: Errors.Reason
+    UNKNOWN_ACCOUNT: Errors.Reason
+    UNKNOWN_PAYMENT: Errors.Reason
+    USERNAME_TAKEN: Errors.Reason
+    ACCOUNT_ALREADY_LINKED: Errors.Reason
+    IDEMPOTENCY_KEY_REUSED: Errors.Reason
+    DEMO_DISABLED: Errors.Reason
+    IDEMPOTENCY_KEY_IN_FLIGHT: Errors.Reason
+    BANK_UNAVAILABLE: Errors.Reason
+    BREAKER_OPEN: Errors.Reason
+    STORE_UNAVAILABLE: Errors.Reason
+    DEADLINE_TOO_SHORT: Errors.Reason
+    BANK_TIMEOUT: Errors.Reason
+    LOGIN_LOCKED: Errors.Reason
+    TOO_MANY_STREAMS: Errors.Reason
+    INSUFFICIENT_FUNDS: Errors.Reason
+    INTERNAL_ERROR: Errors.Reason
+    def __init__(self) -> None: ...
+
 class AccountRef(_message.Message):
     __slots__ = ("bank", "account_id")
     BANK_FIELD_NUMBER: _ClassVar[int]
@@ -161,7 +215,7 @@ class PayRequest(_message.Message):
     def __init__(self, idempotency_key: _Optional[str] = ..., to: _Optional[_Union[AccountRef, _Mapping]] = ..., amount_cents: _Optional[int] = ..., **kwargs) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "idempotency_key", "to", "amount_cents", "status", "reason", "created_at_ms", "username")
+    __slots__ = ("payment_id", "idempotency_key", "to", "amount_cents", "status", "reason", "created_at_ms", "username", "decline_reason")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     FROM_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +225,7 @@ class Payment(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
+    DECLINE_REASON_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     idempotency_key: str
     to: AccountRef
@@ -179,7 +234,8 @@ class Payment(_message.Message):
     reason: str
     created_at_ms: int
     username: str
-    def __init__(self, payment_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., to: _Optional[_Union[AccountRef, _Mapping]] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., username: _Optional[str] = ..., **kwargs) -> None: ...
+    decline_reason: Errors.Reason
+    def __init__(self, payment_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., to: _Optional[_Union[AccountRef, _Mapping]] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., username: _Optional[str] = ..., decline_reason: _Optional[_Union[Errors.Reason, str]] = ..., **kwargs) -> None: ...
 
 class GetPaymentRequest(_message.Message):
     __slots__ = ("payment_id",)

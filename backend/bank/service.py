@@ -24,15 +24,15 @@ def _parse_prepare(request: pb.PrepareRequest) -> tuple[str, list[tuple[str, int
     """(txn_id, legs) of a well-formed prepare; raises InvalidInput otherwise."""
     txn_id = limits.txn_id(request.txn_id)
     if not 1 <= len(request.legs) <= limits.MAX_LEGS:
-        raise InvalidInput(f"a transaction has 1 to {limits.MAX_LEGS} legs")
+        raise InvalidInput(f"a transaction has 1 to {limits.MAX_LEGS} legs", field="legs")
     legs = []
     for leg in request.legs:
-        limits.account(leg.account_id)
+        limits.account(leg.account_id, "legs.account_id")
         if leg.delta_cents == 0 or abs(leg.delta_cents) > limits.MAX_AMOUNT_CENTS:
-            raise InvalidInput(f"bad delta_cents {leg.delta_cents}")
+            raise InvalidInput(f"bad delta_cents {leg.delta_cents}", field="legs.delta_cents")
         legs.append((leg.account_id, leg.delta_cents))
     if len({a for a, _ in legs}) != len(legs):
-        raise InvalidInput("each account may appear in one leg only")
+        raise InvalidInput("each account may appear in one leg only", field="legs")
     return txn_id, legs
 
 
@@ -40,13 +40,13 @@ def _parse_decision(item: pb.DecisionItem) -> tuple[str, bool]:
     """(txn_id, commit?) of a well-formed decision; raises InvalidInput otherwise."""
     txn_id = limits.txn_id(item.txn_id)
     if item.decision not in (pb.COMMIT, pb.ABORT):
-        raise InvalidInput(f"transaction {txn_id}: decision must be COMMIT or ABORT")
+        raise InvalidInput(f"transaction {txn_id}: decision must be COMMIT or ABORT", field="decision")
     return txn_id, item.decision == pb.COMMIT
 
 
 def _batch_size(count: int, what: str) -> None:
     if not 1 <= count <= limits.MAX_BATCH:
-        raise InvalidInput(f"a batch has 1 to {limits.MAX_BATCH} {what}")
+        raise InvalidInput(f"a batch has 1 to {limits.MAX_BATCH} {what}", field=what)
 
 
 def _apply_decision(conn, txn_id: str, commit: bool) -> bool | ledger.LedgerError:
@@ -69,10 +69,10 @@ class BankService(pb_grpc.BankServicer):
         self.db = db
 
     async def PrepareBatch(self, request: pb.PrepareBatchRequest, context) -> pb.PrepareBatchResponse:
-        _batch_size(len(request.prepares), "transactions")
+        _batch_size(len(request.prepares), "prepares")
         parsed = [_parse_prepare(p) for p in request.prepares]
         if len({txn_id for txn_id, _ in parsed}) != len(parsed):
-            raise InvalidInput("a transaction appears twice in the batch")
+            raise InvalidInput("a transaction appears twice in the batch", field="prepares")
         note(txns=len(parsed))
         # One write for the whole batch (one future, one wake-up), not one per transaction.
         votes = await self.db.write(lambda c: [ledger.prepare(c, txn_id, legs) for txn_id, legs in parsed])

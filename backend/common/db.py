@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from backend.api import strife_pb2 as pb
 from backend.common.errors import Unavailable
 from backend.common.limits import MAX_BATCH
 
@@ -227,7 +228,7 @@ class Database:
             try:
                 self._writer = self.engine.connect()
             except CannotOpen as exc:
-                raise Unavailable(f"the database is unreachable: {exc}") from None
+                raise Unavailable(f"the database is unreachable: {exc}", reason=pb.Errors.STORE_UNAVAILABLE) from None
         return self._writer
 
     def _commit(self, batch: list) -> None:
@@ -321,7 +322,9 @@ class Database:
             return self.engine.read(fn)
         except Exception as exc:
             if self.engine.lost(exc):
-                raise Unavailable("the database is unreachable: nothing was read; retry") from None
+                raise Unavailable(
+                    "the database is unreachable: nothing was read; retry", reason=pb.Errors.STORE_UNAVAILABLE
+                ) from None
             raise
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 
 from backend.api import strife_pb2 as pb
-from backend.common import events, jsonlog, tls
+from backend.common import events, jsonlog, status_details, tls
 from backend.common.errors import DomainError, InvalidInput, PermissionDenied
 from backend.common.events import Event
 
@@ -97,7 +97,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request, context)
                 except DomainError as exc:
                     code = exc.code
-                    await context.abort(code, str(exc))
+                    message = str(exc)
+                    await context.abort(code, message, status_details.trailing_metadata(exc, message))
                 except asyncio.CancelledError:
                     code = grpc.StatusCode.CANCELLED
                     raise
@@ -109,7 +110,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                         jsonlog.emit(
                             Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:]
                         )
-                        await context.abort(code, "internal error: the server logged it; try again later")
+                        message = "internal error: the server logged it; try again later"
+                        await context.abort(code, message, status_details.trailing_metadata(DomainError(), message))
                     raise
                 finally:
                     self.in_flight -= 1
@@ -184,7 +186,8 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
                 if role not in allowed:
                     raise PermissionDenied(
                         f"{method} is not allowed for a certificate with role {role or 'unknown'!r}; "
-                        f"allowed: {', '.join(sorted(allowed))}"
+                        f"allowed: {', '.join(sorted(allowed))}",
+                        reason=pb.Errors.ROLE_NOT_ALLOWED,
                     )
                 return await inner(request, context)
 

@@ -32,71 +32,75 @@ def _show(value: str) -> str:
     return repr(value[:40] + ("…" if len(value) > 40 else ""))
 
 
-def username(value: str) -> str:
+def username(value: str, field: str = "username") -> str:
     if not USERNAME_RE.match(value):
         raise InvalidInput(
-            f"bad username {_show(value)}: use 3-32 characters, lowercase letters, digits, '_', '.', '-'"
+            f"bad username {_show(value)}: use 3-32 characters, lowercase letters, digits, '_', '.', '-'",
+            field=field,
         )
     return value
 
 
-def password(value: str) -> str:
+def password(value: str, field: str = "password") -> str:
     if not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
-        raise InvalidInput(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long")
+        raise InvalidInput(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long", field=field)
     return value
 
 
-def bank(value: str) -> str:
+def bank(value: str, field: str = "bank") -> str:
     if not BANK_RE.match(value):
-        raise InvalidInput(f"bad bank name {_show(value)}: use 1-32 letters, digits, '_', '.', '-'")
+        raise InvalidInput(f"bad bank name {_show(value)}: use 1-32 letters, digits, '_', '.', '-'", field=field)
     return value
 
 
-def account(value: str) -> str:
+def account(value: str, field: str = "account_id") -> str:
     if not ACCOUNT_RE.match(value):
-        raise InvalidInput(f"bad account id {_show(value)}: use 1-64 letters, digits, '_', '.', '-'")
+        raise InvalidInput(f"bad account id {_show(value)}: use 1-64 letters, digits, '_', '.', '-'", field=field)
     return value
 
 
-def replica_id(value: str) -> str:
+def replica_id(value: str, field: str = "replica") -> str:
     if not NAME_RE.match(value):
-        raise InvalidInput(f"bad replica id {_show(value)}: use 1-64 letters, digits, '_', '.', ':', '-'")
+        raise InvalidInput(f"bad replica id {_show(value)}: use 1-64 letters, digits, '_', '.', ':', '-'", field=field)
     return value
 
 
-def region(value: str) -> str:
+def region(value: str, field: str = "region") -> str:
     if not NAME_RE.match(value):
-        raise InvalidInput(f"bad region {_show(value)}: use 1-64 letters, digits, '_', '.', ':', '-'")
+        raise InvalidInput(f"bad region {_show(value)}: use 1-64 letters, digits, '_', '.', ':', '-'", field=field)
     return value
 
 
-def txn_id(value: str) -> str:
+def txn_id(value: str, field: str = "payment_id") -> str:
     if not TXN_RE.match(value):
-        raise InvalidInput(f"bad transaction id {_show(value)}")
+        raise InvalidInput(f"bad transaction id {_show(value)}", field=field)
     return value
 
 
-def idempotency_key(value: str) -> str:
+def idempotency_key(value: str, field: str = "idempotency_key") -> str:
     if not value:
-        raise InvalidInput("idempotency_key is required: send a fresh UUID with each new payment")
+        raise InvalidInput("idempotency_key is required: send a fresh UUID with each new payment", field=field)
     if not KEY_RE.match(value):
         raise InvalidInput(
-            f"bad idempotency_key: use 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces"
+            f"bad idempotency_key: use 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces",
+            field=field,
         )
     return value
 
 
-def amount_cents(value: int) -> int:
+def amount_cents(value: int, field: str = "amount_cents") -> int:
     if value <= 0:
-        raise InvalidInput(f"amount must be positive, got {value} cents")
+        raise InvalidInput(f"amount must be positive, got {value} cents", field=field)
     if value > MAX_AMOUNT_CENTS:
-        raise InvalidInput(f"amount {value} cents is over the limit of {MAX_AMOUNT_CENTS} cents per payment")
+        raise InvalidInput(
+            f"amount {value} cents is over the limit of {MAX_AMOUNT_CENTS} cents per payment", field=field
+        )
     return value
 
 
-def slow_motion_ms(value: int) -> int:
+def slow_motion_ms(value: int, field: str = "pause_ms") -> int:
     if not 0 <= value <= MAX_SLOW_MOTION_MS:
-        raise InvalidInput(f"pause_ms must be 0 (off) to {MAX_SLOW_MOTION_MS}, got {value}")
+        raise InvalidInput(f"pause_ms must be 0 (off) to {MAX_SLOW_MOTION_MS}, got {value}", field=field)
     return value
 
 
@@ -104,5 +108,5 @@ def page_size(value: int, default: int = 20, maximum: int = MAX_PAGE_SIZE) -> in
     if value == 0:
         return default
     if not 1 <= value <= maximum:
-        raise InvalidInput(f"page_size must be 1 to {maximum}, got {value}")
+        raise InvalidInput(f"page_size must be 1 to {maximum}, got {value}", field="page_size")
     return value

@@ -57,7 +57,7 @@ class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
             async def behavior(request, context):
                 token = _bearer(context)
                 if not token:
-                    raise Unauthenticated("missing token: log in first")
+                    raise Unauthenticated("missing token: log in first", reason=pb.Errors.TOKEN_MISSING)
                 username = None
                 if len(token) <= MAX_TOKEN_CHARS:
                     username = await self.sessions.user_for(token)

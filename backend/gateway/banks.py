@@ -75,6 +75,10 @@ class Banks:
     def stub(self, name: str) -> pb_grpc.BankStub:
         return self._stubs[name]
 
+    @property
+    def channels(self) -> dict[str, grpc.aio.Channel]:
+        return dict(self._channels)
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()

@@ -38,6 +38,7 @@ from backend.common.events import Event, Phase, TwoPc, Vote
 from backend.common.states import Decision, Outcome
 from backend.gateway import store
 from backend.gateway.banks import Banks
+from backend.gateway.breaker import Breakers
 
 DECISION_SEND_TIMEOUT_S = 2.0
 RESEND_INTERVAL_S = 0.5
@@ -84,8 +85,10 @@ class Coordinator:
         timeout_s: float,
         orphan_after_s: float = ORPHAN_AFTER_S,
         replica_id: str = "gateway",
+        breakers: Breakers | None = None,
     ) -> None:
         self.db = db
+        self.breakers = breakers  # None: no circuit breakers
         self.replica_id = replica_id  # the owner of the payments this process runs (gateway tier)
         self.banks = banks
         self.timeout_s = timeout_s
@@ -116,7 +119,24 @@ class Coordinator:
             self._running.discard(txn_id)
 
     async def _run(self, txn_id: str, fields: store.PaymentFields, vote_timeout_s: float) -> Result:
-        claim = await self.db.write(lambda c: store.claim(c, fields, txn_id, self.replica_id))
+        banks = sorted({fields.from_bank, fields.to_bank})
+        refused = self.breakers.refuse(banks) if self.breakers is not None else None
+        if refused is not None:
+            # A bank's breaker is open: nothing goes to it, and a free key stays free. A key
+            # that already means something still answers what it means.
+            claim = await self.db.read(lambda c: store.existing_claim(c, fields))
+            if claim is None:
+                bank, retry_after_s = refused
+                raise Unavailable(
+                    f"payment not made: {bank} is failing (its circuit breaker is open); "
+                    f"retry in {retry_after_s:.1f} s with the same idempotency key",
+                    reason=pb.Errors.BREAKER_OPEN,
+                    retry_after_s=retry_after_s,
+                )
+        else:
+            claim = await self.db.write(lambda c: store.claim(c, fields, txn_id, self.replica_id))
+            if claim.kind != store.ClaimKind.NEW and self.breakers is not None:
+                self.breakers.release(banks)
         if claim.kind == store.ClaimKind.CONFLICT:
             assert claim.row is not None
             raise FailedPrecondition(
@@ -143,6 +163,9 @@ class Coordinator:
         ).emit()
         await self._slow_motion()
         votes = await self._prepare_all(txn_id, _legs(fields), vote_timeout_s)
+        if self.breakers is not None:
+            for v in votes:
+                self.breakers.record(v.bank, v.answer == Answer.VOTED, v.reason or v.answer)
         faults.crash("gateway.crash_before_decision")
         await self._slow_motion()
         decision, outcome, reason = decide(votes)
@@ -155,7 +178,6 @@ class Coordinator:
         # Wait for the banks that voted (an abort must release their holds before a
         # retry); one that never answered may be hung: tell it in the background.
         answered = {v.bank for v in votes if v.answer == Answer.VOTED}
-        banks = sorted({fields.from_bank, fields.to_bank})
         now = [b for b in banks if b in answered]
         later = [b for b in banks if b not in answered]  # only after an abort: a commit had every vote
         if later:

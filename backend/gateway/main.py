@@ -17,6 +17,7 @@ from backend.common.serve import add_db_argument, open_database, run_server
 from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
+from backend.gateway.breaker import BreakerConfig, Breakers
 from backend.gateway.coordinator import ORPHAN_AFTER_S, Coordinator
 from backend.gateway.links import LinkCache
 from backend.gateway.membership import LEASE_S, Membership
@@ -75,6 +76,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"take over a replica whose last heartbeat is this old (default {LEASE_S:g})",
     )
+    defaults = BreakerConfig()
+    p.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=defaults.failures,
+        metavar="N",
+        help=f"a bank's circuit breaker opens after N failed calls in a row (default {defaults.failures})",
+    )
+    p.add_argument(
+        "--breaker-failure-rate",
+        type=float,
+        default=defaults.failure_rate,
+        metavar="SHARE",
+        help=f"... or when this share of the calls in the window failed (default {defaults.failure_rate:g})",
+    )
+    p.add_argument(
+        "--breaker-window",
+        type=float,
+        default=defaults.window_s,
+        metavar="SECONDS",
+        help=f"the window of that share, counted once it holds {defaults.min_calls} calls "
+        f"(default {defaults.window_s:g})",
+    )
+    p.add_argument(
+        "--breaker-cooldown",
+        type=float,
+        default=defaults.cooldown_s,
+        metavar="SECONDS",
+        help=f"an open breaker lets one payment probe the bank after this long, doubled after each failed "
+        f"probe (default {defaults.cooldown_s:g})",
+    )
+    p.add_argument("--no-breakers", action="store_true", help="no circuit breakers: every payment tries its banks")
     p.add_argument("--users", type=Path, default=fixtures.DEFAULT_USERS, help="demo users fixture, read on first start")
     p.add_argument(
         "--demo", action="store_true", help="obey the control room's demo switches (slow motion); never in production"
@@ -113,7 +146,10 @@ async def serve(args: argparse.Namespace) -> None:
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
     banks.open()
-    coordinator = Coordinator(db, banks, args.twopc_timeout, args.orphan_after, replica_id)
+    breakers = None
+    if not args.no_breakers:
+        breakers = Breakers(list(addresses), breaker_config(args))
+    coordinator = Coordinator(db, banks, args.twopc_timeout, args.orphan_after, replica_id, breakers)
     logging = LoggingInterceptor()
     membership = Membership(
         db,
@@ -143,6 +179,8 @@ async def serve(args: argparse.Namespace) -> None:
         tasks.append(asyncio.create_task(coordinator.resend_forever()))
         tasks.append(asyncio.create_task(coordinator.sweep_forever()))
         tasks.append(asyncio.create_task(membership.run()))
+        if breakers is not None:
+            tasks.append(asyncio.create_task(breakers.watch_health(banks.channels)))
 
     async def stopping() -> None:
         for t in tasks:
@@ -169,6 +207,21 @@ async def serve(args: argparse.Namespace) -> None:
         on_stopping=stopping,
         watch_stdin=args.watch_stdin,
     )
+
+
+def breaker_config(args: argparse.Namespace) -> BreakerConfig:
+    config = BreakerConfig(
+        failures=args.breaker_failures,
+        failure_rate=args.breaker_failure_rate,
+        window_s=args.breaker_window,
+        cooldown_s=args.breaker_cooldown,
+    )
+    if config.failures < 1 or not 0 < config.failure_rate <= 1 or config.window_s <= 0 or config.cooldown_s <= 0:
+        raise SystemExit(
+            "gateway: --breaker-failures must be at least 1, --breaker-failure-rate in (0, 1], "
+            "--breaker-window and --breaker-cooldown above 0"
+        )
+    return config
 
 
 def main(args: argparse.Namespace) -> None:

@@ -59,6 +59,10 @@ def payment_message(row) -> pb.Payment:
         amount_cents=row["amount_cents"],
         status=_STATUS.get(row["outcome"], pb.PAYMENT_STATUS_UNSPECIFIED),
         reason=row["reason"],
+        # the one business reason a bank declines for (an unknown account is NOT_FOUND, not a decline)
+        decline_reason=pb.Errors.INSUFFICIENT_FUNDS
+        if row["outcome"] == Outcome.DECLINED
+        else pb.Errors.ERROR_REASON_UNSPECIFIED,
         created_at_ms=int(row["created_at"] * 1000),
         **{"from": pb.AccountRef(bank=row["from_bank"], account_id=row["from_account"])},
         to=pb.AccountRef(bank=row["to_bank"], account_id=row["to_account"]),
@@ -73,7 +77,9 @@ def time_left_s(context: grpc.aio.ServicerContext, most_s: float) -> float:
         return most_s
     left = min(most_s, remaining - REPLY_MARGIN_S)
     if left <= 0:
-        raise DeadlineExceeded("the call's deadline passed before the gateway could ask the banks")
+        raise DeadlineExceeded(
+            "the call's deadline passed before the gateway could ask the banks", reason=pb.Errors.DEADLINE_TOO_SHORT
+        )
     return left
 
 
@@ -106,17 +112,18 @@ class GatewayService(pb_grpc.GatewayServicer):
         async with asyncio.timeout(timeout_s), turn:
             return await getattr(self.banks.stub(bank), method)(request, timeout=timeout_s)
 
-    def _known_bank(self, value: str) -> str:
-        bank = limits.bank(value)
+    def _known_bank(self, value: str, field: str = "bank") -> str:
+        bank = limits.bank(value, field)
         if bank not in self.banks:
-            raise NotFound(f"unknown bank {bank}")
+            raise NotFound(f"unknown bank {bank}", reason=pb.Errors.UNKNOWN_BANK)
         return bank
 
     async def _own_account(self, context, ref: pb.AccountRef, username: str) -> tuple[str, str]:
-        """Check that `ref` exists at a known bank and that the bank says `username` owns it."""
-        bank = limits.bank(ref.bank)
-        account_id = limits.account(ref.account_id)
-        self._known_bank(bank)
+        """Check that `ref` (the request's `account`) exists at a known bank and that the bank
+        says `username` owns it."""
+        bank = limits.bank(ref.bank, "account.bank")
+        account_id = limits.account(ref.account_id, "account.account_id")
+        self._known_bank(bank, "account.bank")
         try:
             answer = await self._bank_read(
                 context, bank, "ValidateAccount", pb.ValidateAccountRequest(account_id=account_id)
@@ -158,7 +165,7 @@ class GatewayService(pb_grpc.GatewayServicer):
                     await self.db.write(
                         lambda c: store.login_failed(c, username, time.time(), WINDOW_S, MAX_FAILURES, LOCKOUT_S)
                     )
-                raise Unauthenticated("wrong username or password")
+                raise Unauthenticated("wrong username or password", reason=pb.Errors.WRONG_CREDENTIALS)
             self.limiter.succeeded(username, peer)
             if failures:
                 await self.db.write(lambda c: store.login_succeeded(c, username))
@@ -219,12 +226,12 @@ class GatewayService(pb_grpc.GatewayServicer):
         key = limits.idempotency_key(request.idempotency_key)
         amount = limits.amount_cents(request.amount_cents)
         from_bank, from_account = payer or await self._default_payer(user, key)
-        to_bank = limits.bank(request.to.bank)
-        to_account = limits.account(request.to.account_id)
-        self._known_bank(from_bank)
-        self._known_bank(to_bank)
+        to_bank = limits.bank(request.to.bank, "to.bank")
+        to_account = limits.account(request.to.account_id, "to.account_id")
+        self._known_bank(from_bank, "from.bank")
+        self._known_bank(to_bank, "to.bank")
         if (from_bank, from_account) == (to_bank, to_account):
-            raise InvalidInput("payer and payee are the same account")
+            raise InvalidInput("payer and payee are the same account", field="to")
         fields = store.PaymentFields(user, key, from_bank, from_account, to_bank, to_account, amount)
         note(amount_cents=amount)
         result = await self.coordinator.pay(fields, time_left_s(context, self.coordinator.timeout_s))
@@ -237,9 +244,12 @@ class GatewayService(pb_grpc.GatewayServicer):
         """The payer account the request names: well formed (never echo an unbounded
         string in a refusal) and the caller's own."""
         try:
-            bank, account_id = limits.bank(source.bank), limits.account(source.account_id)
+            bank, account_id = (
+                limits.bank(source.bank, "from.bank"),
+                limits.account(source.account_id, "from.account_id"),
+            )
         except InvalidInput as exc:
-            raise InvalidInput(f"from: {exc}") from None
+            raise InvalidInput(f"from: {exc}", field=exc.field) from None
         if (bank, account_id) not in await self.links.of(user):
             raise PermissionDenied(f"you can pay only from your own accounts; {account_id} at {bank} is not yours")
         return bank, account_id
@@ -251,7 +261,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         links = await self.links.of(user)
         source = links[0] if len(links) == 1 else await self.db.read(lambda c: store.claimed_source(c, user, key))
         if source is None:
-            raise InvalidInput(f"you hold {len(links)} accounts: say which one to pay from")
+            raise InvalidInput(f"you hold {len(links)} accounts: say which one to pay from", field="from")
         return source
 
     async def GetPayment(self, request, context) -> pb.Payment:
@@ -259,7 +269,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         txn_id = limits.txn_id(request.payment_id)
         row = await self.db.read(lambda c: store.visible_payment(c, txn_id, user))
         if row is None:
-            raise NotFound(f"no payment {txn_id} of yours")
+            raise NotFound(f"no payment {txn_id} of yours", reason=pb.Errors.UNKNOWN_PAYMENT)
         return payment_message(row)
 
     async def ListPayments(self, request, context) -> pb.ListPaymentsResponse:
@@ -270,7 +280,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             token = request.page_token
             # ASCII digits only ("²".isdigit() is true) and no more than an SQLite integer holds
             if not (token.isascii() and token.isdigit() and len(token) <= 19 and int(token) <= before):
-                raise InvalidInput("bad page_token: pass the one a previous page gave")
+                raise InvalidInput("bad page_token: pass the one a previous page gave", field="page_token")
             before = int(token)
         rows = await self.db.read(lambda c: store.history(c, user, before, size))
         return pb.ListPaymentsResponse(
@@ -281,7 +291,9 @@ class GatewayService(pb_grpc.GatewayServicer):
 
 def _refuse_if_locked(username: str, wait_s: float) -> None:
     if wait_s > 0:
-        raise ResourceExhausted(f"too many failed logins for {username}; try again in {int(wait_s) + 1} s")
+        raise ResourceExhausted(
+            f"too many failed logins for {username}; try again in {int(wait_s) + 1} s", retry_after_s=wait_s
+        )
 
 
 class DemoService(pb_grpc.DemoServicer):
@@ -294,7 +306,9 @@ class DemoService(pb_grpc.DemoServicer):
     async def SetSlowMotion(self, request, context) -> pb.SlowMotionResponse:
         pause_ms = limits.slow_motion_ms(request.pause_ms)
         if not self.enabled:
-            raise FailedPrecondition("slow motion is for demos: start the gateway with --demo")
+            raise FailedPrecondition(
+                "slow motion is for demos: start the gateway with --demo", reason=pb.Errors.DEMO_DISABLED
+            )
         self.coordinator.slow_motion_s = pause_ms / 1000
         jsonlog.emit(Event.SLOW_MOTION, msg=f"{pause_ms} ms between phases" if pause_ms else "off")
         return pb.SlowMotionResponse(pause_ms=pause_ms)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from backend.api import strife_pb2 as pb
 from backend.common.db import Conn, Row
 from backend.common.errors import Aborted, AlreadyExists
 from backend.common.states import Decision, Outcome
@@ -195,7 +196,9 @@ def add_link(conn: Conn, username: str, bank: str, account_id: str) -> list[tupl
     )
     row = conn.execute("SELECT username FROM links WHERE bank = ? AND account_id = ?", (bank, account_id)).fetchone()
     if row[0] != username:
-        raise AlreadyExists(f"account {account_id} at {bank} is already linked to another user")
+        raise AlreadyExists(
+            f"account {account_id} at {bank} is already linked to another user", reason=pb.Errors.ACCOUNT_ALREADY_LINKED
+        )
     return links_of(conn, username)
 
 
@@ -343,6 +346,12 @@ def claim(conn: Conn, fields: PaymentFields, txn_id: str, owner: str = "") -> Cl
         return Claim(ClaimKind.NEW)
     # Claimed and released (a retryable abort) again and again while we looked: as in flight.
     raise Aborted(f"idempotency key {fields.idem_key!r} is being used by another request: retry")
+
+
+def existing_claim(conn: Conn, fields: PaymentFields) -> Claim | None:
+    """What the key already means (a read: claims nothing), or None if it is free."""
+    row = _key_holder(conn, fields)
+    return None if row is None else _claimed(row, fields.fingerprint())
 
 
 def _key_holder(conn: Conn, fields: PaymentFields) -> Row | None:
