@@ -58,6 +58,7 @@ class StackConfig:
     regions: dict[str, str] = field(default_factory=dict)  # replica name -> its --region (default "local")
     lease_s: float | None = None  # the replicas' --lease (None: their default)
     gateway_args: list[str] = field(default_factory=list)  # more flags for every replica (--no-breakers, ...)
+    metrics: bool = False  # every process serves Prometheus metrics on a free port (its 'metrics' log event)
 
     @property
     def gateway_address(self) -> str:
@@ -97,6 +98,8 @@ class ProcSpec:
 
 def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
+    if cfg.metrics:
+        common += ["--metrics-port", "0"]
     gateway_args = [
         *common,
         "--twopc-timeout",

@@ -14,7 +14,7 @@ from backend.common import certs, fixtures, jsonlog
 from backend.common.discovery import Directory, parse_seeds
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import add_db_argument, open_database, run_server
+from backend.common.serve import add_db_argument, add_metrics_arguments, open_database, run_server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, required=True, help="port to listen on")
     p.add_argument("--data-dir", type=Path, default=Path(".strife"), help="where the ledger lives (default .strife/)")
     add_db_argument(p)
+    add_metrics_arguments(p)
     p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
     p.add_argument(
         "--fixtures", type=Path, default=fixtures.DEFAULT_BANKS, help="bank fixture file, read on first start"
@@ -81,10 +82,13 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
         certs_dir=args.certs,
         add_services=add,
+        services=("Bank",),
         interceptors=[LoggingInterceptor(), RoleInterceptor(ROLE_RULES)],
         on_started=started,
         on_stopping=stopping,
         watch_stdin=args.watch_stdin,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
 
 

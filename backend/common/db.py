@@ -22,11 +22,13 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from backend.api import strife_pb2 as pb
+from backend.common import metrics
 from backend.common.errors import Unavailable
 from backend.common.limits import MAX_BATCH
 
@@ -220,6 +222,7 @@ class Database:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+            metrics.DB_BATCH_WRITES.observe(len(batch))
             self._commit(batch)
 
     def _connected(self) -> Conn:
@@ -296,8 +299,10 @@ class Database:
                 outcomes.append((True, result))
             if not conn.in_transaction:  # a write ended the transaction (ROLLBACK): the batch is lost
                 raise BatchLost("a write ended the batch's transaction: nothing of the batch was committed")
+        started = time.perf_counter()
         try:
             conn.commit()
+            metrics.DB_COMMIT_SECONDS.observe(time.perf_counter() - started)
         except BaseException as exc:  # noqa: BLE001 - pipelined: a write's error may surface only here
             if isolated or self.engine.lost(exc):
                 raise

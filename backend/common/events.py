@@ -37,6 +37,7 @@ class Event(StrEnum):
     SLOW_MOTION = "slow_motion"  # the gateway's demo pause between phases changed
     INTERNAL_ERROR = "internal_error"  # an exception no handler expected (a bug): answered INTERNAL
     OUTPUT = "output"  # a line a child printed that is not one of ours (the supervisor wraps it)
+    METRICS = "metrics"  # where the process serves its Prometheus metrics (address)
     BREAKER = "breaker"  # a bank's circuit breaker changed state (bank, state, was, msg: why)
     JOINED = "joined"  # a gateway replica registered in the tier (replica, address, region)
     TAKEOVER = "takeover"  # a replica took over the work of one whose lease ran out (replica: the dead one)

@@ -19,7 +19,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 
 from backend.api import strife_pb2 as pb
-from backend.common import events, jsonlog, status_details, tls
+from backend.common import events, jsonlog, metrics, status_details, tls
 from backend.common.errors import DomainError, InvalidInput, PermissionDenied
 from backend.common.events import Event
 
@@ -91,6 +91,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 code = grpc.StatusCode.OK
                 self.in_flight += 1
+                metrics.RPC_IN_FLIGHT.inc()
                 try:
                     if isinstance(request, _Undecodable):
                         raise InvalidInput(f"malformed request: {str(request.error)[:200]}")
@@ -115,8 +116,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 finally:
                     self.in_flight -= 1
+                    metrics.RPC_IN_FLIGHT.dec()
                     if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                         code = context.code()
+                    metrics.RPC_SECONDS.labels(method, code.name).observe(time.perf_counter() - started)
                     events.rpc(
                         method,
                         code.name,

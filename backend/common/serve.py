@@ -19,8 +19,10 @@ from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
-from backend.common import jsonlog, tls
+from backend.api import strife_pb2 as pb
+from backend.common import jsonlog, metrics, tls
 from backend.common.db import CannotOpen, Database, SchemaTooNew
 from backend.common.events import Event
 from backend.common.limits import MAX_MESSAGE_BYTES
@@ -65,6 +67,20 @@ DB_HELP = (
 )
 
 
+def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics (text) on http://METRICS-HOST:PORT/metrics; 0 picks a free port, "
+        "logged as the 'metrics' event (default: off)",
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address the metrics endpoint listens on (default 127.0.0.1)"
+    )
+
+
 def add_db_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="sqlite", metavar="sqlite|postgresql://…", help=DB_HELP)
 
@@ -107,15 +123,23 @@ async def run_server(
     port: int,
     certs_dir: Path,
     add_services: Callable[[grpc.aio.Server], None],
+    services: Sequence[str],
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     on_started: Callable[[], Awaitable[None]] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
     watch_stdin: bool = False,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
+    """Serve until told to stop. `services`: the names (in proto/strife.proto) of the services
+    `add_services` adds, which reflection lists; with `metrics_port`, Prometheus metrics too."""
     server = grpc.aio.server(interceptors=list(interceptors), options=list(SERVER_OPTIONS))
     add_services(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Server reflection: grpcurl (with a certificate of ours) lists and describes the services.
+    names = tuple(pb.DESCRIPTOR.services_by_name[s].full_name for s in services)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     try:
         bound = server.add_secure_port(address, tls.server_credentials(certs_dir, name))
@@ -124,6 +148,12 @@ async def run_server(
     if not bound:
         refuse_start(name, f"cannot listen on {address}: the port is in use or not allowed", exit_code=2)
     await server.start()
+    if metrics_port is not None:
+        try:
+            jsonlog.emit(Event.METRICS, address=metrics.serve(metrics_port, metrics_host))
+        except OSError as exc:
+            await server.stop(grace=None)
+            refuse_start(name, f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror}", exit_code=2)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

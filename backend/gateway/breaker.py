@@ -26,7 +26,7 @@ from enum import StrEnum
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from backend.common import jsonlog
+from backend.common import jsonlog, metrics
 from backend.common.events import Event
 
 MAX_COOLDOWN_S = 30.0
@@ -155,6 +155,8 @@ class Breakers:
     def __init__(self, banks: list[str], config: BreakerConfig) -> None:
         self.config = config
         self._by_bank = {bank: Breaker(bank, config, _log_change) for bank in banks}
+        for bank in banks:
+            metrics.BREAKER_STATE.labels(bank).set(0)
 
     def __getitem__(self, bank: str) -> Breaker:
         return self._by_bank[bank]
@@ -206,6 +208,11 @@ HEALTH_INTERVAL_S = 1.0
 HEALTH_TIMEOUT_S = 0.5
 
 
+_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
 def _log_change(bank: str, before: BreakerState, after: BreakerState, why: str) -> None:
+    metrics.BREAKER_STATE.labels(bank).set(_GAUGE[after])
+    metrics.BREAKER_TRANSITIONS.labels(bank, after).inc()
     level = "warning" if after == BreakerState.OPEN else "info"
     jsonlog.emit(Event.BREAKER, level=level, bank=bank, state=after, was=before, msg=why)

@@ -24,7 +24,7 @@ from functools import partial
 import grpc
 
 from backend.api import strife_pb2 as pb
-from backend.common import faults, jsonlog
+from backend.common import faults, jsonlog, metrics
 from backend.common.db import Conn, Database, Row
 from backend.common.errors import (
     Aborted,
@@ -127,6 +127,7 @@ class Coordinator:
             claim = await self.db.read(lambda c: store.existing_claim(c, fields))
             if claim is None:
                 bank, retry_after_s = refused
+                _PAID["breaker_open"].inc()
                 raise Unavailable(
                     f"payment not made: {bank} is failing (its circuit breaker is open); "
                     f"retry in {retry_after_s:.1f} s with the same idempotency key",
@@ -134,9 +135,13 @@ class Coordinator:
                     retry_after_s=retry_after_s,
                 )
         else:
+            started = time.perf_counter()
             claim = await self.db.write(lambda c: store.claim(c, fields, txn_id, self.replica_id))
+            _PHASE["claim"].observe(time.perf_counter() - started)
             if claim.kind != store.ClaimKind.NEW and self.breakers is not None:
                 self.breakers.release(banks)
+        if claim.kind != store.ClaimKind.NEW:
+            _PAID[claim.kind].inc()
         if claim.kind == store.ClaimKind.CONFLICT:
             assert claim.row is not None
             raise FailedPrecondition(
@@ -162,14 +167,18 @@ class Coordinator:
             to_account=fields.to_account,
         ).emit()
         await self._slow_motion()
+        started = time.perf_counter()
         votes = await self._prepare_all(txn_id, _legs(fields), vote_timeout_s)
+        _PHASE["prepare"].observe(time.perf_counter() - started)
         if self.breakers is not None:
             for v in votes:
                 self.breakers.record(v.bank, v.answer == Answer.VOTED, v.reason or v.answer)
         faults.crash("gateway.crash_before_decision")
         await self._slow_motion()
         decision, outcome, reason = decide(votes)
+        started = time.perf_counter()
         row = await self.db.write(lambda c: store.decide(c, txn_id, decision, outcome, reason))
+        _PHASE["decide"].observe(time.perf_counter() - started)
         decision = Decision(row["state"])
         TwoPc(Phase.DECISION, txn_id, decision=decision, reason=row["reason"] or None).emit()
         if decision == Decision.COMMIT:
@@ -184,7 +193,10 @@ class Coordinator:
             task = asyncio.ensure_future(self._send_decision(txn_id, decision, later))
             task.add_done_callback(_retrieve)
         if now:
+            started = time.perf_counter()
             await self._send_decision(txn_id, decision, now)
+            _PHASE["send"].observe(time.perf_counter() - started)
+        _PAID[row["outcome"]].inc()
         if row["outcome"] == Outcome.RETRYABLE:
             raise not_made(votes, row["reason"])
         return Result(row, replayed=False)
@@ -368,6 +380,19 @@ class Coordinator:
         decision = await self.db.write(lambda c: store.presume_abort(c, txn_id, "in doubt at a bank: presumed abort"))
         TwoPc(Phase.RESOLVED, txn_id, decision=decision).emit()
         return decision
+
+
+# The instruments' children, looked up once (backend/common/metrics.py).
+_PHASE = {phase: metrics.TWOPC_PHASE_SECONDS.labels(phase) for phase in ("claim", "prepare", "decide", "send")}
+_PAID = {
+    Outcome.SUCCEEDED: metrics.PAYMENTS.labels("succeeded"),
+    Outcome.DECLINED: metrics.PAYMENTS.labels("declined"),
+    Outcome.RETRYABLE: metrics.PAYMENTS.labels("not_made"),
+    store.ClaimKind.REPLAY: metrics.PAYMENTS.labels("replayed"),
+    store.ClaimKind.CONFLICT: metrics.PAYMENTS.labels("key_conflict"),
+    store.ClaimKind.IN_FLIGHT: metrics.PAYMENTS.labels("key_in_flight"),
+    "breaker_open": metrics.PAYMENTS.labels("breaker_open"),
+}
 
 
 def _abort_all(conn: Conn, txn_ids: list[str], reason: str) -> None:

@@ -13,7 +13,7 @@ from backend.common import fixtures, jsonlog, limits
 from backend.common.db import Database
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import add_db_argument, open_database, run_server
+from backend.common.serve import add_db_argument, add_metrics_arguments, open_database, run_server
 from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data-dir", type=Path, default=Path(".strife"), help="where the gateway's database lives (default .strife/)"
     )
     add_db_argument(p)
+    add_metrics_arguments(p)
     p.add_argument("--certs", type=Path, default=Path("certs"), help="certificate directory (default certs/)")
     p.add_argument(
         "--bank",
@@ -198,6 +199,7 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
         certs_dir=args.certs,
         add_services=add,
+        services=("Gateway", "Coordinator", "Demo"),
         interceptors=[
             logging,
             RoleInterceptor(ROLE_RULES),
@@ -206,6 +208,8 @@ async def serve(args: argparse.Namespace) -> None:
         on_started=started,
         on_stopping=stopping,
         watch_stdin=args.watch_stdin,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
 
 
