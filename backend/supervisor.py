@@ -59,6 +59,7 @@ class StackConfig:
     lease_s: float | None = None  # the replicas' --lease (None: their default)
     gateway_args: list[str] = field(default_factory=list)  # more flags for every replica (--no-breakers, ...)
     metrics: bool = False  # every process serves Prometheus metrics on a free port (its 'metrics' log event)
+    encryption_key_file: Path | None = None  # every SQLite file encrypted under this key (SQLCipher)
 
     @property
     def gateway_address(self) -> str:
@@ -100,6 +101,8 @@ def stack_specs(cfg: StackConfig) -> list[ProcSpec]:
     common = ["--data-dir", str(cfg.data_dir), "--certs", str(cfg.certs_dir), "--host", cfg.host, "--watch-stdin"]
     if cfg.metrics:
         common += ["--metrics-port", "0"]
+    if cfg.encryption_key_file is not None:
+        common += ["--encryption-key-file", str(cfg.encryption_key_file)]
     gateway_args = [
         *common,
         "--twopc-timeout",

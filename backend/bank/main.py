@@ -52,7 +52,12 @@ async def serve(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise SystemExit(f"bank: --gateway: {exc}") from None
     db = open_database(
-        name, args.db, Path(args.data_dir) / f"bank-{name}.sqlite", ledger.MIGRATIONS, ledger.PG_MIGRATIONS
+        name,
+        args.db,
+        Path(args.data_dir) / f"bank-{name}.sqlite",
+        ledger.MIGRATIONS,
+        ledger.PG_MIGRATIONS,
+        args.encryption_key_file,
     )
     accounts = fixtures.bank_accounts(args.fixtures, name)
     if await db.write(lambda c: ledger.seed(c, accounts)):

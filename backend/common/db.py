@@ -79,12 +79,25 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+def connect(path: Path, key: bytes | None = None) -> sqlite3.Connection:
+    """A connection to the SQLite file `path`, encrypted with SQLCipher under `key` if given
+    (backend/common/encryption.py); CannotOpen if the file is not a database we can read."""
+    if key is not None:
+        from backend.common import encryption  # imports this module
+
+        conn = encryption.connect(path, key)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise CannotOpen(
+            f"{path} is not a SQLite database, or it is encrypted: give its --encryption-key-file"
+        ) from None
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.row_factory = sqlite3.Row
     return conn
 
 
@@ -135,15 +148,16 @@ class SqliteEngine:
 
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = Path(path)
+        self.key = key  # SQLCipher's, if the file is encrypted
         self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
     def connect(self) -> sqlite3.Connection:
-        return connect(self.path)
+        return connect(self.path, self.key)
 
     def begin(self, conn: sqlite3.Connection, pipelined: bool = False) -> None:
         conn.execute("BEGIN IMMEDIATE")  # in-process: nothing to pipeline
@@ -154,7 +168,7 @@ class SqliteEngine:
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._reader_lock:
             if self._reader is None:
-                self._reader = connect(self.path)
+                self._reader = connect(self.path, self.key)
             self._reader.execute("BEGIN")
             try:
                 return fn(self._reader)

@@ -22,8 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from backend.api import strife_pb2 as pb
-from backend.common import jsonlog, metrics, tls
-from backend.common.db import CannotOpen, Database, SchemaTooNew
+from backend.common import encryption, jsonlog, metrics, tls
+from backend.common.db import CannotOpen, Database, SchemaTooNew, SqliteEngine
 from backend.common.events import Event
 from backend.common.limits import MAX_MESSAGE_BYTES
 
@@ -83,16 +83,37 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_db_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default="sqlite", metavar="sqlite|postgresql://…", help=DB_HELP)
+    p.add_argument(
+        "--encryption-key-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="encrypt the SQLite file at rest with SQLCipher under the 256-bit key in FILE (64 hex digits; "
+        "strife keygen FILE makes one). The same key is needed to open it again",
+    )
 
 
 def open_database(
-    name: str, db: str, sqlite_path: Path, sqlite_migrations: Sequence[str], pg_migrations: Sequence[str]
+    name: str,
+    db: str,
+    sqlite_path: Path,
+    sqlite_migrations: Sequence[str],
+    pg_migrations: Sequence[str],
+    encryption_key_file: Path | None = None,
 ) -> Database:
-    """The server's Database on the engine `db` names (see DB_HELP); a reason it cannot be
-    opened stops the server with one line (never a traceback, never half started)."""
+    """The server's Database on the engine `db` names (see DB_HELP), a SQLite file encrypted
+    under the key in `encryption_key_file` if given; a reason it cannot be opened stops the
+    server with one line (never a traceback, never half started)."""
     try:
         if db in ("", "sqlite"):
-            return Database(sqlite_path, sqlite_migrations)
+            key = encryption.read_key(encryption_key_file) if encryption_key_file is not None else None
+            return Database(SqliteEngine(sqlite_path, key), sqlite_migrations)
+        if encryption_key_file is not None:
+            refuse_start(
+                name,
+                "--encryption-key-file is for SQLite files; PostgreSQL encrypts at rest on its server's side "
+                "(README: Encryption at rest)",
+            )
         if not db.startswith(("postgresql:", "postgres:")):
             refuse_start(name, f"--db: expected 'sqlite' or a postgresql:// URI, got {db[:80]!r}")
         try:

@@ -142,7 +142,12 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"gateway: {exc}") from None
     jsonlog.configure(replica_id)
     db = open_database(
-        "gateway", args.db, Path(args.data_dir) / "gateway.sqlite", store.MIGRATIONS, store.PG_MIGRATIONS
+        "gateway",
+        args.db,
+        Path(args.data_dir) / "gateway.sqlite",
+        store.MIGRATIONS,
+        store.PG_MIGRATIONS,
+        args.encryption_key_file,
     )
     await _seed_users(db, args.users)
     banks = Banks(addresses, args.certs, args.twopc_timeout)
