@@ -9,6 +9,7 @@ in a server's list is the outermost wrapper.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 import traceback
@@ -26,17 +27,40 @@ from backend.common.events import Event
 # Per-call facts that inner wrappers and handlers add for the logging wrapper.
 CALL: contextvars.ContextVar[dict] = contextvars.ContextVar("strife_call")
 
-Behavior = Callable[[object, grpc.aio.ServicerContext], Awaitable[object]]
+Check = Callable[[object, grpc.aio.ServicerContext], Awaitable[None]]
 
 
-def wrap_unary(handler: grpc.RpcMethodHandler | None, make: Callable[[Behavior], Behavior]):
-    if handler is None or handler.unary_unary is None:
-        return handler
-    return grpc.unary_unary_rpc_method_handler(
-        make(handler.unary_unary),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+def checked(handler: grpc.RpcMethodHandler | None, check: Check):
+    """`handler` with `check(request, context)` awaited before it runs (it raises to refuse
+    the call), for unary calls and server streams alike."""
+    if handler is None:
+        return None
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        async def unary(request, context):
+            await check(request, context)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        async def stream(request, context):
+            await check(request, context)
+            async for item in inner_stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 class _Undecodable:
@@ -80,65 +104,82 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
     in_flight = 0
 
+    @contextlib.asynccontextmanager
+    async def _call(self, method: str, request, context, unary: bool):
+        """One call's log line, metrics and error mapping, around its handler."""
+        call: dict = {}
+        CALL.set(call)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        if unary:  # a stream may last hours: it is not load
+            self.in_flight += 1
+            metrics.RPC_IN_FLIGHT.inc()
+        try:
+            if isinstance(request, _Undecodable):
+                raise InvalidInput(f"malformed request: {str(request.error)[:200]}")
+            yield call
+        except DomainError as exc:
+            code = exc.code
+            message = str(exc)
+            await context.abort(code, message, status_details.trailing_metadata(exc, message))
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = context.code()
+            if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:  # not an abort: a bug
+                code = grpc.StatusCode.INTERNAL
+                call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
+                jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
+                message = "internal error: the server logged it; try again later"
+                await context.abort(code, message, status_details.trailing_metadata(DomainError(), message))
+            raise
+        finally:
+            if unary:
+                self.in_flight -= 1
+                metrics.RPC_IN_FLIGHT.dec()
+            if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
+                code = context.code()
+            metrics.RPC_SECONDS.labels(method, code.name).observe(time.perf_counter() - started)
+            events.rpc(
+                method, code.name, round((time.perf_counter() - started) * 1000, 2), _level(method, code), **call
+            )
+
     async def intercept_service(self, continuation, details):
         method = details.method
         handler = await continuation(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
 
-        def make(inner: Behavior) -> Behavior:
-            async def behavior(request, context):
-                call: dict = {}
-                CALL.set(call)
-                started = time.perf_counter()
-                code = grpc.StatusCode.OK
-                self.in_flight += 1
-                metrics.RPC_IN_FLIGHT.inc()
-                try:
-                    if isinstance(request, _Undecodable):
-                        raise InvalidInput(f"malformed request: {str(request.error)[:200]}")
-                    return await inner(request, context)
-                except DomainError as exc:
-                    code = exc.code
-                    message = str(exc)
-                    await context.abort(code, message, status_details.trailing_metadata(exc, message))
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:
-                    code = context.code()
-                    if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:  # not an abort: a bug
-                        code = grpc.StatusCode.INTERNAL
-                        call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
-                        jsonlog.emit(
-                            Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:]
-                        )
-                        message = "internal error: the server logged it; try again later"
-                        await context.abort(code, message, status_details.trailing_metadata(DomainError(), message))
-                    raise
-                finally:
-                    self.in_flight -= 1
-                    metrics.RPC_IN_FLIGHT.dec()
-                    if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
-                        code = context.code()
-                    metrics.RPC_SECONDS.labels(method, code.name).observe(time.perf_counter() - started)
-                    events.rpc(
-                        method,
-                        code.name,
-                        round((time.perf_counter() - started) * 1000, 2),
-                        _level(method, code),
-                        **call,
-                    )
+            async def unary(request, context):
+                async with self._call(method, request, context, unary=True):
+                    return await handler.unary_unary(request, context)
                 raise AssertionError("unreachable: context.abort raises")
 
-            return behavior
+            make = grpc.unary_unary_rpc_method_handler
+            behavior: object = unary
+        elif handler.unary_stream is not None:
 
-        wrapped = wrap_unary(handler, make)
-        if wrapped is handler:  # no handler, or a streaming one
+            async def stream(request, context):
+                async with self._call(method, request, context, unary=False) as call:
+                    sent = 0
+                    try:
+                        async for item in handler.unary_stream(request, context):
+                            yield item
+                            sent += 1
+                    finally:
+                        call["sent"] = sent
+
+            make = grpc.unary_stream_rpc_method_handler
+            behavior = stream
+        else:
             return handler
         # The outermost wrapper: its deserializer is the one the server runs.
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped.unary_unary,
-            request_deserializer=_tolerant(wrapped.request_deserializer),
-            response_serializer=wrapped.response_serializer,
+        return make(
+            behavior,
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
         )
 
 
@@ -182,18 +223,14 @@ class RoleInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method.rsplit("/", 1)[-1]
 
-        def make(inner: Behavior) -> Behavior:
-            async def behavior(request, context):
-                role = tls.peer_role(context)
-                note(role=role)
-                if role not in allowed:
-                    raise PermissionDenied(
-                        f"{method} is not allowed for a certificate with role {role or 'unknown'!r}; "
-                        f"allowed: {', '.join(sorted(allowed))}",
-                        reason=pb.Errors.ROLE_NOT_ALLOWED,
-                    )
-                return await inner(request, context)
+        async def check(request, context) -> None:
+            role = tls.peer_role(context)
+            note(role=role)
+            if role not in allowed:
+                raise PermissionDenied(
+                    f"{method} is not allowed for a certificate with role {role or 'unknown'!r}; "
+                    f"allowed: {', '.join(sorted(allowed))}",
+                    reason=pb.Errors.ROLE_NOT_ALLOWED,
+                )
 
-            return behavior
-
-        return wrap_unary(handler, make)
+        return checked(handler, check)

@@ -14,7 +14,7 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.common.errors import Unauthenticated
-from backend.common.interceptors import method_options, note, wrap_unary
+from backend.common.interceptors import checked, method_options, note
 from backend.gateway.sessions import SessionCache
 
 _USER: contextvars.ContextVar[str] = contextvars.ContextVar("strife_user")
@@ -53,21 +53,17 @@ class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
         if details.method not in GATEWAY_METHODS or details.method in ANONYMOUS_METHODS:
             return handler
 
-        def make(inner):
-            async def behavior(request, context):
-                token = _bearer(context)
-                if not token:
-                    raise Unauthenticated("missing token: log in first", reason=pb.Errors.TOKEN_MISSING)
-                username = None
-                if len(token) <= MAX_TOKEN_CHARS:
-                    username = await self.sessions.user_for(token)
-                if username is None:
-                    raise Unauthenticated("invalid, expired or revoked token: log in again")
-                note(user=username)
-                _USER.set(username)
-                _TOKEN.set(token)
-                return await inner(request, context)
+        async def check(request, context) -> None:
+            token = _bearer(context)
+            if not token:
+                raise Unauthenticated("missing token: log in first", reason=pb.Errors.TOKEN_MISSING)
+            username = None
+            if len(token) <= MAX_TOKEN_CHARS:
+                username = await self.sessions.user_for(token)
+            if username is None:
+                raise Unauthenticated("invalid, expired or revoked token: log in again")
+            note(user=username)
+            _USER.set(username)
+            _TOKEN.set(token)
 
-            return behavior
-
-        return wrap_unary(handler, make)
+        return checked(handler, check)
