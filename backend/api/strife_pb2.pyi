@@ -259,6 +259,40 @@ class ListPaymentsResponse(_message.Message):
     next_page_token: str
     def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class WatchPaymentsRequest(_message.Message):
+    __slots__ = ("cursor",)
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    def __init__(self, cursor: _Optional[str] = ...) -> None: ...
+
+class PaymentEvent(_message.Message):
+    __slots__ = ("cursor", "payment_id", "kind", "reason", "at_ms", "payment")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[PaymentEvent.Kind]
+        ACCEPTED: _ClassVar[PaymentEvent.Kind]
+        COMMITTED: _ClassVar[PaymentEvent.Kind]
+        DECLINED: _ClassVar[PaymentEvent.Kind]
+        ABORTED: _ClassVar[PaymentEvent.Kind]
+    KIND_UNSPECIFIED: PaymentEvent.Kind
+    ACCEPTED: PaymentEvent.Kind
+    COMMITTED: PaymentEvent.Kind
+    DECLINED: PaymentEvent.Kind
+    ABORTED: PaymentEvent.Kind
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    payment_id: str
+    kind: PaymentEvent.Kind
+    reason: str
+    at_ms: int
+    payment: Payment
+    def __init__(self, cursor: _Optional[str] = ..., payment_id: _Optional[str] = ..., kind: _Optional[_Union[PaymentEvent.Kind, str]] = ..., reason: _Optional[str] = ..., at_ms: _Optional[int] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
 class ListGatewaysRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -79,6 +79,11 @@ class GatewayStub:
                 request_serializer=backend_dot_api_dot_strife__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=backend_dot_api_dot_strife__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.WatchPayments = channel.unary_stream(
+                '/strife.v1.Gateway/WatchPayments',
+                request_serializer=backend_dot_api_dot_strife__pb2.WatchPaymentsRequest.SerializeToString,
+                response_deserializer=backend_dot_api_dot_strife__pb2.PaymentEvent.FromString,
+                _registered_method=True)
         self.ListGateways = channel.unary_unary(
                 '/strife.v1.Gateway/ListGateways',
                 request_serializer=backend_dot_api_dot_strife__pb2.ListGatewaysRequest.SerializeToString,
@@ -142,6 +147,15 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPayments(self, request, context):
+        """The state changes of the caller's payments (the ones they send), as they happen: a
+        server stream that never ends by itself. Resumable: pass the cursor of the last event
+        received and the stream goes on from the next one, nothing missed or repeated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListGateways(self, request, context):
         """The live replicas of the gateway tier (discovery): clients and banks start from
         any one address and refresh the list from it. No login needed.
@@ -192,6 +206,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListPayments,
                     request_deserializer=backend_dot_api_dot_strife__pb2.ListPaymentsRequest.FromString,
                     response_serializer=backend_dot_api_dot_strife__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'WatchPayments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPayments,
+                    request_deserializer=backend_dot_api_dot_strife__pb2.WatchPaymentsRequest.FromString,
+                    response_serializer=backend_dot_api_dot_strife__pb2.PaymentEvent.SerializeToString,
             ),
             'ListGateways': grpc.unary_unary_rpc_method_handler(
                     servicer.ListGateways,
@@ -420,6 +439,33 @@ class Gateway:
             '/strife.v1.Gateway/ListPayments',
             backend_dot_api_dot_strife__pb2.ListPaymentsRequest.SerializeToString,
             backend_dot_api_dot_strife__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/strife.v1.Gateway/WatchPayments',
+            backend_dot_api_dot_strife__pb2.WatchPaymentsRequest.SerializeToString,
+            backend_dot_api_dot_strife__pb2.PaymentEvent.FromString,
             options,
             channel_credentials,
             insecure,

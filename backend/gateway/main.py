@@ -23,6 +23,7 @@ from backend.gateway.links import LinkCache
 from backend.gateway.membership import LEASE_S, Membership
 from backend.gateway.service import ROLE_RULES, CoordinatorService, DemoService, GatewayService
 from backend.gateway.sessions import SessionCache
+from backend.gateway.watchers import Watchers
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -173,10 +174,11 @@ async def serve(args: argparse.Namespace) -> None:
         jsonlog.emit(Event.RECOVERED, msg=f"aborted {aborted} transactions left PREPARING by the previous run")
     tasks: list[asyncio.Task] = []
     sessions, links = SessionCache(db), LinkCache(db)
+    watchers = Watchers(db)
 
     def add(server) -> None:
         pb_grpc.add_GatewayServicer_to_server(
-            GatewayService(db, banks, coordinator, args.token_ttl, sessions, links, membership), server
+            GatewayService(db, banks, coordinator, args.token_ttl, sessions, links, membership, watchers), server
         )
         pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         pb_grpc.add_DemoServicer_to_server(DemoService(coordinator, args.demo), server)
@@ -185,6 +187,7 @@ async def serve(args: argparse.Namespace) -> None:
         tasks.append(asyncio.create_task(coordinator.resend_forever()))
         tasks.append(asyncio.create_task(coordinator.sweep_forever()))
         tasks.append(asyncio.create_task(membership.run()))
+        tasks.append(asyncio.create_task(watchers.run()))
         if breakers is not None:
             tasks.append(asyncio.create_task(breakers.watch_health(banks.channels)))
 

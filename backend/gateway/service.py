@@ -8,8 +8,10 @@ the caller's remaining deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from functools import partial
 
 import grpc
 
@@ -38,6 +40,7 @@ from backend.gateway.links import LinkCache
 from backend.gateway.login_limiter import LOCKOUT_S, MAX_FAILURES, WINDOW_S, LoginLimiter
 from backend.gateway.membership import Membership
 from backend.gateway.sessions import SessionCache
+from backend.gateway.watchers import Watchers
 
 # The longest a read waits for a bank, whatever the caller's deadline.
 MAX_BANK_READ_S = 2.0
@@ -47,6 +50,8 @@ REPLY_MARGIN_S = 0.05
 # when more are queued on the gateway's one channel, refuses some with REFUSED_STREAM
 # (UNAVAILABLE): a burst of 500 Balance calls then showed a healthy bank as unreachable.
 MAX_BANK_READS = 128
+WATCH_PAGE = 200  # events a stream reads at once
+WATCH_RECHECK_S = 30.0  # a stream looks again this often even if nobody woke it
 ROLE_RULES = role_rules(*(pb.DESCRIPTOR.services_by_name[s] for s in ("Gateway", "Coordinator", "Demo")))
 _STATUS = {Outcome.SUCCEEDED: pb.SUCCEEDED, Outcome.DECLINED: pb.DECLINED, None: pb.PENDING}
 
@@ -93,8 +98,10 @@ class GatewayService(pb_grpc.GatewayServicer):
         sessions: SessionCache,
         links: LinkCache,
         membership: Membership,
+        watchers: Watchers,
     ) -> None:
         self.db = db
+        self.watchers = watchers
         self.membership = membership
         self.sessions = sessions
         self.links = links
@@ -173,6 +180,32 @@ class GatewayService(pb_grpc.GatewayServicer):
         expires_at = time.time() + self.token_ttl_s
         await self.sessions.add(token, username, expires_at)
         return pb.LoginResponse(token=token, expires_at_ms=int(expires_at * 1000), username=username)
+
+    async def WatchPayments(self, request, context):
+        user = current_user()
+        after = _watch_cursor(request.cursor)
+        finished = self.watchers.finished
+        with self.watchers.subscribe(user) as wake:
+            if after is None:  # from now on
+                after = await self.db.read(partial(store.last_position, username=user, finished=finished))
+            while True:
+                wake.clear()
+                rows = await self.db.read(
+                    partial(store.events_after, username=user, after=after, limit=WATCH_PAGE, finished=finished)
+                )
+                for row in rows:
+                    after = (row["event_xid"], row["event_id"])
+                    yield pb.PaymentEvent(
+                        cursor=f"{after[0]}.{after[1]}",
+                        payment_id=row["txn_id"],
+                        kind=_EVENT_KIND[row["event_kind"]],
+                        reason=row["event_reason"],
+                        at_ms=int(row["event_at"] * 1000),
+                        payment=payment_message(row),
+                    )
+                if len(rows) < WATCH_PAGE:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), WATCH_RECHECK_S)
 
     async def ListGateways(self, request, context) -> pb.ListGatewaysResponse:
         live = await self.membership.live()
@@ -287,6 +320,30 @@ class GatewayService(pb_grpc.GatewayServicer):
             payments=[payment_message(r) for r in rows],
             next_page_token=str(rows[-1]["seq"]) if len(rows) == size else "",
         )
+
+
+_EVENT_KIND = {
+    store.EventKind.ACCEPTED: pb.PaymentEvent.ACCEPTED,
+    store.EventKind.COMMITTED: pb.PaymentEvent.COMMITTED,
+    store.EventKind.DECLINED: pb.PaymentEvent.DECLINED,
+    store.EventKind.ABORTED: pb.PaymentEvent.ABORTED,
+}
+
+
+def _watch_cursor(cursor: str) -> store.Position | None:
+    """None for "" (from now on), (0, 0) for "0" (from the start), else the cursor's position."""
+    if not cursor:
+        return None
+    if cursor == "0":
+        return (0, 0)
+    xid, dot, event_id = cursor.partition(".")
+    if not (len(cursor) <= 64 and dot and _digits(xid) and _digits(event_id)):
+        raise InvalidInput("bad cursor: pass the cursor of an event you received, '0' or nothing", field="cursor")
+    return int(xid), int(event_id)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19
 
 
 def _refuse_if_locked(username: str, wait_s: float) -> None:

@@ -103,7 +103,25 @@ CREATE TABLE login_failures (
 );
 """
 
-MIGRATIONS = (SCHEMA_V1, SCHEMA_V2)
+# Version 3: payment events, what WatchPayments streams. Their order is (xid, id): on
+# SQLite xid is 0 and ids are given under the file's write lock, so in commit order; on
+# PostgreSQL xid is the writing transaction's id and a reader takes only rows of finished
+# transactions (events_after), so the order never changes under a reader's feet.
+SCHEMA_V3 = """
+CREATE TABLE payment_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    xid INTEGER NOT NULL DEFAULT 0,
+    username TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('ACCEPTED', 'COMMITTED', 'DECLINED', 'ABORTED')),
+    reason TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL
+);
+CREATE INDEX payment_events_user ON payment_events (username, xid, id);
+CREATE INDEX payment_events_order ON payment_events (xid, id);
+"""
+
+MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 
 # PostgreSQL starts at today's shape; a later change is a new script on both lists.
 PG_SCHEMA_V1 = """
@@ -162,7 +180,16 @@ CREATE TABLE participants (
 CREATE INDEX participants_unacked ON participants (txn_id) WHERE acked = 0;
 """
 
-PG_MIGRATIONS = (PG_SCHEMA_V1, SCHEMA_V2.replace("REAL", "DOUBLE PRECISION"))
+PG_MIGRATIONS = (
+    PG_SCHEMA_V1,
+    SCHEMA_V2.replace("REAL", "DOUBLE PRECISION"),
+    SCHEMA_V3.replace("id INTEGER PRIMARY KEY AUTOINCREMENT", "id BIGSERIAL PRIMARY KEY")
+    .replace("xid INTEGER NOT NULL DEFAULT 0", "xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)")
+    .replace("REAL", "DOUBLE PRECISION"),
+)
+
+# Only events of finished transactions, per engine (see SCHEMA_V3).
+FINISHED_EVENTS = {"sqlite": "", "postgres": "AND e.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"}
 
 
 MAX_SESSIONS_PER_USER = 100
@@ -343,6 +370,7 @@ def claim(conn: Conn, fields: PaymentFields, txn_id: str, owner: str = "") -> Cl
         )
         banks = sorted({fields.from_bank, fields.to_bank})
         conn.execute(PARTICIPANTS_INSERT[len(banks)], [v for bank in banks for v in (txn_id, bank)])
+        conn.execute(EVENT_INSERT, (fields.username, txn_id, EventKind.ACCEPTED, "", now))
         return Claim(ClaimKind.NEW)
     # Claimed and released (a retryable abort) again and again while we looked: as in flight.
     raise Aborted(f"idempotency key {fields.idem_key!r} is being used by another request: retry")
@@ -369,6 +397,53 @@ def _claimed(row: Row, fingerprint: str) -> Claim:
     if row["state"] == Decision.PREPARING:
         return Claim(ClaimKind.IN_FLIGHT, row)
     return Claim(ClaimKind.REPLAY, row)
+
+
+class EventKind(StrEnum):
+    """A payment's state change, as WatchPayments streams it (pb.PaymentEvent.Kind)."""
+
+    ACCEPTED = "ACCEPTED"
+    COMMITTED = "COMMITTED"
+    DECLINED = "DECLINED"
+    ABORTED = "ABORTED"
+
+
+_EVENT_OF = {Outcome.SUCCEEDED: EventKind.COMMITTED, Outcome.DECLINED: EventKind.DECLINED}
+_EVENT_OF[Outcome.RETRYABLE] = EventKind.ABORTED
+EVENT_INSERT = "INSERT INTO payment_events (username, txn_id, kind, reason, at) VALUES (?, ?, ?, ?, ?)"
+Position = tuple[int, int]  # (xid, id) of an event: where a stream stands
+
+
+def events_after(conn: Conn, username: str, after: Position, limit: int, finished: str) -> list[Row]:
+    """The user's events after `after`, in order, with their payments (finished: FINISHED_EVENTS[engine])."""
+    return conn.execute(
+        "SELECT e.xid AS event_xid, e.id AS event_id, e.kind AS event_kind, e.reason AS event_reason, "
+        f"e.at AS event_at, {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))} "
+        "FROM payment_events e JOIN payments p ON p.txn_id = e.txn_id "
+        f"WHERE e.username = ? AND (e.xid > ? OR (e.xid = ? AND e.id > ?)) {finished} "
+        "ORDER BY e.xid, e.id LIMIT ?",
+        (username, after[0], after[0], after[1], limit),
+    ).fetchall()
+
+
+def last_position(conn: Conn, username: str | None, finished: str) -> Position:
+    """Where the user's events (everyone's with None) end now: a stream from now starts there."""
+    mine, params = ("e.username = ?", (username,)) if username is not None else ("1 = 1", ())
+    row = conn.execute(
+        f"SELECT e.xid, e.id FROM payment_events e WHERE {mine} {finished} ORDER BY e.xid DESC, e.id DESC LIMIT 1",
+        params,
+    ).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+def users_with_events_after(conn: Conn, after: Position, limit: int, finished: str) -> list[tuple[int, int, str]]:
+    """(xid, id, username) of everyone's events after `after`, in order: whom to wake."""
+    rows = conn.execute(
+        f"SELECT e.xid, e.id, e.username FROM payment_events e WHERE (e.xid > ? OR (e.xid = ? AND e.id > ?)) "
+        f"{finished} ORDER BY e.xid, e.id LIMIT ?",
+        (after[0], after[0], after[1], limit),
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def claimed_source(conn: Conn, username: str, idem_key: str) -> tuple[str, str] | None:
@@ -398,6 +473,8 @@ def decide(conn: Conn, txn_id: str, decision: Decision, outcome: Outcome, reason
     if row is None:  # decided already (by a bank's question, or another gateway): that decision stands
         row = payment(conn, txn_id)
     assert row is not None and row["state"] != Decision.PREPARING, txn_id
+    if updated:
+        conn.execute(EVENT_INSERT, (row["username"], txn_id, _EVENT_OF[outcome], reason, time.time()))
     if updated and outcome == Outcome.RETRYABLE:  # by primary key: txn_id has no index there (a full scan each)
         conn.execute(
             "DELETE FROM idempotency_keys WHERE username = ? AND idem_key = ? AND txn_id = ?",
