@@ -14,6 +14,9 @@ from backend.common import limits, tls
 from backend.gateway.batcher import Batcher
 
 DECIDE_CALL_TIMEOUT_S = 2.0
+# The bank's reads are idempotent: gRPC retries them on UNAVAILABLE within their deadline.
+# Prepare and decide batches are not retried here (the coordinator decides what a failure means).
+READS_RETRIED = tls.retry_policy("strife.v1.Bank", ["Balance", "ValidateAccount", "ListAccounts", "ListTransactions"])
 
 
 def parse_bank_flag(value: str) -> tuple[str, str]:
@@ -62,7 +65,7 @@ class Banks:
     def open(self) -> None:
         """Create the channels; call inside the running event loop."""
         for name, address in self.addresses.items():
-            self._channels[name] = tls.secure_channel(address, self._certs_dir, "gateway")
+            self._channels[name] = tls.secure_channel(address, self._certs_dir, "gateway", READS_RETRIED)
             self._stubs[name] = pb_grpc.BankStub(self._channels[name])
             self._batches[name] = BankBatches(self._stubs[name], self._prepare_timeout_s)
 
