@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> None:
     except StackDbError as exc:
         print(f"strife: {exc}", file=sys.stderr)
         sys.exit(1)
-    source = LiveSource(cfg, database=database)
+    source = LiveSource(cfg, database=database, lb=args.lb)
     # Whatever happens to the app, no child outlives it: the children also watch
     # their stdin, and this kills them when the interpreter exits.
     atexit.register(source.kill_now)

@@ -4,6 +4,11 @@ Process states and log lines come from backend.supervisor; 2PC rows are folded
 from the log lines by app.timeline; balances are read from each bank with the
 `operator` certificate after every decision and every few seconds; health from
 the standard gRPC health service.
+
+With a tier of gateway replicas (--gateways N), the embedded client and the simulated
+traffic balance their calls over every replica (backend.client.balancer, policy `lb`),
+so a killed replica does not stop the demo; each replica's share of the calls comes from
+its rpc log lines (CallShares) and its load from ListGateways, asked once a second.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from app import messages as msg
 from app.cli.stack_db import SERVER_NAME, StackDatabase, StackDbError
 from app.model import (
     LATENCY_WINDOW_PAYMENTS,
+    SHARE_WINDOW_S,
     AccountRow,
     Balances,
     BankBalances,
@@ -34,6 +40,8 @@ from app.model import (
     LogRecord,
     ProcessInfo,
     QueuedPayment,
+    ReplicaLoad,
+    Tier,
 )
 from app.source import ClientError, ControlSource, PayOutcome
 from app.timeline import Timeline
@@ -45,7 +53,7 @@ from backend.common import datadir, fixtures, tls
 from backend.common.events import Event, Phase, TwoPc
 from backend.common.money import format_cents
 from backend.common.states import Decision, PaymentStatus, ProcessState
-from backend.supervisor import StackConfig, Supervisor, stack_specs
+from backend.supervisor import ProcessKind, StackConfig, Supervisor, stack_specs
 
 POLL_S = 2.0
 HEALTH_TIMEOUT_S = 0.5
@@ -57,6 +65,12 @@ _LOG_FIELDS = ("time", "process", "level", "event")
 
 
 IN_FLIGHT_WINDOW_S = 30.0
+TIER_POLL_S = 1.0  # ListGateways (each replica's load) this often, with more than one replica
+TIER_TIMEOUT_S = 0.5
+DEFAULT_LB = "round_robin"  # app.cli.main's default --lb
+# Not the work of the tier: discovery (every client's balancer asks it) and the control room's own
+# calls (operator polling, health probes).
+_NOT_CALLS = ("/grpc.health.v1.Health/", "/strife.v1.Gateway/ListGateways")
 
 
 def fixture_total_cents(cfg: StackConfig) -> int:
@@ -123,6 +137,41 @@ class PaymentStats:
         return math.floor(now - LATE_LINES_S) + 1 + LATE_LINES_S
 
 
+class CallShares:
+    """Calls each gateway replica answered, from its rpc log lines, per whole second over the
+    last `window_s` seconds; pure (every time is passed in). Counted: what clients and banks
+    ask; not discovery (ListGateways) nor the control room's own polling."""
+
+    def __init__(self, replicas: list[str], window_s: int = SHARE_WINDOW_S) -> None:
+        assert window_s > 0
+        self.window_s = window_s
+        self._seconds: dict[str, dict[int, int]] = {name: {} for name in replicas}
+
+    @staticmethod
+    def is_call(record: LogRecord) -> bool:
+        method = str(record.fields.get("method", ""))
+        return (
+            record.event == Event.RPC
+            and record.fields.get("role") != "operator"
+            and not any(method.startswith(prefix) for prefix in _NOT_CALLS)
+        )
+
+    def add(self, record: LogRecord) -> None:
+        seconds = self._seconds.get(record.process)
+        if seconds is None or not self.is_call(record):
+            return
+        second = int(record.time)
+        seconds[second] = seconds.get(second, 0) + 1
+        if len(seconds) > 2 * self.window_s:  # bounded: forget seconds the window has left
+            for old in [s for s in seconds if s <= second - self.window_s]:
+                del seconds[old]
+
+    def counts(self, now: float) -> dict[str, int]:
+        """Calls of each replica over the last window_s seconds (the one running included)."""
+        since = int(now) - self.window_s + 1
+        return {name: sum(n for s, n in seconds.items() if s >= since) for name, seconds in self._seconds.items()}
+
+
 # ---------------------------------------------------------------- traffic --
 TRAFFIC_MAX_PER_S = 50.0  # the fastest rate the presenter may ask for
 TRAFFIC_MAX_IN_FLIGHT = 16  # traffic payments being sent at once; a tick beyond that is skipped
@@ -179,8 +228,15 @@ class Traffic:
     Retrier per user resends the queued ones (woken at once when a process comes back),
     also after the rate went to 0, until each has a final answer."""
 
-    def __init__(self, cfg: StackConfig, post: Callable[[Message], None], rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        cfg: StackConfig,
+        post: Callable[[Message], None],
+        rng: random.Random | None = None,
+        lb: str = DEFAULT_LB,
+    ) -> None:
         self.cfg = cfg
+        self.lb = lb
         self.post = post
         self.rng = rng or random.Random()
         self.per_s = 0.0
@@ -214,7 +270,7 @@ class Traffic:
         routes = traffic_routes(people)
         for person in people:
             name = str(person["username"])
-            client = GatewayClient(self.cfg.gateway_address, self.cfg.certs_dir, self.directory / name)
+            client = gateway_client(self.cfg, self.directory / name, self.lb)
             user = TrafficUser(name, str(person["password"]), routes[name], client, Retrier(client))
             user.retrier.on_round = lambda report, user=user: self._after_round(user, report)
             session = client.session
@@ -414,9 +470,14 @@ class LiveSource(ControlSource):
     lists it in Processes (name SERVER_NAME), where kill, freeze/thaw and restart act on it."""
 
     def __init__(
-        self, cfg: StackConfig, clock: Callable[[], float] = time.time, database: StackDatabase | None = None
+        self,
+        cfg: StackConfig,
+        clock: Callable[[], float] = time.time,
+        database: StackDatabase | None = None,
+        lb: str = DEFAULT_LB,
     ) -> None:
         self.cfg = cfg
+        self.lb = lb
         self.database = database
         self._server = ServerRow()
         self.clock = clock
@@ -435,7 +496,11 @@ class LiveSource(ControlSource):
         self._off_streak = 0
         self.client: GatewayClient | None = None
         self.retrier: Retrier | None = None
-        self.traffic = Traffic(cfg, lambda message: self._post(message))
+        self.traffic = Traffic(cfg, lambda message: self._post(message), lb=lb)
+        self.replicas = list(cfg.gateway_replicas)  # the gateway tier's processes: ["gateway"] or gw-1..gw-N
+        self.shares = CallShares(self.replicas)
+        self._in_flight: dict[str, int] = {}  # replica -> calls in flight, as ListGateways last said
+        self._tier_posted: Tier | None = None
 
     # ------------------------------------------------------------ lifecycle --
     async def start(self, post: Callable[[Message], None]) -> None:
@@ -453,9 +518,10 @@ class LiveSource(ControlSource):
             asyncio.create_task(self._poll_balances()),
             asyncio.create_task(self._tick_stats()),
         ]
-        self.client = GatewayClient(
-            self.cfg.gateway_address, self.cfg.certs_dir, self.cfg.data_dir / "control-room-client"
-        )
+        if len(self.replicas) > 1:
+            self._post_tier()
+            self._tasks.append(asyncio.create_task(self._poll_tier()))
+        self.client = gateway_client(self.cfg, self.cfg.data_dir / "control-room-client", self.lb)
         self.client.on_outbox_change = self._post_outbox
         self.retrier = Retrier(self.client, on_round=self._after_round)
         self.retrier.start()
@@ -611,8 +677,8 @@ class LiveSource(ControlSource):
         else:
             # Serving again (started, restarted, thawed): what was queued may go through now.
             self._wake_retrier(all_now=True)
-            if state.spec.name == "gateway" and self._slow_motion_ms:
-                self._tasks.append(asyncio.create_task(self._slow_motion_again()))
+            if state.spec.kind == ProcessKind.GATEWAY and self._slow_motion_ms:
+                self._tasks.append(asyncio.create_task(self._slow_motion_again(state.spec.name)))
         self._post_processes()
         if state.spec.kind == "bank":
             self._balances_due.set()
@@ -646,6 +712,7 @@ class LiveSource(ControlSource):
             fields={k: v for k, v in raw.items() if k not in _LOG_FIELDS},
         )
         self._post(msg.LogReceived(record))
+        self.shares.add(record)
         row = self.timeline.apply(record)
         if row is not None:
             self._post(msg.TxnChanged(row))
@@ -654,8 +721,9 @@ class LiveSource(ControlSource):
             return
         if event.phase in (Phase.ACKED, Phase.COMMITTED, Phase.ABORTED):
             self._balances_due.set()
-        if record.process == "gateway" and event.phase == Phase.DECISION and row is not None:
-            # row is not None: this line made the decision (a decision is written once).
+        if event.phase == Phase.DECISION and row is not None:
+            # Only a gateway replica decides; row is not None: this line made the decision (a
+            # decision is written once).
             self.stats.decided(row.started_at, record.time)
             if row.decision == Decision.COMMIT:
                 self.stats.committed(record.time)
@@ -673,6 +741,44 @@ class LiveSource(ControlSource):
             if changed:
                 self._post_processes()
             await asyncio.sleep(1.0)
+
+    async def _poll_tier(self) -> None:
+        """Each replica's calls in flight (ListGateways from a serving one), and the shares."""
+        while True:
+            await self._ask_tier()
+            self._post_tier()
+            await asyncio.sleep(TIER_POLL_S)
+
+    async def _ask_tier(self) -> None:
+        for name in self.replicas:
+            if self.sup.procs[name].state != ProcessState.SERVING:
+                continue
+            try:
+                answer = await pb_grpc.GatewayStub(self._channels[name]).ListGateways(
+                    pb.ListGatewaysRequest(), timeout=TIER_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            # The replica that answered counts this call among its own.
+            self._in_flight = {
+                g.replica_id: max(0, g.in_flight - (g.replica_id == answer.answered_by)) for g in answer.gateways
+            }
+            return
+        self._in_flight = {}
+
+    def _post_tier(self) -> None:
+        counts = self.shares.counts(self.clock())
+        tier = Tier(
+            self.lb,
+            tuple(
+                ReplicaLoad(name, self.cfg.regions.get(name, "local"), counts.get(name, 0), self._in_flight.get(name))
+                for name in self.replicas
+            ),
+            self.shares.window_s,
+        )
+        if tier != self._tier_posted:
+            self._tier_posted = tier
+            self._post(msg.TierChanged(tier))
 
     async def _check_server(self) -> bool:
         """The embedded server's health (a login), and whether it died by itself; True if that changed."""
@@ -864,20 +970,29 @@ class LiveSource(ControlSource):
         )
 
     async def set_slow_motion(self, pause_ms: int) -> None:
+        """Every running replica of the tier pauses `pause_ms` (a replica down now gets it when
+        it serves again); an error only if none took it."""
         self._slow_motion_ms = pause_ms
+        running = [n for n in self.replicas if self.sup.procs[n].state == ProcessState.SERVING] or self.replicas
+        answers = await asyncio.gather(*(self._slow_motion_of(n, pause_ms) for n in running))
+        taken = [a for a in answers if isinstance(a, int)]
+        if not taken:
+            raise next(a for a in answers if isinstance(a, ClientError))
+        self._post(msg.SlowMotionChanged(max(taken)))
+
+    async def _slow_motion_of(self, replica: str, pause_ms: int) -> int | ClientError:
         try:
-            answer = await pb_grpc.DemoStub(self._channels["gateway"]).SetSlowMotion(
+            answer = await pb_grpc.DemoStub(self._channels[replica]).SetSlowMotion(
                 pb.SlowMotionRequest(pause_ms=pause_ms), timeout=2.0
             )
         except grpc.aio.AioRpcError as exc:
-            raise ClientError(exc.code().name, exc.details() or "the gateway did not answer") from None
-        self._post(msg.SlowMotionChanged(answer.pause_ms))
+            return ClientError(exc.code().name, exc.details() or f"{replica} did not answer")
+        return answer.pause_ms
 
-    async def _slow_motion_again(self) -> None:
-        """A restarted gateway starts at full speed: give it the presenter's setting."""
-        try:
-            await self.set_slow_motion(self._slow_motion_ms)
-        except ClientError:
+    async def _slow_motion_again(self, replica: str) -> None:
+        """A restarted replica starts at full speed: give it the presenter's setting."""
+        answer = await self._slow_motion_of(replica, self._slow_motion_ms)
+        if isinstance(answer, ClientError) and len(self.replicas) == 1:
             self._post(msg.SlowMotionChanged(0))
 
     async def sync_outbox(self) -> None:
@@ -889,6 +1004,12 @@ class LiveSource(ControlSource):
 
     async def set_traffic(self, per_s: float) -> None:
         await self.traffic.set_rate(per_s)
+
+
+def gateway_client(cfg: StackConfig, profile: Path, lb: str) -> GatewayClient:
+    """A client of the stack's gateway. Until backend.client.balancer is in, the first replica
+    only (`lb` unused): a killed gw-1 queues payments as a killed gateway does."""
+    return GatewayClient(cfg.gateway_address, cfg.certs_dir, profile)
 
 
 def outcome_text(delivery: Delivery) -> str:

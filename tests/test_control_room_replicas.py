@@ -11,7 +11,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from app.app import StrifeApp
-from app.messages import TierChanged
+from app.messages import LogReceived, TierChanged
 from app.model import LogRecord, ReplicaLoad, Tier
 from app.timeline import Timeline
 from app.widgets.confirm import Confirm
@@ -69,6 +69,26 @@ def test_a_decision_from_another_replica_is_a_takeover_and_an_answer_to_a_bank_i
     row = timeline.apply(_2pc(7, "gw-1", Phase.DECISION, txn="t2", decision="ABORT", reason="taken over"))
     assert row is not None and row.taken_over_by == "gw-1" and row.ran_on == "gw-2→gw-1"
     assert row.decision == Decision.ABORT and row.reason == "taken over"
+
+
+# -------------------------------------------------------------- call shares --
+def _rpc(t: float, process: str, method: str = "Pay", **fields) -> LogRecord:
+    return LogRecord(NOW + t, process, "info", Event.RPC, {"method": f"/strife.v1.Gateway/{method}", **fields})
+
+
+def test_call_shares_count_the_tiers_work_over_the_window_only():
+    from app.live_source import CallShares
+
+    shares = CallShares(["gw-1", "gw-2"], window_s=10)
+    for t in range(20):  # one call a second on gw-1 for 20 s
+        shares.add(_rpc(t, "gw-1"))
+    shares.add(_rpc(19, "gw-2"))
+    shares.add(_rpc(19, "gw-2", "ListGateways"))  # discovery: not work
+    shares.add(_rpc(19, "gw-2", "GetPayment", role="operator"))  # the control room's own polling
+    shares.add(LogRecord(NOW + 19, "gw-2", "info", Event.RPC, {"method": "/grpc.health.v1.Health/Check"}))
+    shares.add(_rpc(19, "BankA"))  # not a replica
+    assert shares.counts(NOW + 19.5) == {"gw-1": 10, "gw-2": 1}
+    assert shares.counts(NOW + 40) == {"gw-1": 0, "gw-2": 0}
 
 
 # ------------------------------------------------------------------- panels --
@@ -146,3 +166,89 @@ async def test_killing_a_replica_asks_first_only_when_it_is_the_last_one_serving
         await pilot.press("1", "k")  # gw-1, the last replica serving: asks
         await settled(pilot)
         assert isinstance(app.screen, Confirm)
+
+
+# ------------------------------------------------------------- a real tier --
+LEASE_S = 2.0  # the replicas' lease: a killed one is taken over this long after its last heartbeat
+
+
+@pytest.fixture
+def tier_source(tmp_path, certs_dir):
+    from app.live_source import LiveSource
+    from tests.stack import quick_config
+
+    pytest.importorskip("backend.client.balancer", reason="the control room balances over the tier with it")
+
+    source = LiveSource(quick_config(tmp_path, certs_dir, gateways=3, lease_s=LEASE_S), lb="round_robin")
+    yield source
+    source.kill_now()
+
+
+async def test_kill_a_replica_from_the_ui_traffic_goes_on_and_the_takeover_shows(tier_source):
+    import time
+
+    from tests.stack import exited
+    from tests.test_control_room_live import started, states, until
+
+    source = tier_source
+    app = StrifeApp(source)
+    takeovers: list[LogRecord] = []
+
+    def hook(message) -> None:
+        if isinstance(message, LogReceived) and message.record.event == Event.TAKEOVER:
+            takeovers.append(message.record)
+
+    async with app.run_test(size=WIDE, message_hook=hook) as pilot:
+        await started(pilot)
+        panel = app.query_one(ProcessPanel)
+        assert [p.name for p in panel.processes] == ["gw-1", "gw-2", "gw-3", "BankA", "BankB", "BankC"]
+        await until(pilot, lambda: panel.tier is not None, 5, "the tier shown")
+        assert panel.tier is not None and panel.tier.policy == "round_robin"
+        assert "LB round_robin" in str(panel.border_title)
+
+        await pilot.press("t", "t")  # simulated traffic, 10 payments/s, balanced over the replicas
+        await until(
+            pilot,
+            lambda: panel.tier is not None and all(r.calls > 0 for r in panel.tier.replicas),
+            30,
+            "calls answered by every replica",
+        )
+        runs = {r.replica for r in source.timeline.rows()}
+        assert runs <= {"gw-1", "gw-2", "gw-3"} and len(runs) >= 2, runs
+
+        gw2_pid = source.sup.procs["gw-2"].pid
+        await pilot.press("2", "k")  # another replica serves: no question asked
+        await until(pilot, lambda: states(app)["gw-2"] == ProcessState.OFFLINE, 10, "gw-2 offline")
+        killed_at = time.time()
+        assert exited(gw2_pid)
+        table = panel.query_one(DataTable)
+        assert str(table.get_cell("gw-2", "State")) == "offline"
+
+        succeeded = source.traffic.succeeded
+        await until(pilot, lambda: source.traffic.succeeded >= succeeded + 20, 30, "20 more traffic payments")
+        after = [r for r in source.timeline.rows() if r.started_at > killed_at + 0.5]
+        assert after and {r.replica for r in after} <= {"gw-1", "gw-3"}
+        assert all(r.decision == Decision.COMMIT for r in after if r.latency_ms is not None)
+
+        def takeover_toast() -> str | None:
+            return next((n.title for n in app._notifications if n.title.endswith("took over gw-2")), None)
+
+        await until(pilot, lambda: takeover_toast() is not None, 15, "the takeover of gw-2")
+        survivor = str(takeover_toast()).split()[0]
+        assert survivor in ("gw-1", "gw-3")
+        assert [(r.process, r.fields.get("replica")) for r in takeovers] == [(survivor, "gw-2")]
+        assert takeovers[0].time >= killed_at + LEASE_S - 1.0  # not before the lease ran out (heartbeat: 1 s)
+        strip = app.query_one(FaultsStrip)
+        assert f"→ {survivor} took over" in str(strip.render())
+
+        await pilot.press("2", "r")
+        await until(pilot, lambda: states(app)["gw-2"] == ProcessState.SERVING, 20, "gw-2 serving again")
+        assert not strip.display
+        await source.set_traffic(0)
+
+
+def test_discovery_calls_are_hidden_in_the_logs_with_the_control_rooms_own_polling():
+    from app.widgets.log_view import is_own_call
+
+    assert is_own_call(_rpc(0, "gw-1", "ListGateways", role="client"))
+    assert not is_own_call(_rpc(0, "gw-1", "Pay", user="alice"))

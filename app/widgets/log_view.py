@@ -57,10 +57,12 @@ BANK_STYLES = ("bold #d787ff", "bold #87d75f", "bold #ffaf5f", "bold #5fd7d7", "
 _BANK_NAME = re.compile(r"Bank(?:([A-Z])|(\d+))")
 REPLICA_NAME = re.compile(r"gw-\d+")  # a gateway replica of the tier (backend.supervisor): the gateway's colour
 # The control room's own calls: what it asks with the `operator` certificate (balances,
-# accounts) and its health probes (no role: open to every certificate). What the operator
-# does on purpose (slow motion) stays in view.
+# accounts), its health probes (no role: open to every certificate) and the tier's discovery
+# (ListGateways: every balancing client, the control room's among them, and every bank asks it
+# every few seconds). What the operator does on purpose (slow motion) stays in view.
 _OPERATOR = "operator"
 _HEALTH = "/grpc.health.v1.Health/"
+_DISCOVERY = "/strife.v1.Gateway/ListGateways"
 _OPERATOR_ACTIONS = {"SetSlowMotion"}
 FOLLOWING = "following · f pauses · / searches · tab to the filters"
 PAUSED = "paused: f follows again · / searches · tab to the filters"
@@ -399,7 +401,7 @@ def is_own_call(r: LogRecord) -> bool:
     if r.event != Event.RPC:
         return False
     method = str(r.fields.get("method", ""))
-    if method.startswith(_HEALTH):
+    if method.startswith(_HEALTH) or method == _DISCOVERY:
         return True
     return r.fields.get("role") == _OPERATOR and method.rsplit("/", 1)[-1] not in _OPERATOR_ACTIONS
 
