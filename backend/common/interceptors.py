@@ -14,6 +14,7 @@ import contextvars
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -140,7 +141,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 metrics.RPC_IN_FLIGHT.dec()
             if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                 code = context.code()
-            metrics.RPC_SECONDS.labels(method, code.name).observe(time.perf_counter() - started)
+            latency = _LATENCY.get((method, code))
+            if latency is None:  # bounded: the methods a server serves, times the status codes
+                latency = _LATENCY[method, code] = metrics.RPC_SECONDS.labels(method, code.name)
+            latency.observe(time.perf_counter() - started)
             events.rpc(
                 method, code.name, round((time.perf_counter() - started) * 1000, 2), _level(method, code), **call
             )
@@ -181,6 +185,9 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+_LATENCY: dict[tuple[str, grpc.StatusCode], Any] = {}  # the histogram's child per (method, code)
 
 
 def _level(method: str, code: grpc.StatusCode) -> str:

@@ -109,7 +109,7 @@ CREATE TABLE login_failures (
 # transactions (events_after), so the order never changes under a reader's feet.
 SCHEMA_V3 = """
 CREATE TABLE payment_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     xid INTEGER NOT NULL DEFAULT 0,
     username TEXT NOT NULL,
     txn_id TEXT NOT NULL,
@@ -183,7 +183,7 @@ CREATE INDEX participants_unacked ON participants (txn_id) WHERE acked = 0;
 PG_MIGRATIONS = (
     PG_SCHEMA_V1,
     SCHEMA_V2.replace("REAL", "DOUBLE PRECISION"),
-    SCHEMA_V3.replace("id INTEGER PRIMARY KEY AUTOINCREMENT", "id BIGSERIAL PRIMARY KEY")
+    SCHEMA_V3.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY")
     .replace("xid INTEGER NOT NULL DEFAULT 0", "xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)")
     .replace("REAL", "DOUBLE PRECISION"),
 )
@@ -420,9 +420,9 @@ def events_after(conn: Conn, username: str, after: Position, limit: int, finishe
         "SELECT e.xid AS event_xid, e.id AS event_id, e.kind AS event_kind, e.reason AS event_reason, "
         f"e.at AS event_at, {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))} "
         "FROM payment_events e JOIN payments p ON p.txn_id = e.txn_id "
-        f"WHERE e.username = ? AND (e.xid > ? OR (e.xid = ? AND e.id > ?)) {finished} "
+        f"WHERE e.username = ? AND (e.xid, e.id) > (?, ?) {finished} "
         "ORDER BY e.xid, e.id LIMIT ?",
-        (username, after[0], after[0], after[1], limit),
+        (username, after[0], after[1], limit),
     ).fetchall()
 
 
@@ -439,9 +439,9 @@ def last_position(conn: Conn, username: str | None, finished: str) -> Position:
 def users_with_events_after(conn: Conn, after: Position, limit: int, finished: str) -> list[tuple[int, int, str]]:
     """(xid, id, username) of everyone's events after `after`, in order: whom to wake."""
     rows = conn.execute(
-        f"SELECT e.xid, e.id, e.username FROM payment_events e WHERE (e.xid > ? OR (e.xid = ? AND e.id > ?)) "
+        f"SELECT e.xid, e.id, e.username FROM payment_events e WHERE (e.xid, e.id) > (?, ?) "
         f"{finished} ORDER BY e.xid, e.id LIMIT ?",
-        (after[0], after[0], after[1], limit),
+        (after[0], after[1], limit),
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
 
