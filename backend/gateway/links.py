@@ -1,8 +1,9 @@
 """Which accounts each user holds, in memory after a read.
 
 Other replicas of the tier link accounts too, so a read is trusted for RECHECK_S
-only (links are only ever added: a stale entry can at worst miss an account linked
-on another replica a moment ago). This replica's own links update it at once.
+only. Links are only ever added, so a stale entry can at worst miss an account linked
+on another replica a moment ago: a caller that finds an account missing asks again
+with fresh=True before refusing. This replica's own links update it at once.
 Bounded: at most MAX_USERS users cached.
 """
 
@@ -15,7 +16,7 @@ from backend.common.db import Database
 from backend.gateway import store
 
 MAX_USERS = 50_000
-RECHECK_S = 1.0
+RECHECK_S = 5.0
 
 
 class LinkCache:
@@ -24,9 +25,9 @@ class LinkCache:
         self._clock = clock
         self._links: OrderedDict[str, tuple[tuple[tuple[str, str], ...], float]] = OrderedDict()
 
-    async def of(self, username: str) -> tuple[tuple[str, str], ...]:
+    async def of(self, username: str, fresh: bool = False) -> tuple[tuple[str, str], ...]:
         hit = self._links.get(username)
-        if hit is None or self._clock() - hit[1] > RECHECK_S:
+        if hit is None or fresh or self._clock() - hit[1] > RECHECK_S:
             return self._set(username, await self.db.read(lambda c: store.links_of(c, username)))
         self._links.move_to_end(username)
         return hit[0]

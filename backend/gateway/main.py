@@ -188,6 +188,7 @@ async def serve(args: argparse.Namespace) -> None:
         tasks.append(asyncio.create_task(coordinator.sweep_forever()))
         tasks.append(asyncio.create_task(membership.run()))
         tasks.append(asyncio.create_task(watchers.run()))
+        tasks.append(asyncio.create_task(sessions.recheck_forever()))
         if breakers is not None:
             tasks.append(asyncio.create_task(breakers.watch_health(banks.channels)))
 

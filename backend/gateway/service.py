@@ -283,7 +283,9 @@ class GatewayService(pb_grpc.GatewayServicer):
             )
         except InvalidInput as exc:
             raise InvalidInput(f"from: {exc}", field=exc.field) from None
-        if (bank, account_id) not in await self.links.of(user):
+        if (bank, account_id) not in await self.links.of(user) and (bank, account_id) not in await self.links.of(
+            user, fresh=True
+        ):
             raise PermissionDenied(f"you can pay only from your own accounts; {account_id} at {bank} is not yours")
         return bank, account_id
 

@@ -281,6 +281,19 @@ def session_user(conn: Conn, token: str) -> tuple[str, float] | None:
     return (row[0], row[1]) if row else None
 
 
+def live_sessions(conn: Conn, digests: list[str]) -> set[str]:
+    """Which of these token digests are sessions not revoked (expiry is checked by the caller)."""
+    live: set[str] = set()
+    for start in range(0, len(digests), 500):
+        chunk = digests[start : start + 500]
+        rows = conn.execute(
+            f"SELECT token_sha256 FROM sessions WHERE revoked = 0 AND token_sha256 IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        live.update(r[0] for r in rows)
+    return live
+
+
 def revoke_session(conn: Conn, token: str) -> None:
     conn.execute("UPDATE sessions SET revoked = 1 WHERE token_sha256 = ?", (token_digest(token),))
 
