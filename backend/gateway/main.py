@@ -127,7 +127,8 @@ async def _seed_users(db: Database, path: Path) -> None:
         if store.is_seeded(conn):  # another replica of the tier seeded it meanwhile
             return
         for user, digest in hashed:
-            store.add_user(conn, user["username"], digest, [tuple(a) for a in user["accounts"]])
+            # if_missing: replicas starting together seed at once (PostgreSQL lets both see "not seeded")
+            store.add_user(conn, user["username"], digest, [tuple(a) for a in user["accounts"]], if_missing=True)
         store.mark_seeded(conn)
 
     await db.write(seed)

@@ -184,14 +184,14 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def WatchPayments(self, request, context):
         user = current_user()
         after = _watch_cursor(request.cursor)
-        finished = self.watchers.finished
+        engine = self.watchers.engine
         with self.watchers.subscribe(user) as wake:
             if after is None:  # from now on
-                after = await self.db.read(partial(store.last_position, username=user, finished=finished))
+                after = await self.db.read(partial(store.last_position, username=user, engine=engine))
             while True:
                 wake.clear()
                 rows = await self.db.read(
-                    partial(store.events_after, username=user, after=after, limit=WATCH_PAGE, finished=finished)
+                    partial(store.events_after, username=user, after=after, limit=WATCH_PAGE, engine=engine)
                 )
                 for row in rows:
                     after = (row["event_xid"], row["event_id"])

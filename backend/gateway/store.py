@@ -118,7 +118,6 @@ CREATE TABLE payment_events (
     at REAL NOT NULL
 );
 CREATE INDEX payment_events_user ON payment_events (username, xid, id);
-CREATE INDEX payment_events_order ON payment_events (xid, id);
 """
 
 MIGRATIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
@@ -185,11 +184,13 @@ PG_MIGRATIONS = (
     SCHEMA_V2.replace("REAL", "DOUBLE PRECISION"),
     SCHEMA_V3.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY")
     .replace("xid INTEGER NOT NULL DEFAULT 0", "xid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)")
-    .replace("REAL", "DOUBLE PRECISION"),
+    .replace("REAL", "DOUBLE PRECISION")
+    # SQLite orders everyone's events by rowid alone (xid is 0 there); PostgreSQL needs the pair
+    + "CREATE INDEX payment_events_order ON payment_events (xid, id);",
 )
 
 # Only events of finished transactions, per engine (see SCHEMA_V3).
-FINISHED_EVENTS = {"sqlite": "", "postgres": "AND e.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"}
+_FINISHED = {"sqlite": "", "postgres": "AND e.xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"}
 
 
 MAX_SESSIONS_PER_USER = 100
@@ -203,13 +204,17 @@ def token_digest(token: str) -> str:
 # ------------------------------------------------------------------ users --
 
 
-def add_user(conn: Conn, username: str, password_hash: str, links: list[tuple[str, str]]) -> None:
+def add_user(
+    conn: Conn, username: str, password_hash: str, links: list[tuple[str, str]], if_missing: bool = False
+) -> None:
     # A conditional write: two gateways on one database registering one name at once
-    # make one user, and the other is told it is taken.
+    # make one user, and the other is told it is taken (or, seeding with if_missing, skips it).
     added = conn.execute(
         "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (username) DO NOTHING",
         (username, password_hash, time.time()),
     ).rowcount
+    if not added and if_missing:
+        return
     if not added:
         raise AlreadyExists(f"username {username!r} is taken: pick another or log in")
     for bank, account_id in links:
@@ -427,34 +432,40 @@ EVENT_INSERT = "INSERT INTO payment_events (username, txn_id, kind, reason, at) 
 Position = tuple[int, int]  # (xid, id) of an event: where a stream stands
 
 
-def events_after(conn: Conn, username: str, after: Position, limit: int, finished: str) -> list[Row]:
-    """The user's events after `after`, in order, with their payments (finished: FINISHED_EVENTS[engine])."""
+def events_after(conn: Conn, username: str, after: Position, limit: int, engine: str) -> list[Row]:
+    """The user's events after `after`, in order, with their payments (engine: "sqlite" | "postgres")."""
     return conn.execute(
         "SELECT e.xid AS event_xid, e.id AS event_id, e.kind AS event_kind, e.reason AS event_reason, "
         f"e.at AS event_at, {', '.join('p.' + c.strip() for c in PAYMENT_COLUMNS.split(','))} "
         "FROM payment_events e JOIN payments p ON p.txn_id = e.txn_id "
-        f"WHERE e.username = ? AND (e.xid, e.id) > (?, ?) {finished} "
+        f"WHERE e.username = ? AND (e.xid, e.id) > (?, ?) {_FINISHED[engine]} "
         "ORDER BY e.xid, e.id LIMIT ?",
         (username, after[0], after[1], limit),
     ).fetchall()
 
 
-def last_position(conn: Conn, username: str | None, finished: str) -> Position:
+def last_position(conn: Conn, username: str | None, engine: str) -> Position:
     """Where the user's events (everyone's with None) end now: a stream from now starts there."""
     mine, params = ("e.username = ?", (username,)) if username is not None else ("1 = 1", ())
     row = conn.execute(
-        f"SELECT e.xid, e.id FROM payment_events e WHERE {mine} {finished} ORDER BY e.xid DESC, e.id DESC LIMIT 1",
+        f"SELECT e.xid, e.id FROM payment_events e WHERE {mine} {_FINISHED[engine]} "
+        "ORDER BY e.xid DESC, e.id DESC LIMIT 1",
         params,
     ).fetchone()
     return (row[0], row[1]) if row else (0, 0)
 
 
-def users_with_events_after(conn: Conn, after: Position, limit: int, finished: str) -> list[tuple[int, int, str]]:
+def users_with_events_after(conn: Conn, after: Position, limit: int, engine: str) -> list[tuple[int, int, str]]:
     """(xid, id, username) of everyone's events after `after`, in order: whom to wake."""
+    params: tuple[int, ...]
+    if engine == "sqlite":  # xid is 0 there: the rowid alone orders the events
+        where, order, params = "e.id > ?", "e.id", (after[1], limit)
+    else:
+        where, order, params = "(e.xid, e.id) > (?, ?)", "e.xid, e.id", (after[0], after[1], limit)
     rows = conn.execute(
-        f"SELECT e.xid, e.id, e.username FROM payment_events e WHERE (e.xid, e.id) > (?, ?) "
-        f"{finished} ORDER BY e.xid, e.id LIMIT ?",
-        (after[0], after[1], limit),
+        f"SELECT e.xid, e.id, e.username FROM payment_events e WHERE {where} {_FINISHED[engine]} "
+        f"ORDER BY {order} LIMIT ?",
+        params,
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
 

@@ -32,7 +32,7 @@ MAX_STREAMS = 10_000
 class Watchers:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.finished = store.FINISHED_EVENTS[db.engine.name]
+        self.engine = db.engine.name
         self._by_user: dict[str, set[asyncio.Event]] = {}
         self._count = 0
         self._position: store.Position | None = None  # everyone's events up to here were seen
@@ -73,13 +73,13 @@ class Watchers:
             self._position = None  # nobody watches: start from the end when someone does
             return
         if self._position is None:
-            self._position = await self.db.read(partial(store.last_position, username=None, finished=self.finished))
+            self._position = await self.db.read(partial(store.last_position, username=None, engine=self.engine))
             for streams in self._by_user.values():  # events may have landed before we knew where the end was
                 for wake in streams:
                     wake.set()
             return
         found = await self.db.read(
-            partial(store.users_with_events_after, after=self._position, limit=POLL_LIMIT, finished=self.finished)
+            partial(store.users_with_events_after, after=self._position, limit=POLL_LIMIT, engine=self.engine)
         )
         for xid, event_id, username in found:
             self._position = (xid, event_id)
