@@ -86,3 +86,15 @@ async def test_reflection_lists_each_servers_services(stack):
     assert "strife.v1.Bank" not in gateway
     bank = await asyncio.to_thread(services, stack.cfg.bank_address("BankA"))
     assert "strife.v1.Bank" in bank and "strife.v1.Gateway" not in bank
+
+
+async def test_the_health_services_watch_streams_through_the_interceptors(stack):
+    """Client-side health checking (gRPC's round_robin) calls Health.Watch, a stream written
+    with context.write rather than yielded: it must pass the interceptors and say SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    for address in (stack.cfg.gateway_address, stack.cfg.bank_address("BankA")):
+        watch = health_pb2_grpc.HealthStub(stack.channel(address, "client")).Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()

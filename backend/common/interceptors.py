@@ -31,6 +31,16 @@ CALL: contextvars.ContextVar[dict] = contextvars.ContextVar("strife_call")
 Check = Callable[[object, grpc.aio.ServicerContext], Awaitable[None]]
 
 
+async def _items(result):
+    """What a server-stream handler gave: an async generator's items, or nothing from a
+    coroutine that writes its items with context.write (the health service's Watch)."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
+
+
 def checked(handler: grpc.RpcMethodHandler | None, check: Check):
     """`handler` with `check(request, context)` awaited before it runs (it raises to refuse
     the call), for unary calls and server streams alike."""
@@ -53,7 +63,7 @@ def checked(handler: grpc.RpcMethodHandler | None, check: Check):
 
         async def stream(request, context):
             await check(request, context)
-            async for item in inner_stream(request, context):
+            async for item in _items(inner_stream(request, context)):
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(
@@ -169,7 +179,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 async with self._call(method, request, context, unary=False) as call:
                     sent = 0
                     try:
-                        async for item in handler.unary_stream(request, context):
+                        async for item in _items(handler.unary_stream(request, context)):
                             yield item
                             sent += 1
                     finally:
