@@ -19,10 +19,12 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.client.errors import ClientError
+from backend.client.balancer import POLICIES, Balancer
+from backend.client.errors import GATEWAY_UNREACHABLE, ClientError
 from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
 from backend.common import limits, money, tls
+from backend.common.discovery import parse_seeds
 from backend.common.states import PaymentStatus
 
 DEFAULT_GATEWAY = "127.0.0.1:50060"
@@ -37,6 +39,10 @@ BACKOFF_CAP_S = 30.0
 # charged a second time, so an older entry is not sent again: it ends EXPIRED
 # and the user checks `history` before paying again.
 MAX_ENTRY_AGE_S = 23 * 3600.0
+# A tier's Pay tries again on another replica (UNAVAILABLE, or ABORTED while a dead one's
+# key waits for its takeover), at most this often, after this pause, within PAY_TIMEOUT_S.
+MAX_PAY_TRIES = 40
+FAILOVER_WAIT_S = 0.05
 # The gateway's payment status (a proto enum) as the client names it: the one table.
 _PAYMENT_STATUS: dict[int, PaymentStatus] = {
     pb.SUCCEEDED: PaymentStatus.SUCCEEDED,
@@ -209,9 +215,7 @@ def _invalid(check, value):
 
 def _ends_round(err: ClientError) -> bool:
     """After this failure the other entries would fail the same way: stop the round."""
-    return err.code in ("UNAUTHENTICATED", "DEADLINE_EXCEEDED", "CANCELLED") or (
-        err.code == "UNAVAILABLE" and err.message == "gateway unreachable"
-    )
+    return err.code in ("UNAUTHENTICATED", "DEADLINE_EXCEEDED", "CANCELLED") or err.reason == GATEWAY_UNREACHABLE
 
 
 # ----------------------------------------------------------------- client --
@@ -231,8 +235,23 @@ class GatewayClient:
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
         rng=random.random,
+        lb: str = "pick_first",
+        region: str | None = None,
     ) -> None:
+        """`gateway`: one address, or several ("h:p,h:p": any replicas of the tier; the rest
+        are discovered); `lb`: a policy of backend/client/balancer.py; `region`: the replicas
+        to prefer. One address with pick_first and no region is one plain channel."""
         self.gateway = gateway
+        try:
+            self._seeds = parse_seeds(gateway)
+        except ValueError as exc:
+            raise ClientError("INVALID_ARGUMENT", f"--gateway: {exc}") from None
+        if lb not in POLICIES:
+            raise ClientError("INVALID_ARGUMENT", f"--lb: use one of {', '.join(POLICIES)}, not {lb[:40]!r}")
+        self.lb = lb
+        self.region = region
+        self._tiered = len(self._seeds) > 1 or lb != "pick_first" or region is not None
+        self._balancer: Balancer | None = None
         self.certs_dir = Path(certs_dir)
         self.profile = profile if isinstance(profile, Profile) else Profile(profile)
         self.outbox = Outbox(self.profile.outbox_path)
@@ -256,6 +275,9 @@ class GatewayClient:
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = None
+        if self._balancer is not None:
+            await self._balancer.close()
+            self._balancer = None
 
     @property
     def stub(self) -> pb_grpc.GatewayStub:
@@ -271,14 +293,39 @@ class GatewayClient:
             self._stub = pb_grpc.GatewayStub(self._channel)
         return self._stub
 
-    async def _connected(self) -> None:
+    async def _pick(self) -> tuple[pb_grpc.GatewayStub, Callable[[], None]]:
+        """The stub for the next call (a replica of the tier, picked by the balancer), and
+        what to call when the call ended."""
+        if not self._tiered:
+            stub = self.stub
+            await self._connected(self._channel)
+            return stub, _nothing
+        if self._balancer is None:
+            try:
+                balancer = Balancer(self._seeds, self.certs_dir, self.role, self.lb, self.region)
+                await balancer.start()
+            except OSError as exc:
+                raise ClientError(
+                    "FAILED_PRECONDITION",
+                    f"cannot read the {self.role!r} certificate in {self.certs_dir}/ ({exc.strerror}): run `strife certs`",
+                ) from None
+            self._balancer = balancer
+        stub, done = self._balancer.pick()
+        channel = self._balancer.channel
+        if channel is not None:
+            await self._connected(channel)
+        return stub, done
+
+    @property
+    def balancer(self) -> Balancer | None:
+        """The tier's balancer, once a call made one (None with one plain channel)."""
+        return self._balancer
+
+    async def _connected(self, channel) -> None:
         """Give the channel one fresh connection attempt before a call, bounded by
         CONNECT_WAIT_S. A channel that saw the gateway down sits in TRANSIENT_FAILURE
         (failing calls at once) until its reconnect backoff ends; without this, the
         first call after the gateway came back would fail although it is serving."""
-        stub = self.stub
-        assert stub is not None and self._channel is not None
-        channel = self._channel
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONNECT_WAIT_S
         state = channel.get_state(try_to_connect=True)
@@ -299,13 +346,15 @@ class GatewayClient:
             state = channel.get_state(try_to_connect=True)
 
     async def _call(self, method: str, request, timeout_s: float, session: Session | None = None):
-        await self._connected()
+        stub, done = await self._pick()
         try:
-            return await getattr(self.stub, method)(
+            return await getattr(stub, method)(
                 request, timeout=timeout_s, metadata=session.metadata if session else None
             )
         except grpc.aio.AioRpcError as exc:
             raise ClientError.from_rpc(exc) from None
+        finally:
+            done()
 
     def _changed(self) -> None:
         if self.on_outbox_change is not None:
@@ -514,12 +563,9 @@ class GatewayClient:
         )
         self._sending.add(entry.idempotency_key)
         try:
-            await self._connected()
-            call = self.stub.Pay(request, timeout=PAY_TIMEOUT_S, metadata=session.metadata)
-            payment = await call
-            trailers = await call.trailing_metadata() or ()
-        except grpc.aio.AioRpcError as exc:
-            return await self._failed(entry, ClientError.from_rpc(exc))
+            payment, trailers = await self._pay_once(request, session)
+        except ClientError as err:
+            return await self._failed(entry, err)
         finally:
             self._sending.discard(entry.idempotency_key)
         status = payment_status(payment.status)
@@ -532,11 +578,39 @@ class GatewayClient:
         self._changed()
         return Delivery.of(entry, status, payment_id=payment.payment_id, reason=payment.reason, replayed=replayed)
 
+    async def _pay_once(self, request: pb.PayRequest, session: Session) -> tuple[pb.Payment, tuple]:
+        """Send one Pay and get its final answer. On a tier, a replica that died under the
+        call (UNAVAILABLE) or a key still in flight at one that died (ABORTED until a survivor
+        takes its work over) is tried again at once, or after the delay the gateway asked for,
+        on the replica the balancer picks, under the same key, within PAY_TIMEOUT_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PAY_TIMEOUT_S
+        tries = 0
+        while True:
+            tries += 1
+            stub, done = await self._pick()
+            try:
+                call = stub.Pay(request, timeout=max(0.1, deadline - loop.time()), metadata=session.metadata)
+                payment = await call
+                return payment, await call.trailing_metadata() or ()
+            except grpc.aio.AioRpcError as exc:
+                err = ClientError.from_rpc(exc)
+            finally:
+                done()
+            wait_s = FAILOVER_WAIT_S if err.code == "UNAVAILABLE" else err.retry_after_s or FAILOVER_WAIT_S
+            again = self._tiered and err.code in ("UNAVAILABLE", "ABORTED") and tries < MAX_PAY_TRIES
+            if not again or err.reason in ("BREAKER_OPEN", "STORE_UNAVAILABLE", "BANK_UNAVAILABLE"):
+                raise err  # nothing another replica would answer better: the outbox retries later
+            if loop.time() + wait_s >= deadline:
+                raise err
+            await asyncio.sleep(wait_s)
+
     async def _failed(self, entry: OutboxEntry, err: ClientError) -> Delivery:
         if err.retryable:
             if err.code == "UNAUTHENTICATED":
                 err = ClientError(err.code, f"{err.message} (queued: log in as {entry.username} to send it)")
-            next_at = time.time() + backoff_s(entry.attempts, self.backoff_base_s, self.backoff_cap_s, self._rng)
+            delay_s = backoff_s(entry.attempts, self.backoff_base_s, self.backoff_cap_s, self._rng)
+            next_at = time.time() + max(delay_s, err.retry_after_s or 0.0)  # never sooner than the gateway asked
             await asyncio.to_thread(self.outbox.retry_later, entry.idempotency_key, err.code, err.message, next_at)
             self._changed()
             return Delivery.of(entry, PaymentStatus.QUEUED, next_retry_at=next_at, error=err)
@@ -589,3 +663,7 @@ class GatewayClient:
             report.remaining = await asyncio.to_thread(self.outbox.entries, session.username)
             report.other_users = await asyncio.to_thread(self.outbox.count) - len(report.remaining)
             return report
+
+
+def _nothing() -> None:
+    pass
