@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import sys
 
 import grpc
 import pytest
@@ -15,6 +17,7 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.client import GatewayClient
 from backend.client.balancer import Balancer
 from backend.common.states import PaymentStatus
+from tests.client_helpers import REPO, cli
 from tests.stack import DEMO_PASSWORDS, Stack, eventually, start_stack
 
 
@@ -195,3 +198,63 @@ async def _slow_motion(stack: Stack, replica: str, pause_ms: int) -> None:
     await pb_grpc.DemoStub(stack.channel(address, "operator")).SetSlowMotion(
         pb.SlowMotionRequest(pause_ms=pause_ms), timeout=5
     )
+
+
+async def test_the_cli_lists_the_tier_pays_over_it_and_watches_payments(tmp_path, certs_dir):
+    stack = await start_stack(tmp_path, certs_dir, gateways=3, regions={"gw-1": "eu"})
+    tier = ("--gateway", stack.cfg.gateway_addresses[0], "--lb", "round_robin")
+    profile = tmp_path / "alice"
+    try:
+        code, out = await cli(stack, profile, *tier, "gateways")
+        assert code == 0
+        assert {(g["replica_id"], g["region"]) for g in out["gateways"]} == {
+            ("gw-1", "eu"),
+            ("gw-2", "local"),
+            ("gw-3", "local"),
+        }
+        code, _ = await cli(stack, profile, *tier, "login", "alice", env={"STRIFE_PASSWORD": DEMO_PASSWORDS["alice"]})
+        assert code == 0
+        watch = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.cli",
+            "client",
+            *tier,
+            "--certs",
+            str(stack.cfg.certs_dir),
+            "--profile",
+            str(profile),
+            "--json",
+            "watch",
+            "--cursor",
+            "0",
+            "--count",
+            "4",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )
+        try:
+            for amount in ("1.25", "2.50"):
+                code, paid = await cli(
+                    stack, profile, *tier, "--region", "eu", "pay", "BankB", "B-2001", amount, "--from", "BankA"
+                )
+                assert code == 0 and paid["status"] == "SUCCEEDED", paid
+            out_bytes, err = await asyncio.wait_for(watch.communicate(), 30)
+        finally:
+            if watch.returncode is None:
+                watch.kill()
+                await watch.wait()
+        assert watch.returncode == 0, err
+        events = [json.loads(line) for line in out_bytes.decode().splitlines()]
+        assert [(e["kind"], e["amount_cents"]) for e in events] == [
+            ("ACCEPTED", 125),
+            ("COMMITTED", 125),
+            ("ACCEPTED", 250),
+            ("COMMITTED", 250),
+        ]
+        assert all(e["cursor"] and e["to_bank"] == "BankB" for e in events)
+        # --region eu: both payments ran on gw-1
+        assert {r["process"] for r in stack.records if r.get("phase") == "begin"} == {"gw-1"}
+    finally:
+        await stack.close()

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from backend.client import DEFAULT_GATEWAY, DEFAULT_PROFILE, ClientError, GatewayClient
+from backend.client.balancer import POLICIES
 from backend.common.money import format_cents
 from backend.common.states import PaymentStatus
 
@@ -57,8 +58,17 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
     p.add_argument(
         "--gateway",
         default=d(DEFAULT_GATEWAY),
-        metavar="HOST:PORT",
-        help=f"gateway address (default {DEFAULT_GATEWAY})",
+        metavar="HOST:PORT[,HOST:PORT…]",
+        help=f"the gateway, or any replicas of a gateway tier (the rest are found) (default {DEFAULT_GATEWAY})",
+    )
+    p.add_argument(
+        "--lb",
+        choices=POLICIES,
+        default=d("pick_first"),
+        help="how calls are spread over the tier's replicas (default pick_first)",
+    )
+    p.add_argument(
+        "--region", default=d(None), metavar="REGION", help="prefer the replicas of this region while one is healthy"
     )
     p.add_argument(
         "--certs",
@@ -138,6 +148,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = command("history", "your payments, sent and received, newest first")
     c.add_argument("--limit", type=int, default=20, metavar="N", help="how many (1-100, default 20)")
     c.add_argument("--page-token", default="", metavar="TOKEN", help="continue after a previous page")
+
+    command("gateways", "list the live replicas of the gateway tier: id, address, region, calls in flight")
+
+    c = command("watch", "print your payments' state changes as they happen, until Ctrl-C (JSON lines with --json)")
+    c.add_argument(
+        "--cursor",
+        default="",
+        metavar="CURSOR",
+        help="go on after this event's cursor (printed with each event); '0' = from the start (default: from now)",
+    )
+    c.add_argument("--count", type=int, default=0, metavar="N", help="stop after N events (default: never)")
 
     c = command("queue", "list the offline outbox: payments not delivered yet, and recent final answers")
     c.add_argument("--all-users", action="store_true", help="also list entries of users other than the one logged in")
@@ -356,6 +377,36 @@ async def _sync(client: GatewayClient, args) -> Result:
     return Result(data, "\n".join(lines), EXIT_QUEUED if report.remaining else EXIT_OK)
 
 
+async def _gateways(client: GatewayClient, args) -> Result:
+    replicas = await client.gateways()
+    lines = [f"{len(replicas)} live replica(s):"]
+    lines += [f"  {r.replica_id:<16} {r.address:<22} region {r.region:<10} in flight {r.in_flight}" for r in replicas]
+    return Result({"gateways": [r.to_json() for r in replicas]}, "\n".join(lines))
+
+
+async def _watch(client: GatewayClient, args) -> Result:
+    if args.count < 0:
+        raise ClientError("INVALID_ARGUMENT", "--count must be 0 (never stop) or more")
+    seen = 0
+    last = args.cursor
+    async for event in client.watch(args.cursor):
+        seen += 1
+        last = event.cursor
+        if args.json:
+            print(json.dumps(event.to_json()), flush=True)
+        else:
+            reason = f" ({event.reason})" if event.reason else ""
+            print(
+                f"{_when(event.at)}  {event.kind:<9} {format_cents(event.amount_cents):>12} "
+                f"{event.from_bank}/{event.from_account} -> {event.to_bank}/{event.to_account}"
+                f"  payment {event.payment_id}{reason}  [cursor {event.cursor}]",
+                flush=True,
+            )
+        if args.count and seen >= args.count:
+            break
+    return Result({"events": seen, "cursor": last}, "", EXIT_OK)
+
+
 COMMANDS = {
     "register": _register,
     "login": _login,
@@ -364,13 +415,15 @@ COMMANDS = {
     "balance": _balance,
     "pay": _pay,
     "history": _history,
+    "gateways": _gateways,
+    "watch": _watch,
     "queue": _queue,
     "sync": _sync,
 }
 
 
 async def run(args: argparse.Namespace) -> Result:
-    async with GatewayClient(args.gateway, args.certs, args.profile) as client:
+    async with GatewayClient(args.gateway, args.certs, args.profile, lb=args.lb, region=args.region) as client:
         return await COMMANDS[args.client_run](client, args)
 
 
@@ -378,7 +431,7 @@ def main(args: argparse.Namespace) -> None:
     if getattr(args, "client_run", None) is None:
         _json_error(
             args._client_parser,
-            "say which command: register, login, logout, link, balance, pay, history, queue or sync",
+            "say which command: register, login, logout, link, balance, pay, history, gateways, watch, queue or sync",
         )
     try:
         result = asyncio.run(run(args))
@@ -393,5 +446,7 @@ def main(args: argparse.Namespace) -> None:
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
+    if args.client_run == "watch":  # it printed its events as they came: one line each
+        sys.exit(result.exit_code)
     print(json.dumps(result.data, default=str) if args.json else result.text)
     sys.exit(result.exit_code)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from backend.client.balancer import POLICIES, Balancer
 from backend.client.errors import GATEWAY_UNREACHABLE, ClientError
 from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
-from backend.common import limits, money, tls
+from backend.common import limits, metrics, money, tls
 from backend.common.discovery import parse_seeds
 from backend.common.states import PaymentStatus
 
@@ -43,6 +43,7 @@ MAX_ENTRY_AGE_S = 23 * 3600.0
 # key waits for its takeover), at most this often, after this pause, within PAY_TIMEOUT_S.
 MAX_PAY_TRIES = 40
 FAILOVER_WAIT_S = 0.05
+WATCH_BACKOFF_CAP_S = 2.0  # a cut watch stream is opened again at least this often
 # The gateway's payment status (a proto enum) as the client names it: the one table.
 _PAYMENT_STATUS: dict[int, PaymentStatus] = {
     pb.SUCCEEDED: PaymentStatus.SUCCEEDED,
@@ -105,6 +106,41 @@ class PaymentView:
         if self.direction == "sent":
             return f"{self.to_bank}/{self.to_account}"
         return f"{self.from_bank}/{self.from_account}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PaymentEventView:
+    """One state change of one of the user's payments (WatchPayments)."""
+
+    cursor: str  # resume after this event with it
+    payment_id: str
+    kind: str  # ACCEPTED | COMMITTED | DECLINED | ABORTED
+    reason: str
+    at: float
+    idempotency_key: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount_cents: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A live replica of the gateway tier (ListGateways)."""
+
+    replica_id: str
+    address: str
+    region: str
+    in_flight: int
+    started_at: float
+    heartbeat_at: float
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -357,6 +393,7 @@ class GatewayClient:
             done()
 
     def _changed(self) -> None:
+        metrics.OUTBOX_DEPTH.set(self.outbox.count())
         if self.on_outbox_change is not None:
             self.on_outbox_change()
 
@@ -460,6 +497,38 @@ class GatewayClient:
             reason=p.reason,
             created_at=p.created_at_ms / 1000.0,
         )
+
+    async def gateways(self) -> list[Replica]:
+        """The live replicas of the gateway tier, as one of them lists them (no login needed)."""
+        answer = await self._call("ListGateways", pb.ListGatewaysRequest(), CALL_TIMEOUT_S)
+        return [
+            Replica(g.replica_id, g.address, g.region, g.in_flight, g.started_at_ms / 1000, g.heartbeat_at_ms / 1000)
+            for g in answer.gateways
+        ]
+
+    async def watch(self, cursor: str = "") -> AsyncIterator[PaymentEventView]:
+        """The state changes of the user's payments as they happen, from `cursor` ("" = from
+        now, "0" = from the start). A stream cut by a gateway or replica going away is opened
+        again from the last cursor received (on any replica), so nothing is missed or repeated."""
+        session = self.require_session()
+        failures = 0
+        while True:
+            stub, done = await self._pick()
+            call = stub.WatchPayments(pb.WatchPaymentsRequest(cursor=cursor), metadata=session.metadata)
+            try:
+                async for event in call:
+                    failures = 0
+                    cursor = event.cursor
+                    yield _event_view(event)
+            except grpc.aio.AioRpcError as exc:
+                err = ClientError.from_rpc(exc)
+                if err.code != "UNAVAILABLE":
+                    raise err from None
+            finally:
+                call.cancel()
+                done()
+            failures += 1
+            await asyncio.sleep(backoff_s(failures, self.backoff_base_s, WATCH_BACKOFF_CAP_S, self._rng))
 
     # ---------------------------------------------------------------- pay --
     def queued(self, all_users: bool = False) -> list[OutboxEntry]:
@@ -667,3 +736,29 @@ class GatewayClient:
 
 def _nothing() -> None:
     pass
+
+
+_EVENT_KINDS = {
+    pb.PaymentEvent.ACCEPTED: "ACCEPTED",
+    pb.PaymentEvent.COMMITTED: "COMMITTED",
+    pb.PaymentEvent.DECLINED: "DECLINED",
+    pb.PaymentEvent.ABORTED: "ABORTED",
+}
+
+
+def _event_view(event: pb.PaymentEvent) -> PaymentEventView:
+    p = event.payment
+    source = getattr(p, "from")
+    return PaymentEventView(
+        cursor=event.cursor,
+        payment_id=event.payment_id,
+        kind=_EVENT_KINDS.get(event.kind, "UNSPECIFIED"),
+        reason=event.reason,
+        at=event.at_ms / 1000,
+        idempotency_key=p.idempotency_key,
+        from_bank=source.bank,
+        from_account=source.account_id,
+        to_bank=p.to.bank,
+        to_account=p.to.account_id,
+        amount_cents=p.amount_cents,
+    )

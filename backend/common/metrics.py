@@ -57,6 +57,7 @@ DB_COMMIT_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS_S,
     registry=REGISTRY,
 )
+OUTBOX_DEPTH = Gauge("strife_outbox_depth", "Payments waiting in the client's offline outbox", registry=REGISTRY)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> str:
