@@ -265,3 +265,21 @@ async def test_a_bank_in_doubt_asks_a_live_replica_when_the_one_that_ran_the_pay
         assert not takeovers(stack, "gw-1")
     finally:
         await stack.close()
+
+
+async def test_a_replica_that_stops_heartbeating_but_answers_its_health_check_is_not_taken_over(tmp_path, certs_dir):
+    stack = await start_stack(
+        tmp_path, certs_dir, gateways=2, lease_s=1.5, proc_env={"gw-2": fault_env("gateway.no_heartbeats")}
+    )
+    try:
+        gw2, alice = await stack.login("alice", replica="gw-2")
+        await asyncio.sleep(1.5 * 4)  # well past its lease, and gw-1 has beaten a lease itself
+        assert not takeovers(stack, "gw-2")  # alive, only silent in the store
+        assert await listed(stack, "gw-1") == ["gw-1"]  # not listed for clients meanwhile
+        paid = await gw2.Pay(pay_request("BankB", "B-2001", 300, **ALICE_PAYS), metadata=alice, timeout=10)
+        assert paid.status == pb.SUCCEEDED
+        await stack.sup.freeze("gw-2")  # now it does not answer either: taken over
+        await eventually(lambda: _async(takeovers(stack, "gw-2")), timeout_s=15)
+    finally:
+        await stack.sup.thaw("gw-2")
+        await stack.close()

@@ -168,6 +168,7 @@ async def serve(args: argparse.Namespace) -> None:
         in_flight=lambda: logging.in_flight,
         on_replaced=lambda: os.kill(os.getpid(), signal.SIGTERM),
         lease_s=args.lease,
+        certs_dir=args.certs,
     )
     await membership.join()
     aborted = await coordinator.recover()

@@ -10,7 +10,9 @@ off from the store): it joins again, and its old work is no longer its own. One 
 finds another incarnation in its row was replaced by a newer process with its id:
 it stops. A replica takes others over only once its own heartbeats have landed for
 a whole lease, so after an outage of the store nobody takes over a replica that
-simply had no chance to beat yet.
+simply had no chance to beat yet; and only if the silent one does not answer its
+health check either (a replica whose heartbeats are late because the store is slow
+under load is alive: taking it over would abort its payments for nothing).
 
 Times are the hosts' wall clocks (time.time()): replicas on many hosts need them
 in step (NTP), well within the lease.
@@ -23,8 +25,12 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
-from backend.common import jsonlog
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from backend.common import faults, jsonlog, tls
 from backend.common.db import Database
 from backend.common.events import Event
 from backend.gateway import store
@@ -33,6 +39,7 @@ from backend.gateway.coordinator import Coordinator
 HEARTBEAT_S = 1.0
 LIVE_S = 3.0  # listed as live while its last heartbeat is this recent
 LEASE_S = 5.0  # default: its work is taken over once its last heartbeat is this old
+ALIVE_CHECK_S = 1.0  # how long a silent replica's health check may take
 
 
 class Membership:
@@ -46,6 +53,7 @@ class Membership:
         in_flight: Callable[[], int],
         on_replaced: Callable[[], None],
         lease_s: float = LEASE_S,
+        certs_dir: Path | None = None,
     ) -> None:
         self.db = db
         self.coordinator = coordinator
@@ -55,6 +63,7 @@ class Membership:
         self.in_flight = in_flight
         self.on_replaced = on_replaced
         self.lease_s = lease_s
+        self.certs_dir = certs_dir  # to ask a silent replica's health service (None: do not ask)
         self.started_at = time.time()
         self._incarnation = uuid.uuid4().hex
         self._beating_since: float | None = None  # our heartbeats have landed without a gap since then
@@ -74,6 +83,8 @@ class Membership:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
+            if faults.active("gateway.no_heartbeats"):
+                continue
             try:
                 await self.beat_once()
             except Exception as exc:  # noqa: BLE001 - the store may be down: keep beating, say why
@@ -118,12 +129,30 @@ class Membership:
     async def take_over_dead(self, now: float) -> int:
         """Take over every replica whose heartbeat is older than the lease; how many were taken."""
         stale_before = now - self.lease_s
-        dead = [r.replica_id for r in await self.db.read(store.replicas) if r.heartbeat_at < stale_before]
+        silent = [r for r in await self.db.read(store.replicas) if r.heartbeat_at < stale_before]
         taken = 0
-        for replica_id in dead:
-            if replica_id != self.replica_id and await self.coordinator.take_over(replica_id, stale_before) is not None:
+        for replica in silent:
+            if replica.replica_id == self.replica_id or await self._answers(replica):
+                continue
+            if await self.coordinator.take_over(replica.replica_id, stale_before) is not None:
                 taken += 1
         return taken
+
+    async def _answers(self, replica: store.Replica) -> bool:
+        """Does a replica whose heartbeats stopped still say SERVING (its beats are only late)?
+        A cleanly stopped one (heartbeat 0) is not asked: it said it left."""
+        if self.certs_dir is None or replica.heartbeat_at == 0:
+            return False
+        channel = tls.secure_channel(replica.address, self.certs_dir, "gateway")
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=ALIVE_CHECK_S
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        finally:
+            await channel.close()
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
 
     async def live(self) -> list[store.Replica]:
         """The replicas whose heartbeat is within LIVE_S, this one with its load of now."""
