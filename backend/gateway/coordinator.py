@@ -24,7 +24,7 @@ from functools import partial
 import grpc
 
 from backend.api import strife_pb2 as pb
-from backend.common import faults, jsonlog, metrics
+from backend.common import faults, jsonlog, loops, metrics
 from backend.common.db import Conn, Database, Row
 from backend.common.errors import (
     Aborted,
@@ -318,12 +318,7 @@ class Coordinator:
 
     async def sweep_forever(self) -> None:
         """Presume abort for orphaned transactions (ORPHAN_AFTER_S), every SWEEP_INTERVAL_S."""
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-            try:
-                await self.sweep_once()
-            except Exception as exc:  # noqa: BLE001 - the database may be down: keep going, say why
-                jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"sweep: {type(exc).__name__}: {exc}")
+        await loops.every(SWEEP_INTERVAL_S, self.sweep_once, "sweep")
 
     async def sweep_once(self) -> int:
         """Abort (conditionally: a decision recorded meanwhile stands) every transaction

@@ -11,15 +11,13 @@ use dropped first.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 
-from backend.common import jsonlog
+from backend.common import loops
 from backend.common.db import Database
-from backend.common.events import Event
 from backend.gateway import store
 
 MAX_ENTRIES = 50_000
@@ -69,12 +67,7 @@ class SessionCache:
         return session
 
     async def recheck_forever(self) -> None:
-        while True:
-            await asyncio.sleep(RECHECK_S / 2)
-            try:
-                await self.recheck_once()
-            except Exception as exc:  # noqa: BLE001 - the store may be down: tokens are read one by one
-                jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"session recheck: {type(exc).__name__}: {exc}")
+        await loops.every(RECHECK_S / 2, self.recheck_once, "session recheck")
 
     async def recheck_once(self) -> None:
         """Check the tokens used since the last round against the database, in one read."""

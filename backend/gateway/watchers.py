@@ -17,10 +17,9 @@ import contextlib
 from functools import partial
 
 from backend.api import strife_pb2 as pb
-from backend.common import jsonlog
+from backend.common import loops
 from backend.common.db import Database
 from backend.common.errors import ResourceExhausted
-from backend.common.events import Event
 from backend.gateway import store
 
 POLL_S = 0.1
@@ -61,12 +60,7 @@ class Watchers:
                 del self._by_user[username]
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            try:
-                await self.poll_once()
-            except Exception as exc:  # noqa: BLE001 - the store may be down: streams wait, say why
-                jsonlog.emit(Event.RESEND_ERROR, level="warning", msg=f"watch poller: {type(exc).__name__}: {exc}")
+        await loops.every(POLL_S, self.poll_once, "watch poller")
 
     async def poll_once(self) -> None:
         if not self._by_user:
