@@ -278,7 +278,10 @@ async def test_a_replica_that_stops_heartbeating_but_answers_its_health_check_is
         assert await listed(stack, "gw-1") == ["gw-1"]  # not listed for clients meanwhile
         paid = await gw2.Pay(pay_request("BankB", "B-2001", 300, **ALICE_PAYS), metadata=alice, timeout=10)
         assert paid.status == pb.SUCCEEDED
-        await stack.sup.freeze("gw-2")  # now it does not answer either: taken over
+        # frozen outside a write (a replica frozen inside one holds the SQLite file's write lock:
+        # the tier's writes wait for it; README), it does not answer either: taken over
+        await asyncio.sleep(1.0)
+        await stack.sup.freeze("gw-2")
         await eventually(lambda: _async(takeovers(stack, "gw-2")), timeout_s=15)
     finally:
         await stack.sup.thaw("gw-2")

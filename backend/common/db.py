@@ -33,6 +33,10 @@ from backend.common.errors import Unavailable
 from backend.common.limits import MAX_BATCH
 
 T = TypeVar("T")
+# How long a SQLite write waits for the file's write lock (other processes on the file: the
+# replicas of a tier); then it fails UNAVAILABLE. A write holds the lock for milliseconds, but
+# a process frozen inside one holds it until it is thawed.
+BUSY_TIMEOUT_S = 5.0
 MAX_PENDING = 10_000
 
 
@@ -87,7 +91,7 @@ def connect(path: Path, key: bytes | None = None) -> sqlite3.Connection:
 
         conn = encryption.connect(path, key)
     else:
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         conn.row_factory = sqlite3.Row
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -99,6 +103,10 @@ def connect(path: Path, key: bytes | None = None) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
@@ -265,6 +273,11 @@ class Database:
             if self.engine.lost(exc):
                 self._drop_writer()
                 exc = Unavailable("the database is unreachable (the writes may not have been made): retry")
+            elif _busy(exc):  # SQLite: another process held the file's write lock past the busy timeout
+                exc = Unavailable(
+                    "the database is busy: another process holds its write lock; retry",
+                    reason=pb.Errors.STORE_UNAVAILABLE,
+                )
             elif self._writer is not None:
                 try:
                     self._writer.rollback()

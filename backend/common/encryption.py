@@ -15,7 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from backend.common.db import CannotOpen
+from backend.common.db import BUSY_TIMEOUT_S, CannotOpen
 
 KEY_HEX_DIGITS = 64
 
@@ -48,7 +48,7 @@ def connect(path: Path, key: bytes):
         from sqlcipher3 import dbapi2 as sqlcipher
     except ImportError:
         raise CannotOpen("encryption at rest needs sqlcipher3: pip install -e . (it is a dependency)") from None
-    conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlcipher.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
     conn.execute("PRAGMA cipher_log_level = NONE")  # a wrong key is our one-line error, not its stderr lines
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
     try:

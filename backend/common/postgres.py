@@ -32,6 +32,7 @@ from backend.common.db import CannotOpen, SchemaTooNew
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5
+IDLE_IN_TRANSACTION_S = 5.0  # the server ends a write transaction left open this long
 READ_POOL_MAX = 4  # reads at once (the event loop hands them to threads)
 URI_SCHEMES = ("postgresql", "postgres")
 
@@ -171,6 +172,9 @@ class _Deferred:
 
 def _configure(raw: psycopg.Connection) -> None:
     raw.execute("SET synchronous_commit = on")  # whatever the server's default: durable commits
+    # A write transaction lasts milliseconds. One left open (its process frozen mid-batch) would
+    # hold its row locks, and the other replicas of the tier would wait on them: the server ends it.
+    raw.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S * 1000:.0f}ms'")
 
 
 class PostgresEngine:

@@ -40,6 +40,7 @@ HEARTBEAT_S = 1.0
 LIVE_S = 3.0  # listed as live while its last heartbeat is this recent
 LEASE_S = 5.0  # default: its work is taken over once its last heartbeat is this old
 ALIVE_CHECK_S = 1.0  # how long a silent replica's health check may take
+MAX_TAKEOVERS = 16  # silent replicas looked at per heartbeat
 
 
 class Membership:
@@ -129,12 +130,16 @@ class Membership:
     async def take_over_dead(self, now: float) -> int:
         """Take over every replica whose heartbeat is older than the lease; how many were taken."""
         stale_before = now - self.lease_s
-        silent = [r for r in await self.db.read(store.replicas) if r.heartbeat_at < stale_before]
+        silent = [
+            r
+            for r in await self.db.read(store.replicas)
+            if r.heartbeat_at < stale_before and r.replica_id != self.replica_id
+        ][:MAX_TAKEOVERS]
+        # asked together, so a heartbeat waits at most ALIVE_CHECK_S for them whatever their number
+        answers = await asyncio.gather(*(self._answers(r) for r in silent))
         taken = 0
-        for replica in silent:
-            if replica.replica_id == self.replica_id or await self._answers(replica):
-                continue
-            if await self.coordinator.take_over(replica.replica_id, stale_before) is not None:
+        for replica, alive in zip(silent, answers, strict=True):
+            if not alive and await self.coordinator.take_over(replica.replica_id, stale_before) is not None:
                 taken += 1
         return taken
 
@@ -145,13 +150,14 @@ class Membership:
             return False
         channel = tls.secure_channel(replica.address, self.certs_dir, "gateway")
         try:
-            answer = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=ALIVE_CHECK_S
-            )
-        except grpc.aio.AioRpcError:
+            async with asyncio.timeout(ALIVE_CHECK_S):
+                answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        except (grpc.aio.AioRpcError, TimeoutError):
             return False
         finally:
-            await channel.close()
+            # not awaited here: closing a channel to a frozen peer must not hold up a heartbeat
+            closing = asyncio.ensure_future(channel.close())
+            closing.add_done_callback(lambda task: task.cancelled() or task.exception())
         return answer.status == health_pb2.HealthCheckResponse.SERVING
 
     async def live(self) -> list[store.Replica]:
