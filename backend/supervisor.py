@@ -201,6 +201,7 @@ class ProcState:
     # Why the last start failed, as the process said it (its start_failed line:
     # "cannot listen on 127.0.0.1:50061: the port is in use or not allowed"); "" if it did not say.
     start_error: str = ""
+    start_output: str = ""  # the last line it printed that is not a log line, while starting
 
 
 class Supervisor:
@@ -240,7 +241,7 @@ class Supervisor:
             limit=MAX_LINE_BYTES,
         )
         p.pid, p.started_at, p.exit_code, p.exit_state = p.proc.pid, time.time(), None, ProcessState.CRASHED
-        p.start_error = ""
+        p.start_error = p.start_output = ""
         p.serving = asyncio.Event()
         self._set(p, ProcessState.STARTING)
         p.reader = asyncio.create_task(self._read(p, p.proc))
@@ -260,7 +261,8 @@ class Supervisor:
         except TimeoutError:
             raise RuntimeError(f"{name} did not start serving within {timeout_s:.0f} s (state {p.state})") from None
         if p.state not in (ProcessState.SERVING, ProcessState.FROZEN):
-            reason = f": {p.start_error}" if p.start_error else ""
+            said = p.start_error or p.start_output
+            reason = f": {said}" if said else ""
             raise RuntimeError(f"{name} exited while starting{reason} (exit code {p.exit_code})")
 
     async def _read(self, p: ProcState, proc: asyncio.subprocess.Process) -> None:
@@ -279,6 +281,9 @@ class Supervisor:
                     p.serving.set()
                 elif record.get("event") == Event.START_FAILED:
                     p.start_error = str(record.get("msg") or "")[:MAX_REASON_CHARS]
+                elif record.get("event") == Event.OUTPUT and p.state == ProcessState.STARTING:
+                    # not our log line: a traceback's lines, say; its last line says what went wrong
+                    p.start_output = str(record.get("msg") or "")[:MAX_REASON_CHARS]
             self.on_record(record)
         code = await proc.wait()
         if p.proc is not proc:
