@@ -109,3 +109,19 @@ async def test_a_stack_runs_on_encrypted_files_and_a_wrong_key_stops_a_bank_with
     assert "wrong encryption key" in bank.stderr and "Traceback" not in bank.stderr
     assert wrong.read_text().strip() not in bank.stderr + bank.stdout
     assert hashlib.sha256(ledger.read_bytes()).hexdigest() == before
+
+
+def test_strife_keygen_writes_a_private_key_once(tmp_path):
+    key = tmp_path / "key"
+    made = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keygen", str(key)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0 and str(key) in made.stdout
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    first = encryption.read_key(key)
+    assert len(first) == 32
+    again = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keygen", str(key)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 1 and "never overwritten" in again.stderr
+    assert encryption.read_key(key) == first  # the key a database may be encrypted under is kept

@@ -19,6 +19,7 @@ SUBCOMMANDS = (
         "fault campaign: kill/freeze/restart banks, gateway and clients, then check the invariants",
     ),
     ("client", "app.cli.client", "the command-line client: login, balance, pay, offline queue"),
+    ("keygen", "app.cli.keygen", "write a new key for encrypting SQLite files at rest (--encryption-key-file)"),
 )
 # The control room's load balancing over the gateway tier (backend.client.balancer.POLICIES; listed
 # here so `strife` does not import the client to build its parser).
