@@ -5,6 +5,7 @@ same-key races over replicas, and takeover of a replica that died or froze mid-p
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common.events import Event, Phase
 from backend.common.states import LedgerState
 from backend.gateway import login_limiter
+from backend.supervisor import Supervisor, stack_specs
 from tests.stack import Stack, eventually, fault_env, pay_request, start_stack
 
 LEASE_S = 3.0  # the replicas' lease in these tests (the default is 5 s)
@@ -285,4 +287,23 @@ async def test_a_replica_that_stops_heartbeating_but_answers_its_health_check_is
         await eventually(lambda: _async(takeovers(stack, "gw-2")), timeout_s=15)
     finally:
         await stack.sup.thaw("gw-2")
+        await stack.close()
+
+
+async def test_a_dead_replica_whose_address_another_replica_took_is_still_taken_over(tmp_path, certs_dir):
+    stack = await start_stack(tmp_path, certs_dir, gateways=2, lease_s=1.5)
+    newcomer = None
+    try:
+        await stack.sup.kill("gw-2")
+        # a replica with another id on gw-2's port: the address answers, but not as gw-2
+        [spec] = [s for s in stack_specs(stack.cfg) if s.name == "gw-2"]
+        args = list(spec.args)
+        args[args.index("--replica") + 1] = "gw-9"
+        newcomer = Supervisor([replace(spec, name="gw-9", args=args)], on_record=stack.records.append)
+        await newcomer.start_all()
+        await eventually(lambda: _async(takeovers(stack, "gw-2")), timeout_s=15)
+        await eventually(lambda: _listed_is(stack, "gw-1", ["gw-1", "gw-9"]), timeout_s=10)
+    finally:
+        if newcomer is not None:
+            await newcomer.close()
         await stack.close()

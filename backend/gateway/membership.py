@@ -10,9 +10,10 @@ off from the store): it joins again, and its old work is no longer its own. One 
 finds another incarnation in its row was replaced by a newer process with its id:
 it stops. A replica takes others over only once its own heartbeats have landed for
 a whole lease, so after an outage of the store nobody takes over a replica that
-simply had no chance to beat yet; and only if the silent one does not answer its
-health check either (a replica whose heartbeats are late because the store is slow
-under load is alive: taking it over would abort its payments for nothing).
+simply had no chance to beat yet; and only if the silent one does not answer at its
+address as itself either (ListGateways' answered_by: a replica whose heartbeats are
+late because the store is slow under load is alive, and taking it over would abort
+its payments for nothing; another process now at that address does not count).
 
 Times are the hosts' wall clocks (time.time()): replicas on many hosts need them
 in step (NTP), well within the lease.
@@ -28,8 +29,9 @@ from functools import partial
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import faults, jsonlog, tls
 from backend.common.db import Database
 from backend.common.events import Event
@@ -144,21 +146,22 @@ class Membership:
         return taken
 
     async def _answers(self, replica: store.Replica) -> bool:
-        """Does a replica whose heartbeats stopped still say SERVING (its beats are only late)?
-        A cleanly stopped one (heartbeat 0) is not asked: it said it left."""
+        """Does a replica whose heartbeats stopped still answer, as itself (its beats are only
+        late)? Another process now at its address (a replica restarted under a new id) does not
+        count. A cleanly stopped one (heartbeat 0) is not asked: it said it left."""
         if self.certs_dir is None or replica.heartbeat_at == 0:
             return False
         channel = tls.secure_channel(replica.address, self.certs_dir, "gateway")
         try:
             async with asyncio.timeout(ALIVE_CHECK_S):
-                answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+                answer = await pb_grpc.GatewayStub(channel).ListGateways(pb.ListGatewaysRequest())
         except (grpc.aio.AioRpcError, TimeoutError):
             return False
         finally:
             # not awaited here: closing a channel to a frozen peer must not hold up a heartbeat
             closing = asyncio.ensure_future(channel.close())
             closing.add_done_callback(lambda task: task.cancelled() or task.exception())
-        return answer.status == health_pb2.HealthCheckResponse.SERVING
+        return answer.answered_by == replica.replica_id
 
     async def live(self) -> list[store.Replica]:
         """The replicas whose heartbeat is within LIVE_S, this one with its load of now."""
