@@ -133,12 +133,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     scen = p.add_argument_group("scenarios (see app/bench/scenarios.py)")
     scen.add_argument(
         "--scenario",
-        choices=("payments", "soak", "history", "recovery"),
+        choices=("payments", "soak", "history", "recovery", "breaker", "watchers"),
         default="payments",
         help="payments: the run above (default); soak: --payments 100000 (unless given) and "
         "whether the gateway's RSS stays flat; history: time ListPayments pages of one user "
         "with --history-rows payments; recovery: time a gateway restart with --recovery-txns "
-        "logged transactions",
+        "logged transactions; breaker: kill a bank a third of the way in and time the payments "
+        "that touch it, with circuit breakers and without; watchers: payments/s without and with "
+        "--watchers idle WatchPayments streams",
+    )
+    scen.add_argument(
+        "--bank-fault",
+        choices=("kill", "freeze"),
+        default="kill",
+        help="--scenario breaker: kill the bank (calls fail at once) or freeze it (calls hang) (default kill)",
+    )
+    scen.add_argument(
+        "--watchers", type=int, default=1000, metavar="N", help="idle streams of --scenario watchers (default 1000)"
     )
     scen.add_argument(
         "--history-rows",
@@ -207,7 +218,7 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.scenario == "soak" and not args.payments:
         args.payments = SOAK_PAYMENTS
-    if args.scenario in ("history", "recovery"):
+    if args.scenario in ("history", "recovery", "breaker", "watchers"):
         if args.sweep or args.gateway:
             bad(f"--scenario {args.scenario} starts its own stack; it does not take --sweep or --gateway")
         if not 2 <= args.history_rows <= 10_000_000 or not 1 <= args.recovery_txns <= 10_000_000:
@@ -474,6 +485,14 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
 
             run = bench_scenarios.history if args.scenario == "history" else bench_scenarios.recovery
             doc.update(await run(args, base / "run", certs_dir, say))
+        elif args.scenario == "breaker":
+            from app.bench.breaker_scenario import breaker
+
+            doc.update(await breaker(args, base / "run", certs_dir, say))
+        elif args.scenario == "watchers":
+            from app.bench.watch_scenario import watchers
+
+            doc.update(await watchers(args, base / "run", certs_dir, say))
         elif args.sweep:
             cells = []
             for banks in args.sweep_banks:
@@ -521,6 +540,9 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
             plot_error = f"could not write --plot {args.plot}: {exc}"
     if args.json:
         print(json.dumps(doc, indent=2))
+    elif args.scenario in ("breaker", "watchers"):
+        console.print_json(json.dumps(doc[args.scenario]))
+        bench_report.print_footer(console, doc)
     elif args.scenario in ("history", "recovery"):
         console.print(bench_report.scenario_table(doc))
         bench_report.print_footer(console, doc)
