@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
@@ -55,6 +58,13 @@ async def test_strife_up_with_three_gateways_prints_three_addresses_that_each_li
         assert served["gw-1"].rstrip().endswith("region eu") and served["gw-3"].rstrip().endswith("region us")
         tier_line = next(line for line in lines if line.startswith("gateway tier"))
         assert f"--gateway 127.0.0.1:{port},127.0.0.1:{port + 1},127.0.0.1:{port + 2}" in tier_line
+        # every process serves Prometheus metrics on a port of its own, and says where
+        metrics = {line.split()[0]: line.split("metrics at ")[1].strip() for line in lines if " metrics at " in line}
+        assert set(metrics) == set(served) and len(set(metrics.values())) == len(metrics)
+        for name in ("gw-1", "BankA"):
+            page = await asyncio.to_thread(_get, metrics[name])
+            names = {family.name for family in text_string_to_metric_families(page)}
+            assert {"strife_rpc_duration_seconds", "process_cpu_seconds"} <= names
 
         for name in ("gw-1", "gw-2", "gw-3"):
             channel = tls.secure_channel(addresses[name], certs_dir, "client")
@@ -97,3 +107,8 @@ async def test_strife_up_refuses_a_region_list_of_the_wrong_length_or_a_bad_coun
         assert proc.returncode == 1, (args, out, err)
         assert said in err.decode(), (args, err)
         assert b"serving on" not in out
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()

@@ -12,6 +12,7 @@ from pathlib import Path
 from app.cli import stack_db
 from backend.common import certs, datadir, fixtures, limits
 from backend.common.errors import InvalidInput
+from backend.common.events import Event
 from backend.common.states import ProcessState
 from backend.supervisor import StackConfig, Supervisor, stack_specs
 
@@ -102,11 +103,15 @@ def regions(value: str, replicas: list[str]) -> dict[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)
+    p.add_argument(
+        "--no-metrics", action="store_true", help="no Prometheus metrics (by default each process serves them)"
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="print every JSON log line of every process")
 
 
 async def _up(args: argparse.Namespace) -> int:
     cfg = stack_config(args)
+    cfg.metrics = not args.no_metrics  # each process on a free port, printed when it says where
     try:
         database = stack_db.StackDatabase(args.db, cfg.data_dir)
     except stack_db.StackDbError as exc:
@@ -131,6 +136,8 @@ async def _up(args: argparse.Namespace) -> int:
     def on_record(record: dict) -> None:
         if args.verbose:
             print(json.dumps(record), flush=True)
+        elif record.get("event") == Event.METRICS:
+            print(f"{record.get('process'):<8} metrics at http://{record.get('address')}/metrics", flush=True)
         elif record.get("level") == "error":
             say_error(f"{record.get('process')}: {record.get('msg') or record.get('event')}")
 
