@@ -423,6 +423,8 @@ class StrifeApp(App):
                 severity="warning",
                 timeout=10,
             )
+        elif record.event == Event.BREAKER:
+            self._show_breaker(record)
         elif record.event == Event.TAKEN_OVER:
             self.notify(
                 "It was silent past its lease and its work was taken over; it joined the tier again.",
@@ -433,6 +435,27 @@ class StrifeApp(App):
         story = self._open_story()
         if story is not None and message.record.fields.get("txn") == story.txn_id:
             story.story = self.stories.story(story.txn_id)
+
+    def _show_breaker(self, record) -> None:
+        """A replica's circuit breaker for a bank changed: the faults strip shows the worst state
+        over the replicas; opening and closing again are notified."""
+        strip = self.query_one(FaultsStrip)
+        bank, state = str(record.fields.get("bank", "?")), str(record.fields.get("state", ""))
+        before = strip.breaker_state(bank)
+        strip.breaker(record.process, bank, state)
+        after = strip.breaker_state(bank)
+        if after == before:
+            return
+        if after == "open":
+            self.notify(
+                f"{record.fields.get('msg') or 'failing'}; payments touching {bank} are refused at once "
+                "until a probe gets through",
+                title=f"{bank}: circuit breaker open",
+                severity="warning",
+                timeout=8,
+            )
+        elif after == "closed":
+            self.notify(f"payments to and from {bank} flow again", title=f"{bank}: circuit breaker closed")
 
     @shows(msg.TxnChanged)
     def _show_txn(self, message: msg.TxnChanged) -> None:
