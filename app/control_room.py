@@ -15,7 +15,8 @@ from app.live_source import LiveSource
 def main(args: argparse.Namespace) -> None:
     from app.app import StrifeApp
 
-    cfg = replace(stack_config(args), demo=True)  # a presenter's stack: slow motion works
+    # a presenter's stack: slow motion works, and each process serves Prometheus metrics (its Logs line says where)
+    cfg = replace(stack_config(args), demo=True, metrics=True)
     try:
         database = StackDatabase(args.db, cfg.data_dir)  # a bad value: one line, before any screen
     except StackDbError as exc:
