@@ -40,3 +40,19 @@ def test_the_watchers_scenario_keeps_its_idle_streams_open_while_payments_run():
     assert doc["ok"] and report["idle_streams"] == 8 and report["still_open_at_end"] == 8
     assert report["without"]["payments_per_s"] > 0 and report["with"]["payments_per_s"] > 0
     assert report["without"]["errors"] == report["with"]["errors"] == 0
+
+
+def test_the_failover_scenario_kills_the_busiest_replica_and_loses_or_doubles_nothing():
+    doc = bench("--scenario", "failover", "--gateways", "2", "--lb", "pick_first", "--clients", "3", "--duration", "6")
+    report = doc["failover"]
+    assert doc["ok"] and report["lost"] == 0 and report["doubled_or_unacknowledged"] == 0
+    assert report["acknowledged"] == report["committed_at_banks"] > 0
+    assert report["killed"] in report["replica_share"] and report["errors"] == 0
+    assert abs(sum(report["replica_share"].values()) - 1) < 0.01
+
+
+def test_the_tier_scenario_spreads_payments_over_the_replicas():
+    doc = bench("--scenario", "tier", "--gateways", "3", "--lb", "round_robin", "--clients", "6", "--duration", "3")
+    shares = doc["tier"]["replica_share"]
+    assert set(shares) == {"gw-1", "gw-2", "gw-3"} and all(share > 0.15 for share in shares.values())
+    assert doc["ok"] and doc["tier"]["errors"] == 0

@@ -133,14 +133,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     scen = p.add_argument_group("scenarios (see app/bench/scenarios.py)")
     scen.add_argument(
         "--scenario",
-        choices=("payments", "soak", "history", "recovery", "breaker", "watchers"),
+        choices=("payments", "soak", "history", "recovery", "breaker", "watchers", "tier", "failover"),
         default="payments",
         help="payments: the run above (default); soak: --payments 100000 (unless given) and "
         "whether the gateway's RSS stays flat; history: time ListPayments pages of one user "
         "with --history-rows payments; recovery: time a gateway restart with --recovery-txns "
         "logged transactions; breaker: kill a bank a third of the way in and time the payments "
         "that touch it, with circuit breakers and without; watchers: payments/s without and with "
-        "--watchers idle WatchPayments streams",
+        "--watchers idle WatchPayments streams; tier: --gateways replicas balanced with --lb, each "
+        "one's share; failover: the same, with gw-2 killed a third of the way in (gap, retries, "
+        "lost or doubled payments)",
+    )
+    scen.add_argument(
+        "--gateways", type=int, default=1, metavar="N", help="gateway replicas of --scenario tier|failover (default 1)"
+    )
+    scen.add_argument(
+        "--lb",
+        choices=("pick_first", "round_robin", "least_load"),
+        default="round_robin",
+        help="how --scenario tier|failover clients balance over the replicas (default round_robin)",
     )
     scen.add_argument(
         "--bank-fault",
@@ -218,7 +229,9 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.scenario == "soak" and not args.payments:
         args.payments = SOAK_PAYMENTS
-    if args.scenario in ("history", "recovery", "breaker", "watchers"):
+    if args.scenario in ("tier", "failover") and not 1 <= args.gateways <= 9:
+        bad("--gateways must be 1 to 9")
+    if args.scenario in ("history", "recovery", "breaker", "watchers", "tier", "failover"):
         if args.sweep or args.gateway:
             bad(f"--scenario {args.scenario} starts its own stack; it does not take --sweep or --gateway")
         if not 2 <= args.history_rows <= 10_000_000 or not 1 <= args.recovery_txns <= 10_000_000:
@@ -489,6 +502,10 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
             from app.bench.breaker_scenario import breaker
 
             doc.update(await breaker(args, base / "run", certs_dir, say))
+        elif args.scenario in ("tier", "failover"):
+            from app.bench.tier_scenario import tier
+
+            doc.update(await tier(args, base / "run", certs_dir, say))
         elif args.scenario == "watchers":
             from app.bench.watch_scenario import watchers
 
@@ -540,7 +557,7 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
             plot_error = f"could not write --plot {args.plot}: {exc}"
     if args.json:
         print(json.dumps(doc, indent=2))
-    elif args.scenario in ("breaker", "watchers"):
+    elif args.scenario in ("breaker", "watchers", "tier", "failover"):
         console.print_json(json.dumps(doc[args.scenario]))
         bench_report.print_footer(console, doc)
     elif args.scenario in ("history", "recovery"):
