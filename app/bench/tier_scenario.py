@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 
 from app.bench.paying import percentile
-from app.bench.stack import OwnStack
+from app.bench.stack import OwnStack, cpu_seconds
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.client.balancer import Balancer
@@ -92,10 +92,13 @@ async def tier(args: argparse.Namespace, root: Path, certs_dir: Path, say: Calla
             killed.append(busiest)
             await stack.sup.kill(busiest)
 
+        pids = stack.pids()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         killer = asyncio.ensure_future(kill_later()) if failover else None
         await asyncio.gather(
             *(_client(s, stack.users, began, args.duration, args.seed + i, results) for i, s in enumerate(sessions))
         )
+        cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
         if killer is not None:
             await killer
         for _ in range(60):  # the takeover re-sends a dead replica's decisions: wait until none is held
@@ -117,6 +120,13 @@ async def tier(args: argparse.Namespace, root: Path, certs_dir: Path, say: Calla
         "p50_ms": percentile([r["latency_ms"] for r in ok], 0.50),
         "p99_ms": percentile([r["latency_ms"] for r in ok], 0.99),
         "replica_share": {name: round(n / total_calls, 3) for name, n in sorted(served.items())},
+        # CPU of each server process over the paying phase, per payment made (all processes:
+        # what the same design needs per payment, whatever the number of cores)
+        "cpu_ms_per_payment": {
+            name: round(1000 * (after - before) / max(1, len(ok)), 3)
+            for name in pids
+            if (before := cpu_before.get(name)) is not None and (after := cpu_after.get(name)) is not None
+        },
         "retries": sum(r["retries"] for r in results),
         "retried_then_succeeded": sum(1 for r in ok if r["retries"]),
         "errors": sum(1 for r in results if r["code"] != "OK"),
