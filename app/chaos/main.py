@@ -44,6 +44,8 @@ from backend.common.states import Decision, LedgerState
 from backend.supervisor import Supervisor, stack_specs
 from backend.testbed import StackLog, bank_names, stable_ports, stack_config, write_fixtures
 
+TIER_LEASE_S = 2.0  # --gateways N > 1: a frozen replica is taken over after this
+
 START_BALANCE_CENTS = 20_000  # per account: small, so ordinary payments get declined too
 AMOUNT_MAX_CENTS = 5_000
 DECLINE_FRACTION = 0.08  # payments of more than all the money there is: must be DECLINED
@@ -72,6 +74,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--clients", type=int, default=4, metavar="N", help="client worker processes (default 4)")
     p.add_argument("--banks", type=int, default=3, metavar="N", help="banks, at least 3 (default 3)")
+    p.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        metavar="N",
+        help="gateway replicas, 1 to 9 (default 1); with more, clients balance over them (round_robin), "
+        "replicas are killed and frozen past their lease (2 s) too",
+    )
     p.add_argument("--twopc-timeout", type=float, default=1.0, metavar="SECONDS", help="2PC vote deadline (default 1)")
     p.add_argument(
         "--in-doubt-after",
@@ -117,6 +127,8 @@ class Campaign:
         self.seed = seed
         self.root = root
         self.console = console
+        if not 1 <= args.gateways <= 9:
+            raise SystemExit("strife chaos: --gateways must be 1 to 9")
         self.names = bank_names(args.banks)
         # One account per client (round-robin over the banks), and at least one per bank.
         # Money circulates among the clients' accounts: a sink account would soon drain
@@ -130,6 +142,8 @@ class Campaign:
             pick_ports=stable_ports,
             twopc_timeout_s=args.twopc_timeout,
             in_doubt_after_s=args.in_doubt_after,
+            gateways=args.gateways,
+            lease_s=TIER_LEASE_S if args.gateways > 1 else None,
         )
         storage.data_dir = self.cfg.data_dir
         self.cfg.databases = storage.start(["gateway", *self.names])  # the server, if any: main thread
@@ -141,7 +155,8 @@ class Campaign:
         self.workers: dict[str, WorkerHandle] = {}
         for i, u in enumerate(self.people[: args.clients]):
             setup = {
-                "gateway": self.cfg.gateway_address,
+                "gateway": ",".join(self.cfg.gateway_addresses),
+                "lb": "round_robin" if args.gateways > 1 else "pick_first",
                 "certs": str(self.certs_dir),
                 "profile": str(root / "clients" / u.username),
                 "username": u.username,
@@ -162,9 +177,17 @@ class Campaign:
         self.nemesis = chaos_nemesis.Nemesis(
             self.sup,
             self.workers,
-            chaos_nemesis.plan(seed, args.duration, self.names, list(self.workers), db=storage.engine == "postgres"),
+            chaos_nemesis.plan(
+                seed,
+                args.duration,
+                self.names,
+                list(self.workers),
+                db=storage.engine == "postgres",
+                gateways=tuple(self.cfg.gateway_replicas),
+            ),
             on_event=self._progress,
             db=storage if storage.engine == "postgres" else None,
+            tier=args.gateways > 1,
         )
 
     def _progress(self, msg: str) -> None:
@@ -322,6 +345,7 @@ async def run(args: argparse.Namespace) -> Outcome:
         seed=seed,
         duration_s=args.duration,
         command=f"strife chaos --seed {seed} --duration {args.duration:g} --clients {args.clients} --banks {args.banks}"
+        + (f" --gateways {args.gateways}" if args.gateways > 1 else "")
         + (f" --db {args.db}" if args.db != "sqlite" else ""),
         engine=args.db,
     )

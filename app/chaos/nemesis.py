@@ -7,7 +7,9 @@ different targets overlap; faults on one target never do (a per-target lock).
 Kinds:
   kill_bank     SIGKILL a bank, restart it after hold_s
   freeze_bank   SIGSTOP a bank for hold_s (longer than the 2PC timeout), then SIGCONT
-  kill_gateway  SIGKILL the gateway, restart it after hold_s
+  kill_gateway  SIGKILL the gateway (with --gateways N, a replica), restart it after hold_s
+  freeze_gateway (--gateways N > 1 only) SIGSTOP a replica past its lease (the tier takes its
+                work over), then SIGCONT: it must find its writes refused and rejoin
   kill_client   SIGKILL a client worker (its queued payments stay in its outbox), restart it
   kill_db       (--db postgres only) SIGKILL the PostgreSQL server and its backends, start
                 it again after hold_s on the same files (crash recovery). The gateway and
@@ -41,6 +43,7 @@ KINDS = {  # kind: (weight, min hold s, max hold s)
     "kill_client": (2, 0.2, 2.0),
 }
 DB_KINDS = {"kill_db": (3, 0.5, 3.0)}  # planned only when the stack runs on a database server
+TIER_KINDS = {"freeze_gateway": (2, 2.5, 4.5)}  # planned only with several gateway replicas (lease 2 s)
 DB_TARGET = "postgres"
 FOLLOW_UP = 0.6  # how often a gateway kill also kills a client while it is down
 GAP_S = (0.5, 3.0)  # between the starts of two faults
@@ -66,17 +69,26 @@ class Done:
     queued: int | None = None  # kill_client: payments waiting in its outbox when it was killed
 
 
-def plan(seed: int, duration_s: float, banks: list[str], clients: list[str], db: bool = False) -> list[Fault]:
+def plan(
+    seed: int,
+    duration_s: float,
+    banks: list[str],
+    clients: list[str],
+    db: bool = False,
+    gateways: tuple[str, ...] = ("gateway",),
+) -> list[Fault]:
     """The fault schedule of a run: a function of its arguments only. `db`: the stack's state is on
-    a database server the nemesis may kill (kill_db); without it a seed plans what it always did."""
+    a database server the nemesis may kill (kill_db); `gateways`: the replicas of the tier (more
+    than one adds freeze_gateway); with neither a seed plans what it always did."""
     rng = random.Random(seed)
-    table = {**KINDS, **DB_KINDS} if db else KINDS
+    table = {**KINDS, **(DB_KINDS if db else {}), **(TIER_KINDS if len(gateways) > 1 else {})}
     kinds = list(table)
     weights = [table[k][0] for k in kinds]
     targets = {
         "kill_bank": banks,
         "freeze_bank": banks,
-        "kill_gateway": ["gateway"],
+        "kill_gateway": list(gateways),
+        "freeze_gateway": list(gateways),
         "kill_client": clients,
         "kill_db": [DB_TARGET],
     }
@@ -116,8 +128,10 @@ class Nemesis:
         faults: list[Fault],
         on_event: Callable[[str], None] | None = None,
         db=None,
+        tier: bool = False,
     ) -> None:
         self.sup = sup
+        self.tier = tier  # several gateway replicas: freeze_gateway is a fault too
         self.workers = workers  # username -> WorkerHandle
         self.faults = faults
         self.db = db
@@ -163,7 +177,7 @@ class Nemesis:
                 record.note = f"already {self.sup.procs[f.target].state}"
                 return
             await self.sup.kill(f.target)
-        elif f.kind == "freeze_bank":
+        elif f.kind in ("freeze_bank", "freeze_gateway"):
             if self.sup.procs[f.target].state != ProcessState.SERVING:
                 record.note = f"not serving ({self.sup.procs[f.target].state})"
                 return
@@ -239,7 +253,8 @@ class Nemesis:
 
     def counts(self) -> dict[str, int]:
         applied = Counter(d.fault.kind for d in self.done if d.applied)
-        out = {kind: applied.get(kind, 0) for kind in (KINDS | DB_KINDS if self.db is not None else KINDS)}
+        kinds = KINDS | (DB_KINDS if self.db is not None else {}) | (TIER_KINDS if self.tier else {})
+        out = {kind: applied.get(kind, 0) for kind in kinds}
         out["kill_client with payments queued"] = sum(1 for d in self.done if d.applied and d.queued)
         out["planned but not applied"] = len(self.faults) - sum(1 for d in self.done if d.applied)
         return out

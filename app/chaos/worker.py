@@ -70,7 +70,13 @@ class Worker:
         self.from_bank, self.from_account = setup["from"]
         self.payees = [tuple(p) for p in setup["payees"] if p[0] != self.from_bank]
         self.random = random.Random(setup["seed"])
-        self.client = GatewayClient(setup["gateway"], setup["certs"], setup["profile"], backoff_cap_s=BACKOFF_CAP_S)
+        self.client = GatewayClient(
+            setup["gateway"],
+            setup["certs"],
+            setup["profile"],
+            backoff_cap_s=BACKOFF_CAP_S,
+            lb=setup.get("lb", "pick_first"),
+        )
         self.journal = Journal(Path(setup["profile"]) / JOURNAL_FILE)
         self.draining = asyncio.Event()
 
