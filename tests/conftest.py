@@ -71,3 +71,13 @@ def fixed_environment(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture
+def live_source(tmp_path, certs_dir):
+    """The control room's live data source on a quick stack of the current engine (stopped after)."""
+    from app.live_source import LiveSource
+
+    source = LiveSource(stacks.quick_config(tmp_path, certs_dir))
+    yield source
+    source.kill_now()

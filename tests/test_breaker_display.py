@@ -4,22 +4,11 @@ is back and traffic probes it, the breaker closes and the strip says nothing of 
 
 from __future__ import annotations
 
-import pytest
-
 from app.app import StrifeApp
-from app.live_source import LiveSource
 from app.widgets.faults_strip import FaultsStrip
 from app.widgets.process_panel import ProcessPanel
 from backend.common.states import ProcessState
-from tests.stack import quick_config
 from tests.test_control_room_live import started, states, until
-
-
-@pytest.fixture
-def live_source(tmp_path, certs_dir):
-    source = LiveSource(quick_config(tmp_path, certs_dir))
-    yield source
-    source.kill_now()
 
 
 def strip_text(app) -> str:

@@ -1,6 +1,5 @@
 """The control room driven with Textual's Pilot against real gateway and bank processes."""
 
-import pytest
 from textual.widgets import DataTable, Input, Select
 
 from app.app import StrifeApp
@@ -11,16 +10,9 @@ from app.widgets.client_summary import ClientSummary
 from app.widgets.outbox_panel import OutboxPanel
 from app.widgets.process_panel import ProcessPanel
 from backend.common.states import Decision, PaymentStatus, ProcessState
-from tests.stack import exited, quick_config
+from tests.stack import exited
 
 SIZE = (120, 40)
-
-
-@pytest.fixture
-def live_source(tmp_path, certs_dir):
-    source = LiveSource(quick_config(tmp_path, certs_dir))
-    yield source
-    source.kill_now()
 
 
 async def until(pilot, condition, timeout_s: float = 20.0, what: str = "condition"):

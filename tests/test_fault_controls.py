@@ -4,23 +4,13 @@ faults in force on every tab."""
 
 from __future__ import annotations
 
-import pytest
 from textual.widgets import Button, DataTable, TabbedContent
 
 from app.app import StrifeApp
-from app.live_source import LiveSource
 from app.widgets.faults_strip import FaultsStrip
 from app.widgets.process_panel import ProcessPanel
 from backend.common.states import ProcessState
-from tests.stack import quick_config
 from tests.test_control_room_live import started, states, until
-
-
-@pytest.fixture
-def live_source(tmp_path, certs_dir):
-    source = LiveSource(quick_config(tmp_path, certs_dir))
-    yield source
-    source.kill_now()
 
 
 def selected(app) -> str:

@@ -195,13 +195,6 @@ async def test_a_wake_for_a_process_back_sends_what_waits_out_its_backoff():
     assert client.calls[-1] is False
 
 
-@pytest.fixture
-def live_source(tmp_path, certs_dir):
-    source = LiveSource(quick_config(tmp_path, certs_dir))
-    yield source
-    source.kill_now()
-
-
 def long_backoff(source: LiveSource) -> None:
     """Every failed send waits 10 minutes: only a wake for a process back sends it sooner."""
     assert source.client is not None

@@ -51,13 +51,7 @@ async def pay_for(sessions: list[tuple], payees: list, duration_s: float, seed: 
 
     async def client(stub, metadata, user) -> None:
         while loop.time() - began < duration_s:
-            payee = rng.choice([p for p in payees if p.account_id != user.account_id])
-            request = pb.PayRequest(
-                idempotency_key=str(uuid.uuid4()),
-                to=pb.AccountRef(bank=payee.bank, account_id=payee.account_id),
-                amount_cents=1 + rng.randrange(100),
-                **{"from": pb.AccountRef(bank=user.bank, account_id=user.account_id)},
-            )
+            payee, request = random_payment(rng, user, payees)
             at_s = loop.time() - began
             started = time.perf_counter()
             code, reason = "OK", ""
@@ -78,6 +72,18 @@ async def pay_for(sessions: list[tuple], payees: list, duration_s: float, seed: 
 
     await asyncio.gather(*(client(*s) for s in sessions))
     return results
+
+
+def random_payment(rng: random.Random, user, payees: list) -> tuple:
+    """(payee, a PayRequest under a fresh key) of 1 to 100 cents from `user` to another account."""
+    payee = rng.choice([p for p in payees if p.account_id != user.account_id])
+    request = pb.PayRequest(
+        idempotency_key=str(uuid.uuid4()),
+        to=pb.AccountRef(bank=payee.bank, account_id=payee.account_id),
+        amount_cents=1 + rng.randrange(100),
+        **{"from": pb.AccountRef(bank=user.bank, account_id=user.account_id)},
+    )
+    return payee, request
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:

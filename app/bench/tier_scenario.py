@@ -21,13 +21,12 @@ import argparse
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
-from app.bench.paying import percentile
+from app.bench.paying import percentile, random_payment
 from app.bench.stack import OwnStack, cpu_seconds
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
@@ -197,13 +196,7 @@ async def _client(session, users, began: float, duration_s: float, seed: int, re
         )
 
     while loop.time() - began < duration_s:
-        payee = rng.choice([u for u in users if u.account_id != user.account_id])
-        request = pb.PayRequest(
-            idempotency_key=str(uuid.uuid4()),
-            to=pb.AccountRef(bank=payee.bank, account_id=payee.account_id),
-            amount_cents=1 + rng.randrange(100),
-            **{"from": pb.AccountRef(bank=user.bank, account_id=user.account_id)},
-        )
+        _, request = random_payment(rng, user, users)
         await until_final(request, time.perf_counter(), [], background=False)
     if waiting:
         await asyncio.gather(*waiting)

@@ -18,7 +18,6 @@ from backend.client.gateway_client import (
     History,
     PaymentEventView,
     PaymentView,
-    Replica,
     SyncReport,
     backoff_s,
     payment_status,
@@ -26,6 +25,7 @@ from backend.client.gateway_client import (
 from backend.client.outbox import MAX_QUEUED, Outbox, OutboxEntry, SentEntry
 from backend.client.profile import DEFAULT_PROFILE, Profile, Session
 from backend.client.retrier import Retrier
+from backend.common.discovery import Replica
 
 __all__ = [
     "AccountBalance",

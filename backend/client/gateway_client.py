@@ -24,7 +24,7 @@ from backend.client.errors import GATEWAY_UNREACHABLE, ClientError
 from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
 from backend.common import limits, metrics, money, tls
-from backend.common.discovery import parse_seeds
+from backend.common.discovery import Replica, parse_seeds
 from backend.common.states import PaymentStatus
 
 DEFAULT_GATEWAY = "127.0.0.1:50060"
@@ -126,21 +126,6 @@ class PaymentEventView:
     to_bank: str
     to_account: str
     amount_cents: int
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Replica:
-    """A live replica of the gateway tier (ListGateways)."""
-
-    replica_id: str
-    address: str
-    region: str
-    in_flight: int
-    started_at: float
-    heartbeat_at: float
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -501,10 +486,7 @@ class GatewayClient:
     async def gateways(self) -> list[Replica]:
         """The live replicas of the gateway tier, as one of them lists them (no login needed)."""
         answer = await self._call("ListGateways", pb.ListGatewaysRequest(), CALL_TIMEOUT_S)
-        return [
-            Replica(g.replica_id, g.address, g.region, g.in_flight, g.started_at_ms / 1000, g.heartbeat_at_ms / 1000)
-            for g in answer.gateways
-        ]
+        return [Replica.of(g) for g in answer.gateways]
 
     async def watch(self, cursor: str = "") -> AsyncIterator[PaymentEventView]:
         """The state changes of the user's payments as they happen, from `cursor` ("" = from

@@ -11,7 +11,7 @@ their calls over the tier.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
@@ -27,10 +27,21 @@ MAX_REPLICAS = 256  # of one answer, kept
 
 @dataclass(frozen=True)
 class Replica:
+    """A live replica of the gateway tier, as ListGateways lists it."""
+
     replica_id: str
     address: str
     region: str
-    in_flight: int
+    in_flight: int  # calls it was serving at its last heartbeat
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+
+    @classmethod
+    def of(cls, r: pb.GatewayReplica) -> Replica:
+        return cls(r.replica_id, r.address, r.region, r.in_flight, r.started_at_ms / 1000, r.heartbeat_at_ms / 1000)
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def parse_seeds(value: str) -> list[str]:
@@ -84,9 +95,7 @@ class Directory:
                 )
             except grpc.aio.AioRpcError:
                 continue
-            self.replicas = [
-                Replica(r.replica_id, r.address, r.region, r.in_flight) for r in answer.gateways[:MAX_REPLICAS]
-            ]
+            self.replicas = [Replica.of(r) for r in answer.gateways[:MAX_REPLICAS]]
             self.refreshed_at = time.monotonic()
             await self._drop_unused()
             return True
