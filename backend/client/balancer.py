@@ -36,7 +36,18 @@ _BAD_STATES = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectiv
 
 
 def _service_config(policy: str) -> str:
-    return json.dumps({"loadBalancingConfig": [{policy: {}}], "healthCheckConfig": {"serviceName": ""}})
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{policy: {}}],
+            "healthCheckConfig": {"serviceName": ""},
+            **READS_RETRIED,
+        }
+    )
+
+
+# The gateway's idempotent reads, retried by gRPC on UNAVAILABLE within their deadline (a Pay is
+# not: the client library sends it again itself, under its key, after deciding it may).
+READS_RETRIED = tls.retry_policy("strife.v1.Gateway", ["Balance", "ListPayments", "GetPayment", "ListGateways"])
 
 
 class Balancer:

@@ -9,6 +9,7 @@ session of the user who made it.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.client.balancer import POLICIES, Balancer
+from backend.client.balancer import POLICIES, READS_RETRIED, Balancer
 from backend.client.errors import GATEWAY_UNREACHABLE, ClientError
 from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
@@ -310,7 +311,8 @@ class GatewayClient:
                     "FAILED_PRECONDITION",
                     f"cannot read the {self.role!r} certificate in {self.certs_dir}/ ({exc.strerror}): run `strife certs`",
                 ) from None
-            self._channel = grpc.aio.secure_channel(self.gateway, creds, options=tls.CHANNEL_OPTIONS)
+            options = [*tls.CHANNEL_OPTIONS, ("grpc.service_config", json.dumps(READS_RETRIED))]
+            self._channel = grpc.aio.secure_channel(self.gateway, creds, options=options)
             self._stub = pb_grpc.GatewayStub(self._channel)
         return self._stub
 
