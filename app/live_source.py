@@ -14,7 +14,6 @@ its rpc log lines (CallShares) and its load from ListGateways, asked once a seco
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 import random
 import time
@@ -22,7 +21,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -1010,13 +1008,10 @@ class LiveSource(ControlSource):
 
 def gateway_client(cfg: StackConfig, profile: Path, lb: str) -> GatewayClient:
     """A client of the stack's gateway: with a tier, of every replica, balanced by `lb`
-    (backend.client.balancer), so a killed replica's calls go to the others. While that module
-    is not installed, the first replica only: a killed gw-1 then queues payments as a killed
-    gateway does."""
-    if len(cfg.gateway_replicas) == 1 or importlib.util.find_spec("backend.client.balancer") is None:
+    (backend.client.balancer), so a killed replica's calls go to the others."""
+    if len(cfg.gateway_replicas) == 1:
         return GatewayClient(cfg.gateway_address, cfg.certs_dir, profile)
-    balanced: dict[str, Any] = {"lb": lb}  # GatewayClient takes lb= from the commit that adds the balancer
-    return GatewayClient(",".join(cfg.gateway_addresses), cfg.certs_dir, profile, **balanced)
+    return GatewayClient(",".join(cfg.gateway_addresses), cfg.certs_dir, profile, lb=lb)
 
 
 def outcome_text(delivery: Delivery) -> str:

@@ -59,7 +59,7 @@ async def pay_for(sessions: list[tuple], payees: list, duration_s: float, seed: 
                 await stub.Pay(request, metadata=metadata, timeout=PAY_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code().name
-                reason = _reason(exc)
+                reason = ClientError.from_rpc(exc).reason
             results.append(
                 Paid(
                     started_s=at_s,
@@ -84,10 +84,6 @@ def random_payment(rng: random.Random, user, payees: list) -> tuple:
         **{"from": pb.AccountRef(bank=user.bank, account_id=user.account_id)},
     )
     return payee, request
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    return ClientError.from_rpc(exc).reason
 
 
 def percentile(values: list[float], q: float) -> float | None:

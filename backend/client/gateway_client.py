@@ -20,7 +20,7 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
-from backend.client.balancer import POLICIES, READS_RETRIED, Balancer
+from backend.client.balancer import POLICIES, READS_RETRIED, Balancer, no_op
 from backend.client.errors import GATEWAY_UNREACHABLE, ClientError
 from backend.client.outbox import Outbox, OutboxEntry
 from backend.client.profile import Profile, Session
@@ -322,7 +322,7 @@ class GatewayClient:
         if not self._tiered:
             stub = self.stub
             await self._connected(self._channel)
-            return stub, _nothing
+            return stub, no_op
         if self._balancer is None:
             try:
                 balancer = Balancer(self._seeds, self.certs_dir, self.role, self.lb, self.region)
@@ -716,10 +716,6 @@ class GatewayClient:
             report.remaining = await asyncio.to_thread(self.outbox.entries, session.username)
             report.other_users = await asyncio.to_thread(self.outbox.count) - len(report.remaining)
             return report
-
-
-def _nothing() -> None:
-    pass
 
 
 _EVENT_KINDS = {

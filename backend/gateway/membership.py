@@ -66,7 +66,7 @@ class Membership:
         self.in_flight = in_flight
         self.on_replaced = on_replaced
         self.lease_s = lease_s
-        self.certs_dir = certs_dir  # to ask a silent replica's health service (None: do not ask)
+        self.certs_dir = certs_dir  # to ask a silent replica whether it still answers (None: do not ask)
         self.started_at = time.time()
         self._incarnation = uuid.uuid4().hex
         self._beating_since: float | None = None  # our heartbeats have landed without a gap since then
