@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import grpc
@@ -75,6 +77,29 @@ def stack_gateway_at(stack: stacks.Stack, address: str):
     from backend.api import strife_pb2_grpc as pb_grpc
 
     return pb_grpc.GatewayStub(stack.channel(address, "client"))
+
+
+@pytest.mark.parametrize("attempt", range(10))
+def test_replicas_starting_together_migrate_a_fresh_database_once(on_postgres, attempt):
+    """A tier's replicas start at the same moment on an empty database: each opens it (the
+    migrations run one after another, under the lock) and all see the same schema."""
+    uri = on_postgres.create_database(f"fresh_{next(_names)}")
+    engines = [PostgresEngine(uri) for _ in range(6)]
+    conns = [engine.connect() for engine in engines]  # connected first: then they race the migration alone
+    barrier = threading.Barrier(len(conns))
+
+    def migrate(i: int) -> int:
+        barrier.wait()
+        return engines[i].migrate(conns[i], store.PG_MIGRATIONS)
+
+    try:
+        with ThreadPoolExecutor(len(conns)) as pool:
+            found = sorted(pool.map(migrate, range(len(conns))))
+        assert found == [0] + [len(store.PG_MIGRATIONS)] * (len(conns) - 1)  # one migrated, the others found it done
+    finally:
+        for conn, engine in zip(conns, engines, strict=True):
+            conn.close()
+            engine.close()
 
 
 async def test_resolve_racing_the_decision_never_records_two(on_postgres):

@@ -35,6 +35,7 @@ CONNECT_TIMEOUT_S = 5
 IDLE_IN_TRANSACTION_S = 5.0  # the server ends a write transaction left open this long
 READ_POOL_MAX = 4  # reads at once (the event loop hands them to threads)
 URI_SCHEMES = ("postgresql", "postgres")
+MIGRATION_LOCK = 0x5354524946  # the advisory lock key migrations take (per database): "STRIF"
 
 # psycopg_pool logs each failed reconnection; with no handler configured, Python's last-resort
 # handler would print them raw on stderr, which the supervisor shows as non-JSON error lines.
@@ -201,20 +202,19 @@ class PostgresEngine:
         conn.execute("BEGIN")
 
     def migrate(self, conn: Connection, migrations: Sequence[str]) -> int:
-        """Bring the schema to version len(migrations), in one transaction, under a lock
-        on the version row. Returns the version the database had."""
+        """Bring the schema to version len(migrations), in one transaction, under an advisory
+        lock, so processes starting together (a tier's replicas) migrate one after another.
+        Returns the version the database had."""
         assert not isinstance(migrations, str), "a list of migration scripts, not one script"
+        conn.execute("BEGIN")
         try:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version "
                 "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
             )
-        except psycopg.errors.UniqueViolation:
-            pass  # another process created it at the same moment
-        conn.execute("INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-        conn.execute("BEGIN")
-        try:
-            found = conn.execute("SELECT version FROM schema_version WHERE id = 1 FOR UPDATE").fetchone()[0]
+            conn.execute("INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+            found = conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()[0]
             if found > len(migrations):
                 raise SchemaTooNew(
                     f"schema version {found} is newer than this Strife knows ({len(migrations)}): run a newer Strife"
