@@ -88,6 +88,20 @@ def test_smoke_run_reports_a_clean_run_as_json(tmp_path):
     assert doc["config"] == {**doc["config"], "clients": 4, "banks": 3, "drivers": 2, "payments": 50}
     assert doc["ok"] is True
 
+    # where the time went: every stage of the payment path, counted from the servers' own metrics
+    stages = {row["stage"]: row for row in doc["stages"]}
+    assert stages["key claim + PREPARING write"]["per_payment"] == 1.0  # one claim per payment, no more
+    assert stages["prepare round (all banks)"]["per_payment"] == 1.0
+    assert stages["decision write"]["per_payment"] == 1.0
+    assert stages["  batched PrepareBatch call"]["per_payment"] == 2.0  # payer's bank and payee's bank
+    assert stages["  bank: PrepareBatch handler"]["per_payment"] <= 2.0  # batched: at most one call per leg
+    client, pay = stages["client: whole Pay call"], stages["Pay handler (interceptors + validation + 2PC)"]
+    assert 0 < pay["mean_ms"] < client["mean_ms"]  # the handler is a part of what the client waited for
+    parts = ("key claim + PREPARING write", "prepare round (all banks)", "decision write")
+    assert sum(stages[p]["mean_ms"] for p in parts) < pay["mean_ms"]
+    for row in doc["stages"]:
+        assert row["mean_ms"] is not None and (row["p99_ms"] is None or row["p99_ms"] >= row["p50_ms"])
+
 
 def test_postgres_run_names_the_engine_and_counts_the_database_servers_cpu(tmp_path):
     doc = _bench_json(

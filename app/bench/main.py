@@ -35,6 +35,7 @@ from rich.text import Text
 
 from app.bench import plot as bench_plot
 from app.bench import report as bench_report
+from app.bench import stages as bench_stages
 from app.bench import storage as bench_storage
 from app.bench.driver import DriverHandle
 from app.bench.stack import (
@@ -392,6 +393,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         db_cpu0 = tree_cpu_seconds(db_pid)
         own0, host0, wall0 = _own_cpu_s(), host_busy_cpu_seconds(), time.monotonic()
+        stages_before = await bench_stages.scrape(stack.metrics_addresses)
         rss_samples: list[tuple[float, dict]] = []
         sampler = asyncio.create_task(_sample_rss(pids, rss_samples))
         try:
@@ -402,6 +404,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             sampler.cancel()
         wall = time.monotonic() - wall0
         cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
+        stages_after = await bench_stages.scrape(stack.metrics_addresses)
         used_s = {
             name: after - before
             for name in pids
@@ -424,6 +427,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         pay["attempted"] = sum(pay["counts"].values())
         committed = pay["counts"].get("committed", 0)
         cpu_ms_per_payment = {name: round(1000 * s / committed, 3) for name, s in used_s.items()} if committed else {}
+        stages = bench_stages.breakdown(stages_before, stages_after, pay["attempted"], pay["latency_ms"])
         money_after = await _quiet_money(stack)
         rss = {name: peak_rss_kib(pid) for name, pid in pids.items()}
     finally:
@@ -467,6 +471,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
         "rss_growth": _rss_growth(rss_samples),
         "cpu_pct_of_core": cpu_pct,
         "cpu_ms_per_committed_payment": cpu_ms_per_payment,
+        "stages": stages,
         "stack_log": {"lines": stack.log.lines, "errors": stack.log.errors, "first_errors": stack.log.first_errors},
         "ok": errors == 0 and conserved,
     }
@@ -565,6 +570,8 @@ async def _bench(args: argparse.Namespace, console: Console) -> int:
         bench_report.print_footer(console, doc)
     else:
         console.print(bench_report.sweep_table(doc["sweep"]["cells"]) if args.sweep else bench_report.run_table(doc))
+        if not args.sweep and doc.get("stages"):
+            console.print(bench_report.stages_table(doc["stages"]))
         if args.plot is not None and plot_error is None:
             console.print(bench_plot.title(doc))
             console.print(Text.from_ansi(bench_plot.terminal_chart(doc, console.width)))

@@ -146,6 +146,23 @@ def run_table(result: dict) -> Table:
     return table
 
 
+def stages_table(stages: list[dict]) -> Table:
+    """Where a payment's time went (app/bench/stages.py), in the order of the payment path."""
+    table = Table(title="where a payment's time goes (server metrics over the paying phase)")
+    table.add_column("stage")
+    for name in ("per payment", "mean ms", "p50 ms", "p99 ms"):
+        table.add_column(name, justify="right")
+    for row in stages:
+        table.add_row(
+            row["stage"],
+            _f(row["per_payment"], 2),
+            _f(row["mean_ms"], 3),
+            _f(row["p50_ms"], 3),
+            _f(row["p99_ms"], 3),
+        )
+    return table
+
+
 def sweep_table(cells: list[dict]) -> Table:
     engines = sorted({str(c["engine"]) for c in cells if c.get("engine")})
     on = f" on {', '.join(engines)}" if engines else ""

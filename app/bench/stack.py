@@ -19,6 +19,7 @@ from app.bench.storage import StackStorage
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import tls
+from backend.common.events import Event
 from backend.supervisor import Supervisor, stack_specs
 from backend.testbed import StackLog, stack_config, write_fixtures
 
@@ -52,10 +53,12 @@ class OwnStack:
             user_fixtures=users_path,
             twopc_timeout_s=twopc_timeout_s,
         )
+        self.cfg.metrics = True  # for the per-stage breakdown (app/bench/stages.py)
+        self.metrics_addresses: dict[str, str] = {}  # process -> where it serves its metrics
         self.names = list(self.cfg.bank_ports)
         self.log = StackLog()
         self.storage = StackStorage(engine, root, self.cfg.data_dir)
-        self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)
+        self.sup = Supervisor(stack_specs(self.cfg), on_record=self._record)
         self.gateway = self.cfg.gateway_address
         self.certs_dir = certs_dir
 
@@ -66,8 +69,13 @@ class OwnStack:
     async def start(self) -> None:
         """Start the database server if any (in this, the main, thread: it dies with it), then the stack."""
         self.cfg.databases = self.storage.start(["gateway", *self.names])
-        self.sup = Supervisor(stack_specs(self.cfg), on_record=self.log)  # with each process's --db
+        self.sup = Supervisor(stack_specs(self.cfg), on_record=self._record)  # with each process's --db
         await self.sup.start_all(START_TIMEOUT_S)
+
+    def _record(self, record: dict) -> None:
+        if record.get("event") == Event.METRICS and isinstance(record.get("address"), str):
+            self.metrics_addresses[str(record.get("process"))] = record["address"]
+        self.log(record)
 
     async def close(self) -> None:
         try:
@@ -110,6 +118,7 @@ class RunningStack:
 
     kind = "target"
     engine = None  # whatever that stack runs on: the bench cannot see it
+    metrics_addresses: dict[str, str] = {}  # not ours to know: no per-stage breakdown
 
     def __init__(self, gateway: str, certs_dir: Path, logins: list[tuple[str, str]]) -> None:
         self.gateway = gateway

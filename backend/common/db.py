@@ -224,9 +224,8 @@ class Database:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        await asyncio.to_thread(self._queue.put, (fn, loop, future)) if self._queue.full() else self._queue.put_nowait(
-            (fn, loop, future)
-        )
+        item = (fn, loop, future, time.perf_counter())
+        await asyncio.to_thread(self._queue.put, item) if self._queue.full() else self._queue.put_nowait(item)
         return await future
 
     def _run(self) -> None:
@@ -245,6 +244,9 @@ class Database:
                     break
                 batch.append(nxt)
             metrics.DB_BATCH_WRITES.observe(len(batch))
+            started = time.perf_counter()
+            for *_, queued_at in batch:
+                _DB_QUEUE.observe(started - queued_at)
             self._commit(batch)
 
     def _connected(self) -> Conn:
@@ -258,6 +260,7 @@ class Database:
 
     def _commit(self, batch: list) -> None:
         outcomes: list[tuple[bool, Any]]
+        started = time.perf_counter()
         try:
             conn = self._connected()
             failed = self._attempt(conn, batch, isolated=False)
@@ -287,11 +290,14 @@ class Database:
         # One wake-up per event loop for the whole batch, not one per write: each
         # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, loop, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
+        done = time.perf_counter()
+        for _ in batch:
+            _DB_BATCH.observe(done - started)
         for loop, settled in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle_all, settled)
+                loop.call_soon_threadsafe(_settle_all, settled, done)
             except RuntimeError:  # that loop is closed: nobody waits there; the writer must live on
                 pass
 
@@ -306,7 +312,7 @@ class Database:
         only: running one again after a rollback is the same as running it once)."""
         self.engine.begin(conn, pipelined=not isolated)
         outcomes: list[tuple[bool, Any]] = []
-        for fn, _, _ in batch:
+        for fn, *_ in batch:
             if isolated:
                 conn.execute("SAVEPOINT op")
             try:
@@ -369,7 +375,8 @@ class Database:
         self.engine.close()
 
 
-def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]]) -> None:
+def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]], done: float) -> None:
+    _LOOP_WAKE.observe(time.perf_counter() - done)
     for future, ok, value in settled:
         if future.done():
             continue
@@ -377,3 +384,9 @@ def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]]) -> None:
             future.set_result(value)
         else:
             future.set_exception(value)
+
+
+# The stages a write spends its time in (backend/common/metrics.STAGE_SECONDS), looked up once.
+_DB_QUEUE = metrics.STAGE_SECONDS.labels("db_queue")
+_DB_BATCH = metrics.STAGE_SECONDS.labels("db_batch")
+_LOOP_WAKE = metrics.STAGE_SECONDS.labels("loop_wake")

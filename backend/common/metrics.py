@@ -57,6 +57,39 @@ DB_COMMIT_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS_S,
     registry=REGISTRY,
 )
+_STAGE_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.032,
+    0.064,
+    0.128,
+    0.256,
+    0.512,
+    1.0,
+    2.0,
+)
+STAGE_SECONDS = Histogram(
+    "strife_stage_seconds",
+    "Where a payment's time goes, per piece of work: waiting in a queue (db_queue: for the database "
+    "writer; prepare_queue, decide_queue: for a bank call to leave; loop_wake: for the event loop "
+    "to run what a finished write woke) apart from the work (db_batch: a group commit, per write "
+    "in it; prepare_call, decide_call: a batched call to a bank, per item in it)",
+    ["stage"],
+    buckets=_STAGE_BUCKETS_S,
+    registry=REGISTRY,
+)
+LOOP_LAG_SECONDS = Histogram(
+    "strife_loop_lag_seconds",
+    "How late the event loop ran a timer (every 50 ms): the time ready work waits for the loop",
+    buckets=_STAGE_BUCKETS_S,
+    registry=REGISTRY,
+)
 OUTBOX_DEPTH = Gauge("strife_outbox_depth", "Payments waiting in the client's offline outbox", registry=REGISTRY)
 
 

@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from backend.api import strife_pb2 as pb
-from backend.common import encryption, jsonlog, metrics, tls
+from backend.common import encryption, jsonlog, loops, metrics, tls
 from backend.common.db import CannotOpen, Database, SchemaTooNew, SqliteEngine
 from backend.common.events import Event
 from backend.common.limits import MAX_MESSAGE_BYTES
@@ -181,6 +181,7 @@ async def run_server(
         loop.add_signal_handler(sig, stop.set)
     if watch_stdin:
         _watch_stdin(loop, stop)
+    lag_probe = asyncio.ensure_future(loops.measure_lag())
     try:
         if on_started is not None:
             await on_started()
@@ -189,6 +190,7 @@ async def run_server(
         jsonlog.emit(Event.SERVING, address=address)
         await stop.wait()
     finally:
+        lag_probe.cancel()
         jsonlog.emit(Event.STOPPING, address=address)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=1.0)

@@ -33,8 +33,8 @@ class BankBatches:
     def __init__(self, stub: pb_grpc.BankStub, prepare_timeout_s: float) -> None:
         self.stub = stub
         self.prepare_timeout_s = prepare_timeout_s
-        self._prepares: Batcher[pb.PrepareRequest, pb.PrepareResponse] = Batcher(self._prepare_batch)
-        self._decisions: Batcher[pb.DecisionItem, pb.DecisionResult] = Batcher(self._decide_batch)
+        self._prepares: Batcher[pb.PrepareRequest, pb.PrepareResponse] = Batcher(self._prepare_batch, "prepare")
+        self._decisions: Batcher[pb.DecisionItem, pb.DecisionResult] = Batcher(self._decide_batch, "decide")
 
     async def _prepare_batch(self, items: list[pb.PrepareRequest]) -> list[pb.PrepareResponse]:
         answer = await self.stub.PrepareBatch(pb.PrepareBatchRequest(prepares=items), timeout=self.prepare_timeout_s)

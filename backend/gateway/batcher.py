@@ -10,9 +10,11 @@ sent at all.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from backend.common import metrics
 from backend.common.limits import MAX_BATCH
 
 Item = TypeVar("Item")
@@ -25,27 +27,36 @@ MAX_IN_FLIGHT = 1
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]]) -> None:
+    def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]], stage: str) -> None:
+        """`stage`: the name of its waits and calls in metrics.STAGE_SECONDS ({stage}_queue, {stage}_call)."""
         self._send = send
-        self._pending: list[tuple[Item, asyncio.Future]] = []
+        self._queued = metrics.STAGE_SECONDS.labels(f"{stage}_queue")
+        self._called = metrics.STAGE_SECONDS.labels(f"{stage}_call")
+        self._pending: list[tuple[Item, asyncio.Future, float]] = []
         self._in_flight = 0
 
     def submit_nowait(self, item: Item) -> asyncio.Future:
         """Queue `item`; the future gets its result. Cancel it to withdraw an item not yet sent."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        self._pending.append((item, future, time.perf_counter()))
         self._kick()
         return future
 
     def _kick(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT:
-            batch = [(i, f) for i, f in self._pending[:MAX_BATCH] if not f.done()]
+            now = time.perf_counter()
+            batch = []
+            for item, future, queued_at in self._pending[:MAX_BATCH]:
+                if not future.done():
+                    batch.append((item, future))
+                    self._queued.observe(now - queued_at)
             del self._pending[:MAX_BATCH]
             if batch:
                 self._in_flight += 1
                 asyncio.get_running_loop().create_task(self._flush(batch))
 
     async def _flush(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
+        started = time.perf_counter()
         try:
             results = await self._send([item for item, _ in batch])
             if len(results) != len(batch):  # never settle some waiters and strand the rest
@@ -59,5 +70,8 @@ class Batcher(Generic[Item, Result]):
                 if not future.done():
                     future.set_result(result)
         finally:
+            took = time.perf_counter() - started
+            for _ in batch:
+                self._called.observe(took)
             self._in_flight -= 1
             self._kick()

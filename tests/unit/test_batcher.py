@@ -57,7 +57,7 @@ async def settle() -> None:
 
 async def test_a_lone_item_leaves_at_once():
     bank = FakeBank()
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     future = batcher.submit_nowait(7)
     assert await asyncio.wait_for(future, 1) == "r7"
     assert bank.calls == [[7]]
@@ -65,7 +65,7 @@ async def test_a_lone_item_leaves_at_once():
 
 async def test_items_submitted_during_a_call_leave_together_in_the_next_call():
     bank = FakeBank(hold=True)
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     first = batcher.submit_nowait(0)
     await settle()
     assert bank.calls == [[0]]
@@ -81,7 +81,7 @@ async def test_items_submitted_during_a_call_leave_together_in_the_next_call():
 
 async def test_a_call_carries_at_most_max_batch_items():
     bank = FakeBank(hold=True)
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     max_batch = MAX_BATCH
     count = 1 + 2 * max_batch + 5
     futures = [batcher.submit_nowait(i) for i in range(count)]
@@ -95,7 +95,7 @@ async def test_a_call_carries_at_most_max_batch_items():
 
 async def test_a_cancelled_item_is_not_sent():
     bank = FakeBank(hold=True)
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     first = batcher.submit_nowait(0)
     await settle()
     withdrawn = batcher.submit_nowait(1)
@@ -110,7 +110,7 @@ async def test_a_cancelled_item_is_not_sent():
 
 async def test_a_batch_of_only_cancelled_items_makes_no_call_and_the_batcher_goes_on():
     bank = FakeBank(hold=True)
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     first = batcher.submit_nowait(0)
     await settle()
     for future in [batcher.submit_nowait(i) for i in (1, 2)]:
@@ -127,7 +127,7 @@ async def test_cancelling_during_the_call_drops_only_that_answer():
     errors: list[dict] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
     bank = FakeBank(hold=True)
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     first = batcher.submit_nowait(0)
     await settle()
     batch = [batcher.submit_nowait(i) for i in (1, 2, 3)]
@@ -146,7 +146,7 @@ async def test_cancelling_during_the_call_drops_only_that_answer():
 
 async def test_a_failing_send_gives_every_waiter_the_exception_and_the_next_call_still_goes():
     bank = FakeBank(hold=True)
-    batcher = Batcher(bank.send)
+    batcher = Batcher(bank.send, "test")
     first = batcher.submit_nowait(0)
     await settle()
     batch = [batcher.submit_nowait(i) for i in (1, 2, 3)]
@@ -165,7 +165,7 @@ async def test_an_answer_that_does_not_answer_every_item_fails_every_waiter():
     async def short_send(items: list[int]) -> list[str]:
         return [f"r{item}" for item in items[1:]]  # one answer missing
 
-    batcher = Batcher(short_send)
+    batcher = Batcher(short_send, "test")
     futures = [batcher.submit_nowait(i) for i in range(3)]
     for future in futures:
         with pytest.raises(RuntimeError, match="a batch answer has"):
@@ -180,7 +180,7 @@ async def test_each_future_gets_the_answer_at_its_items_index():
         await asyncio.sleep(0)
         return [item * item for item in items]
 
-    batcher = Batcher(send)
+    batcher = Batcher(send, "test")
     futures = {i: batcher.submit_nowait(i) for i in (5, 3, 9, 1, 4)}
     answers = {i: await future for i, future in futures.items()}
     assert answers == {5: 25, 3: 9, 9: 81, 1: 1, 4: 16}
