@@ -48,6 +48,7 @@ class Stack:
     records: list[dict] = field(default_factory=list)
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     _bank_stubs: dict[tuple[str, str], pb_grpc.BankStub] = field(default_factory=dict)
+    _gateway_stubs: dict[tuple[str, str], pb_grpc.GatewayStub] = field(default_factory=dict)
 
     def channel(self, target: str, role: str) -> grpc.aio.Channel:
         ch = tls.secure_channel(target, self.cfg.certs_dir, role)
@@ -77,8 +78,30 @@ class Stack:
         )
         return gw, (("authorization", f"Bearer {answer.token}"),)
 
+    async def commits_sent(self, timeout_s: float = 3.0) -> None:
+        """Wait (at most timeout_s) until no gateway replica that answers is still sending
+        commits it already answered to their payers (the gateway replies at the commit
+        point): then a bank's ledger shows every payment a client saw succeed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for replica in self.cfg.gateway_replicas:
+            if (replica, "operator") not in self._gateway_stubs:
+                self._gateway_stubs[replica, "operator"] = self.gateway("operator", replica=replica)
+            stub = self._gateway_stubs[replica, "operator"]
+            while loop.time() < deadline:
+                try:
+                    answer = await stub.ListGateways(pb.ListGatewaysRequest(), timeout=0.5)
+                except grpc.aio.AioRpcError:
+                    break  # down or frozen: it sends nothing now
+                me = [g for g in answer.gateways if g.replica_id == answer.answered_by]
+                if not me or me[0].committing == 0:
+                    break
+                await asyncio.sleep(0.01)
+
     async def ledgers(self, *names: str) -> dict[str, pb.ListAccountsResponse]:
-        """Every bank's accounts (or only those of the banks named)."""
+        """Every bank's accounts (or only those of the banks named), once the gateway has sent
+        the commits it answered."""
+        await self.commits_sent()
         return {
             name: await self.bank(name).ListAccounts(pb.ListAccountsRequest(), timeout=5)
             for name in (names or self.cfg.bank_ports)
@@ -88,6 +111,7 @@ class Stack:
         return sum(ledger.total_cents for ledger in (await self.ledgers()).values())
 
     async def transactions(self, bank: str) -> list[pb.Transaction]:
+        await self.commits_sent()
         out, token = [], ""
         while True:
             page = await self.bank(bank).ListTransactions(

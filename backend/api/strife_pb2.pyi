@@ -298,20 +298,22 @@ class ListGatewaysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GatewayReplica(_message.Message):
-    __slots__ = ("replica_id", "address", "region", "started_at_ms", "heartbeat_at_ms", "in_flight")
+    __slots__ = ("replica_id", "address", "region", "started_at_ms", "heartbeat_at_ms", "in_flight", "committing")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    COMMITTING_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     address: str
     region: str
     started_at_ms: int
     heartbeat_at_ms: int
     in_flight: int
-    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., region: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., heartbeat_at_ms: _Optional[int] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    committing: int
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., region: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., heartbeat_at_ms: _Optional[int] = ..., in_flight: _Optional[int] = ..., committing: _Optional[int] = ...) -> None: ...
 
 class ListGatewaysResponse(_message.Message):
     __slots__ = ("gateways", "answered_by")

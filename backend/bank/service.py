@@ -88,6 +88,8 @@ class BankService(pb_grpc.BankServicer):
         _batch_size(len(request.decisions), "decisions")
         items = [_parse_decision(item) for item in request.decisions]
         note(txns=len(items))
+        if faults.active("bank.slow_commits") and any(commit for _, commit in items):
+            await asyncio.sleep(faults.SLOW_COMMIT_S)
         outcomes = await self.db.write(lambda c: [_apply_decision(c, t, commit) for t, commit in items])
         results = []
         for (txn_id, commit), outcome in zip(items, outcomes, strict=True):

@@ -16,11 +16,15 @@ from backend.common.events import Event
 POINTS = {
     "bank.crash_after_yes": "a bank exits right after writing its YES vote, before answering",
     "bank.hang_after_yes": "a bank writes its YES vote and then never answers",
+    "bank.slow_commits": "a bank waits SLOW_COMMIT_S before it applies a commit (a slow disk, say)",
     "gateway.no_heartbeats": "a gateway replica serves but never heartbeats (as if the store were slow for it)",
     "gateway.crash_before_decision": "the gateway exits after the votes came, before recording a decision",
     "gateway.crash_after_commit_record": "the gateway exits after recording COMMIT, before sending it",
     "gateway.crash_after_first_commit": "the gateway exits after sending COMMIT to one bank only",
 }
+
+
+SLOW_COMMIT_S = 1.2  # under the gateway's DECISION_SEND_TIMEOUT_S: the commits still land in one try
 
 
 def _enabled() -> frozenset[str]:

@@ -10,6 +10,9 @@ Order of events for one payment (each arrow waits for the previous step):
   decision; unacknowledged decisions are re-sent in the background until each
   bank acknowledges. A bank that asks about a transaction gets the logged
   decision, or ABORT logged on the spot (presumed abort).
+The payer is answered at the commit point (COMMIT on disk), while the commits go
+out; its next balance read waits for them (settle). An abort is answered after
+the banks that voted released their holds, so a retry never meets them.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class Coordinator:
         self.timeout_s = timeout_s
         self.orphan_after_s = orphan_after_s
         self._running: set[str] = set()  # the transactions this process is paying now
+        self._committing: dict[str, set[asyncio.Task]] = {}  # payer -> its commits being sent (settle())
         self._wake = asyncio.Event()
         self._acks: list[tuple[str, str]] = []  # (txn_id, bank) acknowledged, not yet on disk
         self._acks_writing = False
@@ -184,22 +188,70 @@ class Coordinator:
         if decision == Decision.COMMIT:
             faults.crash("gateway.crash_after_commit_record")
         await self._slow_motion()
-        # Wait for the banks that voted (an abort must release their holds before a
-        # retry); one that never answered may be hung: tell it in the background.
         answered = {v.bank for v in votes if v.answer == Answer.VOTED}
-        now = [b for b in banks if b in answered]
-        later = [b for b in banks if b not in answered]  # only after an abort: a commit had every vote
-        if later:
-            task = asyncio.ensure_future(self._send_decision(txn_id, decision, later))
-            task.add_done_callback(_retrieve)
-        if now:
-            started = time.perf_counter()
-            await self._send_decision(txn_id, decision, now)
-            _PHASE["send"].observe(time.perf_counter() - started)
+        if decision == Decision.COMMIT:
+            # The commit point: the decision is on disk, so the banks' commits are guaranteed
+            # (re-sent until acknowledged, and a bank in doubt asks). The payer has the answer
+            # now; its next balance read waits for them (settle()).
+            self._commit_later(fields.username, txn_id, banks)
+        else:
+            # Wait for the banks that voted (an abort must release their holds before a
+            # retry); one that never answered may be hung: tell it in the background.
+            now = [b for b in banks if b in answered]
+            later = [b for b in banks if b not in answered]
+            if later:
+                task = asyncio.ensure_future(self._send_decision(txn_id, decision, later))
+                task.add_done_callback(_retrieve)
+            if now:
+                started = time.perf_counter()
+                await self._send_decision(txn_id, decision, now)
+                _PHASE["send"].observe(time.perf_counter() - started)
         _PAID[row["outcome"]].inc()
         if row["outcome"] == Outcome.RETRYABLE:
             raise not_made(votes, row["reason"])
         return Result(row, replayed=False)
+
+    def _commit_later(self, username: str, txn_id: str, banks: list[str]) -> None:
+        """Send a recorded COMMIT in the background, kept per payer until the banks answered."""
+        task = asyncio.ensure_future(self._send_commit(txn_id, banks))
+        sending = self._committing.setdefault(username, set())
+        sending.add(task)
+
+        def done(task: asyncio.Task) -> None:
+            _retrieve(task)
+            sending.discard(task)
+            if not sending and self._committing.get(username) is sending:
+                del self._committing[username]
+
+        task.add_done_callback(done)
+
+    async def _send_commit(self, txn_id: str, banks: list[str]) -> None:
+        started = time.perf_counter()
+        await self._send_decision(txn_id, Decision.COMMIT, banks)
+        _PHASE["send"].observe(time.perf_counter() - started)
+
+    @property
+    def committing(self) -> int:
+        """Commits answered to their payers and still being sent to the banks from here."""
+        return sum(len(tasks) for tasks in self._committing.values())
+
+    async def settle(self, username: str) -> None:
+        """Read-your-writes for a payer: wait (at most DECISION_SEND_TIMEOUT_S) until the banks
+        have the commits of `username`'s payments answered so far: those this replica is
+        sending, and those recorded by other replicas (a tier) that no bank acknowledged yet,
+        sent again from here (a bank answers a decision it has idempotently)."""
+        here: list[asyncio.Future] = list(self._committing.get(username, ()))
+        elsewhere = await self.db.read(
+            partial(store.unacked_commits_of, username=username, owner=self.replica_id, limit=RESEND_BATCH)
+        )
+        sent = [self.banks.batches(bank).decide(txn_id, True) for txn_id, bank in elsewhere if bank in self.banks]
+        if here or sent:
+            await asyncio.wait([*here, *sent], timeout=DECISION_SEND_TIMEOUT_S)
+        for future in sent:  # their acknowledgements are recorded by whoever owns them
+            if future.done():
+                future.exception()
+            else:
+                future.cancel()
 
     async def _slow_motion(self) -> None:
         """A demo's pause between phases. Nothing waits on it but this payment: the

@@ -218,6 +218,7 @@ class GatewayService(pb_grpc.GatewayServicer):
                     started_at_ms=int(r.started_at * 1000),
                     heartbeat_at_ms=int(r.heartbeat_at * 1000),
                     in_flight=r.in_flight,
+                    committing=self.coordinator.committing if r.replica_id == self.membership.replica_id else 0,
                 )
                 for r in live
             ],
@@ -237,6 +238,7 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def Balance(self, request, context) -> pb.BalanceResponse:
         user = current_user()
         links = await self.links.of(user)
+        await self.coordinator.settle(user)  # read-your-writes: the commits already answered to this payer first
         answers = await asyncio.gather(*(self._bank_balance(context, b, a) for b, a in links))
         return pb.BalanceResponse(accounts=answers, total_cents=sum(a.balance_cents for a in answers if a.reachable))
 

@@ -550,6 +550,17 @@ def unacked(conn: Conn, owner: str, limit: int) -> list[tuple[str, str, Decision
     return [(r[0], r[1], Decision(r[2])) for r in rows]
 
 
+def unacked_commits_of(conn: Conn, username: str, owner: str, limit: int) -> list[tuple[str, str]]:
+    """(txn_id, bank): commits of `username`'s payments, recorded by replicas other than
+    `owner`, that a bank has not acknowledged yet."""
+    rows = conn.execute(
+        "SELECT pa.txn_id, pa.bank FROM participants pa JOIN payments p ON p.txn_id = pa.txn_id "
+        "WHERE pa.acked = 0 AND p.state = 'COMMIT' AND p.username = ? AND p.owner != ? LIMIT ?",
+        (username, owner, limit),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
 def payment(conn: Conn, txn_id: str) -> Row | None:
     return conn.execute(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE txn_id = ?", (txn_id,)).fetchone()
 
