@@ -14,7 +14,7 @@ from backend.common import certs, fixtures, jsonlog
 from backend.common.discovery import Directory, parse_seeds
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import add_db_argument, add_metrics_arguments, open_database, run_server
+from backend.common.serve import add_db_argument, add_metrics_arguments, open_database, run, run_server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,4 +98,4 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    asyncio.run(serve(args))
+    run(serve(args))

@@ -13,7 +13,7 @@ from backend.common import fixtures, jsonlog, limits
 from backend.common.db import Database
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
-from backend.common.serve import add_db_argument, add_metrics_arguments, open_database, run_server
+from backend.common.serve import add_db_argument, add_metrics_arguments, open_database, run, run_server
 from backend.gateway import passwords, store
 from backend.gateway.auth import AuthenticationInterceptor
 from backend.gateway.banks import Banks, parse_bank_flag
@@ -240,4 +240,4 @@ def breaker_config(args: argparse.Namespace) -> BreakerConfig:
 
 
 def main(args: argparse.Namespace) -> None:
-    asyncio.run(serve(args))
+    run(serve(args))
