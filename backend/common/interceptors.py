@@ -197,6 +197,33 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+class OncePerMethod(grpc.aio.ServerInterceptor):
+    """A server's interceptors as one, their chain run once per method, not once per call.
+
+    Each interceptor here wraps a method's handler in functions that do their work at call
+    time (from the call's own context), so the wrapped handler is the same for every call of
+    a method: it is kept, and a call costs one dictionary lookup instead of a coroutine and
+    new wrappers per interceptor. Bounded: only the methods the server serves are kept (an
+    unknown method's None is not)."""
+
+    def __init__(self, chain: list[grpc.aio.ServerInterceptor]) -> None:
+        self.chain = chain
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, details):
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = await self._through(0, continuation, details)
+            if handler is not None:
+                self._handlers[details.method] = handler
+        return handler
+
+    async def _through(self, i: int, continuation, details):
+        if i == len(self.chain):
+            return await continuation(details)
+        return await self.chain[i].intercept_service(lambda d: self._through(i + 1, continuation, d), details)
+
+
 _LATENCY: dict[tuple[str, grpc.StatusCode], Any] = {}  # the histogram's child per (method, code)
 
 

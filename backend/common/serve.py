@@ -26,6 +26,7 @@ from backend.api import strife_pb2 as pb
 from backend.common import encryption, jsonlog, loops, metrics, tls
 from backend.common.db import CannotOpen, Database, SchemaTooNew, SqliteEngine
 from backend.common.events import Event
+from backend.common.interceptors import OncePerMethod
 from backend.common.limits import MAX_MESSAGE_BYTES
 
 SERVER_OPTIONS = (
@@ -162,7 +163,7 @@ async def run_server(
 ) -> None:
     """Serve until told to stop. `services`: the names (in proto/strife.proto) of the services
     `add_services` adds, which reflection lists; with `metrics_port`, Prometheus metrics too."""
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(SERVER_OPTIONS))
+    server = grpc.aio.server(interceptors=[OncePerMethod(list(interceptors))], options=list(SERVER_OPTIONS))
     add_services(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
