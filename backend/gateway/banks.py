@@ -14,6 +14,9 @@ from backend.common import limits, tls
 from backend.gateway.batcher import Batcher
 
 DECIDE_CALL_TIMEOUT_S = 2.0
+# Commits go out after their payers were answered: one that finds the bank's decision
+# batcher idle waits this long for others, so a bank gets fewer, fuller DecideBatch calls.
+DECISION_LINGER_S = 0.005
 # The bank's reads are idempotent: gRPC retries them on UNAVAILABLE within their deadline.
 # Prepare and decide batches are not retried here (the coordinator decides what a failure means).
 READS_RETRIED = tls.retry_policy("strife.v1.Bank", ["Balance", "ValidateAccount", "ListAccounts", "ListTransactions"])
@@ -34,7 +37,9 @@ class BankBatches:
         self.stub = stub
         self.prepare_timeout_s = prepare_timeout_s
         self._prepares: Batcher[pb.PrepareRequest, pb.PrepareResponse] = Batcher(self._prepare_batch, "prepare")
-        self._decisions: Batcher[pb.DecisionItem, pb.DecisionResult] = Batcher(self._decide_batch, "decide")
+        self._decisions: Batcher[pb.DecisionItem, pb.DecisionResult] = Batcher(
+            self._decide_batch, "decide", linger_s=DECISION_LINGER_S
+        )
 
     async def _prepare_batch(self, items: list[pb.PrepareRequest]) -> list[pb.PrepareResponse]:
         answer = await self.stub.PrepareBatch(pb.PrepareBatchRequest(prepares=items), timeout=self.prepare_timeout_s)
@@ -49,8 +54,10 @@ class BankBatches:
         return self._prepares.submit_nowait(request)
 
     def decide(self, txn_id: str, commit: bool) -> asyncio.Future:
-        """A future of the bank's DecisionResult (or of the call's error)."""
-        return self._decisions.submit_nowait(pb.DecisionItem(txn_id=txn_id, decision=pb.COMMIT if commit else pb.ABORT))
+        """A future of the bank's DecisionResult (or of the call's error). A commit may linger
+        (its payer has its answer already); an abort leaves at once (its payer waits for it)."""
+        item = pb.DecisionItem(txn_id=txn_id, decision=pb.COMMIT if commit else pb.ABORT)
+        return self._decisions.submit_nowait(item, urgent=not commit)
 
 
 class Banks:

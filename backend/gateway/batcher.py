@@ -27,20 +27,37 @@ MAX_IN_FLIGHT = 1
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]], stage: str) -> None:
-        """`stage`: the name of its waits and calls in metrics.STAGE_SECONDS ({stage}_queue, {stage}_call)."""
+    def __init__(
+        self, send: Callable[[list[Item]], Awaitable[Sequence[Result]]], stage: str, linger_s: float = 0.0
+    ) -> None:
+        """`stage`: the name of its waits and calls in metrics.STAGE_SECONDS ({stage}_queue, {stage}_call).
+        `linger_s`: an item that finds the batcher idle waits this long for company (0: it
+        leaves at once), unless it is submitted as urgent."""
         self._send = send
+        self.linger_s = linger_s
+        self._lingering: asyncio.TimerHandle | None = None
         self._queued = metrics.STAGE_SECONDS.labels(f"{stage}_queue")
         self._called = metrics.STAGE_SECONDS.labels(f"{stage}_call")
         self._pending: list[tuple[Item, asyncio.Future, float]] = []
         self._in_flight = 0
 
-    def submit_nowait(self, item: Item) -> asyncio.Future:
-        """Queue `item`; the future gets its result. Cancel it to withdraw an item not yet sent."""
-        future = asyncio.get_running_loop().create_future()
+    def submit_nowait(self, item: Item, urgent: bool = False) -> asyncio.Future:
+        """Queue `item`; the future gets its result. Cancel it to withdraw an item not yet sent.
+        An urgent item (and every item with it) leaves without lingering."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._pending.append((item, future, time.perf_counter()))
-        self._kick()
+        if urgent or not self.linger_s or len(self._pending) >= MAX_BATCH:
+            self._leave_now()
+        elif self._lingering is None and self._in_flight == 0:
+            self._lingering = loop.call_later(self.linger_s, self._leave_now)
         return future
+
+    def _leave_now(self) -> None:
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
+        self._kick()
 
     def _kick(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT:

@@ -185,3 +185,19 @@ async def test_each_future_gets_the_answer_at_its_items_index():
     answers = {i: await future for i, future in futures.items()}
     assert answers == {5: 25, 3: 9, 9: 81, 1: 1, 4: 16}
     assert seen == [[5], [3, 9, 1, 4]]
+
+
+async def test_a_lingering_item_waits_for_company_and_an_urgent_one_takes_it_along():
+    bank = FakeBank()
+    batcher = Batcher(bank.send, "test", linger_s=0.05)
+    first, second = batcher.submit_nowait(1), batcher.submit_nowait(2)
+    await settle()
+    assert bank.calls == []  # lingering: nothing sent yet
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == ["r1", "r2"]
+    assert bank.calls == [[1, 2]]  # one call for both, once the linger ran out
+
+    lingering = batcher.submit_nowait(3)
+    urgent = batcher.submit_nowait(4, urgent=True)
+    await settle()
+    assert bank.calls[1:] == [[3, 4]]  # the urgent item left at once, with the one that lingered
+    assert await asyncio.wait_for(asyncio.gather(lingering, urgent), 1) == ["r3", "r4"]
