@@ -212,7 +212,8 @@ def _legs(conn: Conn, txn_id: str) -> list[Row]:
 
 
 def commit(conn: Conn, txn_id: str) -> bool:
-    """Apply a prepared transaction. Returns False if it was already committed."""
+    """Apply a prepared transaction. Returns False if it was already committed. Refuses
+    (LedgerError) before it writes anything: a batch need not undo a refused decision."""
     row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     if row is None:
         raise LedgerError(f"commit of unknown transaction {txn_id}: it was never prepared here")
@@ -240,7 +241,8 @@ def commit(conn: Conn, txn_id: str) -> bool:
 
 def abort(conn: Conn, txn_id: str) -> bool:
     """Release a prepared transaction's holds. Unknown ids get an ABORTED tombstone,
-    so a Prepare that arrives late votes NO. Returns False if it was already aborted."""
+    so a Prepare that arrives late votes NO. Returns False if it was already aborted.
+    Refuses (LedgerError) before it writes anything."""
     row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
     now = time.time()
     if row is None:
