@@ -89,8 +89,8 @@ class Stack:
                 self._gateway_stubs[replica, "operator"] = self.gateway("operator", replica=replica)
             stub = self._gateway_stubs[replica, "operator"]
             while loop.time() < deadline:
-                try:
-                    answer = await stub.ListGateways(pb.ListGatewaysRequest(), timeout=0.5)
+                try:  # wait_for_ready: a channel still reconnecting to a restarted replica is no answer
+                    answer = await stub.ListGateways(pb.ListGatewaysRequest(), timeout=0.5, wait_for_ready=True)
                 except grpc.aio.AioRpcError:
                     break  # down or frozen: it sends nothing now
                 me = [g for g in answer.gateways if g.replica_id == answer.answered_by]
