@@ -325,6 +325,40 @@ async def test_gateway_killed_during_prepare_aborts_on_restart(tmp_path, certs_d
         await stack.close()
 
 
+async def test_gateway_killed_before_it_knows_its_claim_is_on_disk(tmp_path, certs_dir):
+    """The gateway sends its prepares while its claim's commit is still going to disk, and
+    dies once the votes came: whether the claim reached the disk or not, the payment ends
+    aborted at every bank (restart aborts a recorded PREPARING; a bank that asks about one
+    nobody recorded hears presumed abort), no hold stays, and a retry under its key pays once."""
+    stack = await start_stack(
+        tmp_path, certs_dir, proc_env={"gateway": fault_env("gateway.crash_before_claim_on_disk")}
+    )
+    try:
+        gw, md = await stack.login("bob")
+        before = await stack.balances()
+        request = pay_request("BankA", "A-1001", 700)  # BankB holds bob's 700, BankA credits
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.Pay(request, metadata=md, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await exited(stack, "gateway") == 77
+        txn = await txn_of(stack)
+
+        stack.set_env("gateway", {})
+        await stack.sup.restart("gateway")
+        await eventually(stack.settled, timeout_s=15)
+        states = await stack.assert_atomic()
+        assert LedgerState.COMMITTED not in states.get(txn, {}).values()
+        assert await stack.balances() == before
+
+        paid = await pay_until_final(gw, md, request)
+        assert paid.status == pb.SUCCEEDED and paid.payment_id != txn
+        after = await stack.balances()
+        assert after[("BankB", "B-2001")] == before[("BankB", "B-2001")] - 700
+        assert after[("BankA", "A-1001")] == before[("BankA", "A-1001")] + 700
+    finally:
+        await stack.close()
+
+
 async def test_a_payment_cut_off_at_its_claim_is_presumed_aborted_and_its_key_freed(tmp_path, certs_dir):
     """The database died as the gateway wrote a claim: the commit landed but the gateway
     was told it failed, so it never paid. Nobody else would end that PREPARING payment (no

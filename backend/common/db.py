@@ -220,13 +220,23 @@ class Database:
     # -- writes ---------------------------------------------------------
     async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run fn in the next batch; return its result once the batch is on disk."""
+        _, durable = await self.write_early(fn, early=False)
+        return await durable
+
+    async def write_early(self, fn: Callable[[Conn], T], early: bool = True) -> tuple[asyncio.Future, asyncio.Future]:
+        """Queue fn for the next batch; two futures of its result. `executed` is set as soon as
+        the batch's writes ran, before its commit: NOT durable (the commit may still fail, and
+        a batch run again after another write raised may give another result), so act on it
+        only where losing it is safe. `durable` is set once the batch is on disk: the truth.
+        (early=False: `executed` is `durable`.)"""
         if self._closed:
             raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        item = (fn, loop, future, time.perf_counter())
+        durable: asyncio.Future = loop.create_future()
+        executed: asyncio.Future | None = loop.create_future() if early else None
+        item = (fn, loop, durable, time.perf_counter(), executed)
         await asyncio.to_thread(self._queue.put, item) if self._queue.full() else self._queue.put_nowait(item)
-        return await future
+        return (executed if executed is not None else durable), durable
 
     def _run(self) -> None:
         while True:
@@ -245,7 +255,7 @@ class Database:
                 batch.append(nxt)
             metrics.DB_BATCH_WRITES.observe(len(batch))
             started = time.perf_counter()
-            for *_, queued_at in batch:
+            for _, _, _, queued_at, _ in batch:
                 _DB_QUEUE.observe(started - queued_at)
             self._commit(batch)
 
@@ -290,7 +300,9 @@ class Database:
         # One wake-up per event loop for the whole batch, not one per write: each
         # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_, loop, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, loop, future, _, executed), (ok, value) in zip(batch, outcomes, strict=True):
+            if executed is not None:  # not told early (the batch failed first): told now, the same
+                by_loop.setdefault(loop, []).append((executed, ok, value))
             by_loop.setdefault(loop, []).append((future, ok, value))
         done = time.perf_counter()
         for _ in batch:
@@ -332,6 +344,7 @@ class Database:
                 outcomes.append((True, result))
             if not conn.in_transaction:  # a write ended the transaction (ROLLBACK): the batch is lost
                 raise BatchLost("a write ended the batch's transaction: nothing of the batch was committed")
+        _announce(batch, outcomes)
         started = time.perf_counter()
         try:
             conn.commit()
@@ -375,8 +388,23 @@ class Database:
         self.engine.close()
 
 
-def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]], done: float) -> None:
-    _LOOP_WAKE.observe(time.perf_counter() - done)
+def _announce(batch: list, outcomes: list[tuple[bool, Any]]) -> None:
+    """Tell the writes that asked (write_early) their results before the commit: one wake-up
+    per event loop. Only results: a write that raised is told with the batch's outcome."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for (_, loop, _, _, executed), (ok, value) in zip(batch, outcomes, strict=True):
+        if executed is not None and ok:
+            by_loop.setdefault(loop, []).append((executed, ok, value))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, settled, None)
+        except RuntimeError:  # that loop is closed: nobody waits there
+            pass
+
+
+def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]], done: float | None) -> None:
+    if done is not None:
+        _LOOP_WAKE.observe(time.perf_counter() - done)
     for future, ok, value in settled:
         if future.done():
             continue

@@ -18,6 +18,7 @@ POINTS = {
     "bank.hang_after_yes": "a bank writes its YES vote and then never answers",
     "bank.slow_commits": "a bank waits SLOW_COMMIT_S before it applies a commit (a slow disk, say)",
     "gateway.no_heartbeats": "a gateway replica serves but never heartbeats (as if the store were slow for it)",
+    "gateway.crash_before_claim_on_disk": "the gateway exits once the votes came, not waiting for its claim's commit",
     "gateway.crash_before_decision": "the gateway exits after the votes came, before recording a decision",
     "gateway.crash_after_commit_record": "the gateway exits after recording COMMIT, before sending it",
     "gateway.crash_after_first_commit": "the gateway exits after sending COMMIT to one bank only",

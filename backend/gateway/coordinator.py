@@ -5,8 +5,9 @@ now), decision, acked (the banks that acknowledged it); a vote only when a bank
 gave none (timeout, offline) - banks log their own YES and NO.
 
 Order of events for one payment (each arrow waits for the previous step):
-  claim key + log PREPARING (on disk) -> Prepare at every participant bank, in
-  parallel, under one deadline -> log COMMIT or ABORT (on disk) -> send the
+  claim key + log PREPARING (written; its commit to disk overlaps the prepares) ->
+  Prepare at every participant bank, in parallel, under one deadline -> the claim
+  on disk -> log COMMIT or ABORT (on disk) -> send the
   decision; unacknowledged decisions are re-sent in the background until each
   bank acknowledges. A bank that asks about a transaction gets the logged
   decision, or ABORT logged on the spot (presumed abort).
@@ -125,6 +126,7 @@ class Coordinator:
     async def _run(self, txn_id: str, fields: store.PaymentFields, vote_timeout_s: float) -> Result:
         banks = sorted({fields.from_bank, fields.to_bank})
         refused = self.breakers.refuse(banks) if self.breakers is not None else None
+        on_disk: asyncio.Future | None = None  # the claim's durable result, while it is not yet known
         if refused is not None:
             # A bank's breaker is open: nothing goes to it, and a free key stays free. A key
             # that already means something still answers what it means.
@@ -140,24 +142,12 @@ class Coordinator:
                 )
         else:
             started = time.perf_counter()
-            claim = await self.db.write(lambda c: store.claim(c, fields, txn_id, self.replica_id))
+            claim, on_disk = await self._claim(fields, txn_id)
             _PHASE["claim"].observe(time.perf_counter() - started)
             if claim.kind != store.ClaimKind.NEW and self.breakers is not None:
                 self.breakers.release(banks)
         if claim.kind != store.ClaimKind.NEW:
-            _PAID[claim.kind].inc()
-        if claim.kind == store.ClaimKind.CONFLICT:
-            assert claim.row is not None
-            raise FailedPrecondition(
-                f"idempotency_key {fields.idem_key!r} was already used for a different payment "
-                f"(payment {claim.row['txn_id']}); use a new key for a new payment"
-            )
-        if claim.kind == store.ClaimKind.IN_FLIGHT:
-            raise Aborted(f"a payment with idempotency_key {fields.idem_key!r} is still in progress; retry shortly")
-        if claim.kind == store.ClaimKind.REPLAY:
-            assert claim.row is not None
-            jsonlog.emit(Event.IDEMPOTENT_REPLAY, user=fields.username, txn=claim.row["txn_id"])
-            return Result(claim.row, replayed=True)
+            return _existing(claim, fields)
 
         TwoPc(
             Phase.BEGIN,
@@ -177,6 +167,11 @@ class Coordinator:
         if self.breakers is not None:
             for v in votes:
                 self.breakers.record(v.bank, v.answer == Answer.VOTED, v.reason or v.answer)
+        faults.crash("gateway.crash_before_claim_on_disk")
+        if on_disk is not None:
+            recorded = await self._recorded(on_disk, txn_id, banks)
+            if recorded.kind != store.ClaimKind.NEW:
+                return _existing(recorded, fields)
         faults.crash("gateway.crash_before_decision")
         await self._slow_motion()
         decision, outcome, reason = decide(votes)
@@ -252,6 +247,37 @@ class Coordinator:
                 future.exception()
             else:
                 future.cancel()
+
+    async def _claim(self, fields: store.PaymentFields, txn_id: str) -> tuple[store.Claim, asyncio.Future | None]:
+        """Claim the key. A NEW claim is answered as soon as its write ran, before its commit,
+        with the future of the recorded result: the prepares need not wait for the disk
+        (presumed abort: a transaction nobody recorded is aborted for any bank that asks, and
+        the decision, written after the claim, waits for it). Any other answer comes only once
+        on disk."""
+        executed, on_disk = await self.db.write_early(lambda c: store.claim(c, fields, txn_id, self.replica_id))
+        on_disk.add_done_callback(_retrieve)
+        claim = await executed
+        if claim.kind == store.ClaimKind.NEW:
+            return claim, on_disk
+        return await on_disk, None
+
+    async def _recorded(self, on_disk: asyncio.Future, txn_id: str, banks: list[str]) -> store.Claim:
+        """The claim as it reached the disk. Not ours after all (its batch failed, or ran again
+        and found the key taken): the prepares sent for it are aborted at once, as presumed
+        abort would answer a bank that asked, and the caller answers what the key means."""
+        try:
+            recorded = await on_disk
+        except Exception:
+            await self._abandon(txn_id, banks)
+            raise
+        if recorded.kind != store.ClaimKind.NEW:
+            await self._abandon(txn_id, banks)
+        return recorded
+
+    async def _abandon(self, txn_id: str, banks: list[str]) -> None:
+        reason = "its claim was not recorded: presumed abort"
+        TwoPc(Phase.DECISION, txn_id, decision=Decision.ABORT, reason=reason).emit()
+        await self._send_decision(txn_id, Decision.ABORT, banks)
 
     async def _slow_motion(self) -> None:
         """A demo's pause between phases. Nothing waits on it but this payment: the
@@ -442,12 +468,28 @@ _PAID = {
 }
 
 
+def _existing(claim: store.Claim, fields: store.PaymentFields) -> Result:
+    """What a key that already means something answers: its payment replayed, or a refusal."""
+    _PAID[claim.kind].inc()
+    if claim.kind == store.ClaimKind.CONFLICT:
+        assert claim.row is not None
+        raise FailedPrecondition(
+            f"idempotency_key {fields.idem_key!r} was already used for a different payment "
+            f"(payment {claim.row['txn_id']}); use a new key for a new payment"
+        )
+    if claim.kind == store.ClaimKind.IN_FLIGHT:
+        raise Aborted(f"a payment with idempotency_key {fields.idem_key!r} is still in progress; retry shortly")
+    assert claim.kind == store.ClaimKind.REPLAY and claim.row is not None, claim.kind
+    jsonlog.emit(Event.IDEMPOTENT_REPLAY, user=fields.username, txn=claim.row["txn_id"])
+    return Result(claim.row, replayed=True)
+
+
 def _abort_all(conn: Conn, txn_ids: list[str], reason: str) -> None:
     for txn_id in txn_ids:
         store.decide(conn, txn_id, Decision.ABORT, Outcome.RETRYABLE, reason)
 
 
-def _retrieve(task: asyncio.Task) -> None:
+def _retrieve(task: asyncio.Future) -> None:
     """Mark the outcome of a payment whose caller left as seen (it is logged anyway)."""
     if not task.cancelled():
         task.exception()
