@@ -297,8 +297,6 @@ class Database:
                 except Exception:  # noqa: BLE001 - a broken connection: start afresh next time
                     self._drop_writer()
             outcomes = [(False, exc)] * len(batch)
-        # One wake-up per event loop for the whole batch, not one per write: each
-        # call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for (_, loop, future, _, executed), (ok, value) in zip(batch, outcomes, strict=True):
             if executed is not None:  # not told early (the batch failed first): told now, the same
@@ -307,11 +305,7 @@ class Database:
         done = time.perf_counter()
         for _ in batch:
             _DB_BATCH.observe(done - started)
-        for loop, settled in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle_all, settled, done)
-            except RuntimeError:  # that loop is closed: nobody waits there; the writer must live on
-                pass
+        _settle_soon(by_loop, done)
 
     def _attempt(self, conn: Conn, batch: list, isolated: bool) -> list[tuple[bool, Any]] | BaseException:
         """Run the batch's writes in one transaction and commit it; their outcomes.
@@ -389,16 +383,23 @@ class Database:
 
 
 def _announce(batch: list, outcomes: list[tuple[bool, Any]]) -> None:
-    """Tell the writes that asked (write_early) their results before the commit: one wake-up
-    per event loop. Only results: a write that raised is told with the batch's outcome."""
+    """Tell the writes that asked (write_early) their results before the commit. Only results:
+    a write that raised is told with the batch's outcome."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
     for (_, loop, _, _, executed), (ok, value) in zip(batch, outcomes, strict=True):
         if executed is not None and ok:
             by_loop.setdefault(loop, []).append((executed, ok, value))
+    _settle_soon(by_loop, None)
+
+
+def _settle_soon(by_loop: dict[asyncio.AbstractEventLoop, list], done: float | None) -> None:
+    """Settle futures from the writer thread: one wake-up per event loop, not one per write
+    (each call_soon_threadsafe is a write to the loop's self-pipe and a loop wake-up). `done`:
+    when the batch finished, to measure the loop's delay (None: not measured)."""
     for loop, settled in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_settle_all, settled, None)
-        except RuntimeError:  # that loop is closed: nobody waits there
+            loop.call_soon_threadsafe(_settle_all, settled, done)
+        except RuntimeError:  # that loop is closed: nobody waits there; the writer must live on
             pass
 
 

@@ -490,7 +490,8 @@ def _abort_all(conn: Conn, txn_ids: list[str], reason: str) -> None:
 
 
 def _retrieve(task: asyncio.Future) -> None:
-    """Mark the outcome of a payment whose caller left as seen (it is logged anyway)."""
+    """Mark the outcome of a future nobody may await (a payment whose caller left, a commit
+    sent in the background) as seen: it is logged anyway."""
     if not task.cancelled():
         task.exception()
 
