@@ -169,7 +169,11 @@ PREPARE = st.one_of(
 UNPREPARED_TXN = st.one_of(TEXT.filter(lambda t: not t.startswith("fz")), st.uuids().map(lambda u: f"fzc-{u}"))
 DECISION = fields(txn_id=UNPREPARED_TXN, decision=st.integers(-3, 5)).map(lambda kw: pb.DecisionItem(**kw))
 BANK_REQUESTS = {
-    "PrepareBatch": st.lists(PREPARE, max_size=4).map(lambda ps: pb.PrepareBatchRequest(prepares=ps)),
+    "PrepareBatch": st.builds(
+        lambda ps, ds: pb.PrepareBatchRequest(prepares=ps, decisions=ds),
+        st.lists(PREPARE, max_size=4),
+        st.lists(DECISION, max_size=2),
+    ),
     "DecideBatch": st.lists(DECISION, max_size=4).map(lambda ds: pb.DecideBatchRequest(decisions=ds)),
     "Balance": fields(account_id=TEXT).map(lambda kw: pb.BankBalanceRequest(**kw)),
     "ValidateAccount": fields(account_id=TEXT).map(lambda kw: pb.ValidateAccountRequest(**kw)),

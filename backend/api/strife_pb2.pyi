@@ -374,16 +374,20 @@ class PrepareResponse(_message.Message):
     def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ..., refusal: _Optional[_Union[Refusal, str]] = ...) -> None: ...
 
 class PrepareBatchRequest(_message.Message):
-    __slots__ = ("prepares",)
+    __slots__ = ("prepares", "decisions")
     PREPARES_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
     prepares: _containers.RepeatedCompositeFieldContainer[PrepareRequest]
-    def __init__(self, prepares: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ...) -> None: ...
+    decisions: _containers.RepeatedCompositeFieldContainer[DecisionItem]
+    def __init__(self, prepares: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[DecisionItem, _Mapping]]] = ...) -> None: ...
 
 class PrepareBatchResponse(_message.Message):
-    __slots__ = ("votes",)
+    __slots__ = ("votes", "results")
     VOTES_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     votes: _containers.RepeatedCompositeFieldContainer[PrepareResponse]
-    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[DecisionResult]
+    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[DecisionResult, _Mapping]]] = ...) -> None: ...
 
 class DecisionItem(_message.Message):
     __slots__ = ("txn_id", "decision")

@@ -44,9 +44,20 @@ def _parse_decision(item: pb.DecisionItem) -> tuple[str, bool]:
     return txn_id, item.decision == pb.COMMIT
 
 
-def _batch_size(count: int, what: str) -> None:
-    if not 1 <= count <= limits.MAX_BATCH:
-        raise InvalidInput(f"a batch has 1 to {limits.MAX_BATCH} {what}", field=what)
+def _batch_size(count: int, what: str, least: int = 1) -> None:
+    if not least <= count <= limits.MAX_BATCH:
+        raise InvalidInput(f"a batch has {least} to {limits.MAX_BATCH} {what}", field=what)
+
+
+def _parse_decisions(items, allow_none: bool) -> list[tuple[str, bool]]:
+    _batch_size(len(items), "decisions", least=0 if allow_none else 1)
+    return [_parse_decision(item) for item in items]
+
+
+async def _slow_commits(items: list[tuple[str, bool]]) -> None:
+    """Fault point bank.slow_commits: commits wait SLOW_COMMIT_S before they are applied."""
+    if faults.active("bank.slow_commits") and any(commit for _, commit in items):
+        await asyncio.sleep(faults.SLOW_COMMIT_S)
 
 
 def _apply_decision(conn, txn_id: str, commit: bool) -> bool | ledger.LedgerError:
@@ -59,6 +70,20 @@ def _apply_decision(conn, txn_id: str, commit: bool) -> bool | ledger.LedgerErro
         return exc
 
 
+def _decision_results(items: list[tuple[str, bool]], outcomes: list) -> list[pb.DecisionResult]:
+    """The answers to applied decisions, and their log lines."""
+    results = []
+    for (txn_id, commit), outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, ledger.LedgerError):
+            jsonlog.emit(Event.LEDGER_REFUSED, level="error", txn=txn_id, msg=str(outcome))
+            results.append(pb.DecisionResult(ok=False, error=str(outcome)))
+        else:
+            if outcome:
+                TwoPc(Phase.COMMITTED if commit else Phase.ABORTED, txn_id).emit()
+            results.append(pb.DecisionResult(ok=True))
+    return results
+
+
 class BankService(pb_grpc.BankServicer):
     def __init__(self, name: str, db: Database) -> None:
         self.name = name
@@ -69,34 +94,34 @@ class BankService(pb_grpc.BankServicer):
         parsed = [_parse_prepare(p) for p in request.prepares]
         if len({txn_id for txn_id, _ in parsed}) != len(parsed):
             raise InvalidInput("a transaction appears twice in the batch", field="prepares")
+        decisions = _parse_decisions(request.decisions, allow_none=True)
         note(txns=len(parsed))
-        # One write for the whole batch (one future, one wake-up), not one per transaction.
-        votes = await self.db.write(lambda c: [ledger.prepare(c, txn_id, legs) for txn_id, legs in parsed])
+        if decisions:
+            note(decisions=len(decisions))
+        await _slow_commits(decisions)
+
+        def write(conn) -> tuple[list, list[ledger.Vote]]:
+            # The decisions first: a commit or an abort can only free funds for the prepares.
+            outcomes = [_apply_decision(conn, txn_id, commit) for txn_id, commit in decisions]
+            return outcomes, [ledger.prepare(conn, txn_id, legs) for txn_id, legs in parsed]
+
+        # One write for the whole call (one future, one wake-up, one commit), not one per transaction.
+        outcomes, votes = await self.db.write(write)
+        results = _decision_results(decisions, outcomes)
         for (txn_id, _), vote in zip(parsed, votes, strict=True):
             TwoPc(Phase.VOTE, txn_id, vote=Vote.YES if vote.yes else Vote.NO, reason=vote.reason or None).emit()
         if any(vote.yes for vote in votes):
             faults.crash("bank.crash_after_yes")
             if faults.active("bank.hang_after_yes"):
                 await asyncio.Event().wait()  # never answer
-        return pb.PrepareBatchResponse(votes=[_vote_message(v) for v in votes])
+        return pb.PrepareBatchResponse(votes=[_vote_message(v) for v in votes], results=results)
 
     async def DecideBatch(self, request: pb.DecideBatchRequest, context) -> pb.DecideBatchResponse:
-        _batch_size(len(request.decisions), "decisions")
-        items = [_parse_decision(item) for item in request.decisions]
+        items = _parse_decisions(request.decisions, allow_none=False)
         note(txns=len(items))
-        if faults.active("bank.slow_commits") and any(commit for _, commit in items):
-            await asyncio.sleep(faults.SLOW_COMMIT_S)
+        await _slow_commits(items)
         outcomes = await self.db.write(lambda c: [_apply_decision(c, t, commit) for t, commit in items])
-        results = []
-        for (txn_id, commit), outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, ledger.LedgerError):
-                jsonlog.emit(Event.LEDGER_REFUSED, level="error", txn=txn_id, msg=str(outcome))
-                results.append(pb.DecisionResult(ok=False, error=str(outcome)))
-            else:
-                if outcome:
-                    TwoPc(Phase.COMMITTED if commit else Phase.ABORTED, txn_id).emit()
-                results.append(pb.DecisionResult(ok=True))
-        return pb.DecideBatchResponse(results=results)
+        return pb.DecideBatchResponse(results=_decision_results(items, outcomes))
 
     async def _account(self, account_id: str):
         limits.account(account_id)

@@ -48,12 +48,13 @@ class Batcher(Generic[Item, Result]):
         future = loop.create_future()
         self._pending.append((item, future, time.perf_counter()))
         if urgent or not self.linger_s or len(self._pending) >= MAX_BATCH:
-            self._leave_now()
+            self.leave_now()
         elif self._lingering is None and self._in_flight == 0:
-            self._lingering = loop.call_later(self.linger_s, self._leave_now)
+            self._lingering = loop.call_later(self.linger_s, self.leave_now)
         return future
 
-    def _leave_now(self) -> None:
+    def leave_now(self) -> None:
+        """Send what waits now, without lingering further."""
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
@@ -72,23 +73,48 @@ class Batcher(Generic[Item, Result]):
                 self._in_flight += 1
                 asyncio.get_running_loop().create_task(self._flush(batch))
 
-    async def _flush(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
-        started = time.perf_counter()
-        try:
-            results = await self._send([item for item, _ in batch])
-            if len(results) != len(batch):  # never settle some waiters and strand the rest
-                raise RuntimeError(f"a batch answer has {len(results)} results for {len(batch)} items")
-        except BaseException as exc:  # noqa: BLE001 - every waiter gets the failure
+    def take(self) -> list[tuple[Item, asyncio.Future]]:
+        """The items waiting to leave (at most MAX_BATCH), handed to another call to carry:
+        the caller settles them (`settle`). An item withdrawn meanwhile is dropped."""
+        now = time.perf_counter()
+        taken = []
+        for item, future, queued_at in self._pending[:MAX_BATCH]:
+            if not future.done():
+                taken.append((item, future))
+                self._queued.observe(now - queued_at)
+        del self._pending[:MAX_BATCH]
+        if not self._pending and self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
+        return taken
+
+    def settle(
+        self, batch: list[tuple[Item, asyncio.Future]], results: Sequence[Result] | BaseException, started: float
+    ) -> None:
+        """Give each waiter of `batch` its result, or every waiter the failure; the call began at `started`."""
+        if not isinstance(results, BaseException) and len(results) != len(batch):
+            # never settle some waiters and strand the rest
+            results = RuntimeError(f"a batch answer has {len(results)} results for {len(batch)} items")
+        if isinstance(results, BaseException):
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(results)
         else:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+        took = time.perf_counter() - started
+        for _ in batch:
+            self._called.observe(took)
+
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
+        started = time.perf_counter()
+        outcome: Sequence[Result] | BaseException
+        try:
+            outcome = await self._send([item for item, _ in batch])
+        except BaseException as exc:  # noqa: BLE001 - every waiter gets the failure
+            outcome = exc
         finally:
-            took = time.perf_counter() - started
-            for _ in batch:
-                self._called.observe(took)
             self._in_flight -= 1
-            self._kick()
+        self.settle(batch, outcome, started)
+        self._kick()

@@ -241,6 +241,7 @@ class Coordinator:
         )
         sent = [self.banks.batches(bank).decide(txn_id, True) for txn_id, bank in elsewhere if bank in self.banks]
         if here or sent:
+            self.banks.hurry_decisions()  # lingering commits (banks.DECISION_LINGER_S) leave now
             await asyncio.wait([*here, *sent], timeout=DECISION_SEND_TIMEOUT_S)
         for future in sent:  # their acknowledgements are recorded by whoever owns them
             if future.done():

@@ -1,0 +1,162 @@
+"""Decisions ride on prepares: a PrepareBatch carries the decisions waiting for its bank,
+which applies them first, in the same write, and answers them as DecideBatch would. Real
+bank processes; the gateway's side (BankBatches) is driven from here with its certificate."""
+
+import uuid
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from backend.api import strife_pb2 as pb
+from backend.api import strife_pb2_grpc as pb_grpc
+from backend.common import tls
+from backend.common.limits import MAX_BATCH
+from backend.common.states import LedgerState
+from backend.gateway.banks import BankBatches
+from backend.testbed import free_ports
+from tests.stack import start_stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ACCOUNT = "A-1003"  # erin's, seeded with 25,000 cents; nobody else in this module touches it
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory, certs_dir):
+    s = await start_stack(tmp_path_factory.mktemp("ride"), certs_dir)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def txn() -> str:
+    return f"ride-{uuid.uuid4().hex}"
+
+
+def debit(txn_id: str, cents: int, account: str = ACCOUNT) -> pb.PrepareRequest:
+    return pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=account, delta_cents=-cents)])
+
+
+def decision(txn_id: str, commit: bool) -> pb.DecisionItem:
+    return pb.DecisionItem(txn_id=txn_id, decision=pb.COMMIT if commit else pb.ABORT)
+
+
+async def available(stack) -> int:
+    return (await stack.bank("BankA").Balance(pb.BankBalanceRequest(account_id=ACCOUNT), timeout=5)).available_cents
+
+
+async def states(stack, *txn_ids: str) -> dict[str, LedgerState]:
+    known = await stack.txn_states("BankA")
+    return {t: known.get(t, {}).get("BankA") for t in txn_ids}
+
+
+async def test_an_abort_riding_on_a_prepare_frees_the_funds_that_prepare_needs(stack):
+    bank = stack.bank("BankA", role="gateway")
+    funds = await available(stack)
+    first, second = txn(), txn()
+    vote = await bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[debit(first, funds)]), timeout=5)
+    assert vote.votes[0].vote == pb.YES and await available(stack) == 0
+
+    both = pb.PrepareBatchRequest(prepares=[debit(second, funds)], decisions=[decision(first, commit=False)])
+    answer = await bank.PrepareBatch(both, timeout=5)
+
+    assert [r.ok for r in answer.results] == [True]
+    assert answer.votes[0].vote == pb.YES  # the abort was applied first, in the same write
+    assert await states(stack, first, second) == {first: LedgerState.ABORTED, second: LedgerState.PREPARED}
+    await bank.DecideBatch(pb.DecideBatchRequest(decisions=[decision(second, commit=False)]), timeout=5)
+    assert await available(stack) == funds
+
+
+async def test_a_commit_riding_on_a_prepare_is_applied_and_answered(stack):
+    bank = stack.bank("BankA", role="gateway")
+    funds = await available(stack)
+    paid, unknown, next_one = txn(), txn(), txn()
+    await bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[debit(paid, 700)]), timeout=5)
+
+    request = pb.PrepareBatchRequest(
+        prepares=[debit(next_one, 1)], decisions=[decision(paid, commit=True), decision(unknown, commit=True)]
+    )
+    answer = await bank.PrepareBatch(request, timeout=5)
+
+    # Answers in order: the commit applied; a commit of a transaction never prepared refused
+    # (as DecideBatch refuses it), without stopping the rest of the call.
+    assert [r.ok for r in answer.results] == [True, False]
+    assert answer.results[0].error == "" and "never prepared" in answer.results[1].error
+    assert answer.votes[0].vote == pb.YES
+    assert await states(stack, paid, unknown, next_one) == {
+        paid: LedgerState.COMMITTED,
+        unknown: None,
+        next_one: LedgerState.PREPARED,
+    }
+    await bank.DecideBatch(pb.DecideBatchRequest(decisions=[decision(next_one, commit=False)]), timeout=5)
+    assert await available(stack) == funds - 700
+
+
+@pytest.mark.parametrize(
+    "decisions, said",
+    [
+        ([pb.DecisionItem(txn_id="ride-bad", decision=pb.DECISION_UNSPECIFIED)], "decision must be COMMIT or ABORT"),
+        ([pb.DecisionItem(txn_id="", decision=pb.ABORT)], "bad transaction id"),
+        ([decision(f"ride-many-{i}", commit=False) for i in range(MAX_BATCH + 1)], f"0 to {MAX_BATCH} decisions"),
+    ],
+)
+async def test_a_malformed_rider_refuses_the_whole_call_and_prepares_nothing(stack, decisions, said):
+    bank = stack.bank("BankA", role="gateway")
+    funds = await available(stack)
+    prepared = txn()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[debit(prepared, 5)], decisions=decisions), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert said in err.value.details()
+    assert await states(stack, prepared) == {prepared: None}
+    assert await available(stack) == funds
+
+
+async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare_not_alone(stack):
+    """BankBatches as the gateway uses it: a commit lingers for company; a prepare for the
+    same bank takes it along, so the bank sees one call and no DecideBatch."""
+    batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
+    paid, after = txn(), txn()
+    await batches.prepare(debit(paid, 300))
+    funds = await available(stack)
+    await stack.logs_caught_up()
+    calls_before = bank_calls(stack)
+
+    commit = batches.decide(paid, commit=True)  # lingers (DECISION_LINGER_S) ...
+    vote = batches.prepare(debit(after, 1))  # ... and this call takes it
+    assert (await commit).ok and (await vote).vote == pb.YES
+
+    await stack.logs_caught_up()
+    new = bank_calls(stack)[len(calls_before) :]
+    assert [(c["method"].rsplit("/", 1)[1], c.get("decisions")) for c in new] == [("PrepareBatch", 1)]
+    assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
+    assert await available(stack) == funds - 1  # the hold of `after`; `paid`'s 300 left with its commit
+    await batches.decide(after, commit=False)
+
+
+async def test_a_rider_of_a_failed_prepare_call_is_not_acknowledged(stack, certs_dir):
+    """The call fails (here: nothing listens where it goes): the ridden decision is failed
+    too, so the coordinator sends it again later. Nothing is lost."""
+    bank = stack.bank("BankA", role="gateway")
+    paid = txn()
+    await bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[debit(paid, 5)]), timeout=5)
+    nowhere = tls.secure_channel(f"127.0.0.1:{free_ports(1)[0]}", certs_dir, "gateway")
+    batches = BankBatches(pb_grpc.BankStub(nowhere), prepare_timeout_s=5)
+    try:
+        commit = batches.decide(paid, commit=True)
+        vote = batches.prepare(debit(txn(), 1))
+        for future in (vote, commit):
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await future
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await nowhere.close()
+    assert await states(stack, paid) == {paid: LedgerState.PREPARED}  # held, in doubt: not lost
+    await bank.DecideBatch(pb.DecideBatchRequest(decisions=[decision(paid, commit=True)]), timeout=5)  # the re-send
+    assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
+
+
+def bank_calls(stack) -> list[dict]:
+    return [r for r in stack.log_lines("BankA") if r.get("method", "").endswith(("/PrepareBatch", "/DecideBatch"))]
