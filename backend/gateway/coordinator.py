@@ -291,9 +291,11 @@ class Coordinator:
     ) -> list[BankVote]:
         """Prepare at every participant in parallel under one deadline. The bank
         batchers hand back futures, so waiting costs no task per bank."""
+        alone = len(self._running) <= 1
         futures = {
             bank: self.banks.batches(bank).prepare(
-                pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=a, delta_cents=d) for a, d in bank_legs])
+                pb.PrepareRequest(txn_id=txn_id, legs=[pb.Leg(account_id=a, delta_cents=d) for a, d in bank_legs]),
+                alone,
             )
             for bank, bank_legs in legs.items()
         }

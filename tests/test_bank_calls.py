@@ -1,6 +1,7 @@
-"""Decisions ride on prepares: a PrepareBatch carries the decisions waiting for its bank,
-which applies them first, in the same write, and answers them as DecideBatch would. Real
-bank processes; the gateway's side (BankBatches) is driven from here with its certificate."""
+"""How the gateway's 2PC traffic reaches a bank. Decisions ride on prepares: a PrepareBatch
+carries the decisions waiting for its bank, which applies them first, in the same write,
+and answers them as DecideBatch would. Prepares of payments under way together share a call.
+Real bank processes; the gateway's side (BankBatches) is driven from here with its certificate."""
 
 import uuid
 
@@ -119,13 +120,13 @@ async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare_not_alon
     same bank takes it along, so the bank sees one call and no DecideBatch."""
     batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
     paid, after = txn(), txn()
-    await batches.prepare(debit(paid, 300))
+    await batches.prepare(debit(paid, 300), alone=True)
     funds = await available(stack)
     await stack.logs_caught_up()
     calls_before = bank_calls(stack)
 
     commit = batches.decide(paid, commit=True)  # lingers (DECISION_LINGER_S) ...
-    vote = batches.prepare(debit(after, 1))  # ... and this call takes it
+    vote = batches.prepare(debit(after, 1), alone=True)  # ... and this call takes it
     assert (await commit).ok and (await vote).vote == pb.YES
 
     await stack.logs_caught_up()
@@ -146,7 +147,7 @@ async def test_a_rider_of_a_failed_prepare_call_is_not_acknowledged(stack, certs
     batches = BankBatches(pb_grpc.BankStub(nowhere), prepare_timeout_s=5)
     try:
         commit = batches.decide(paid, commit=True)
-        vote = batches.prepare(debit(txn(), 1))
+        vote = batches.prepare(debit(txn(), 1), alone=True)
         for future in (vote, commit):
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await future
@@ -156,6 +157,24 @@ async def test_a_rider_of_a_failed_prepare_call_is_not_acknowledged(stack, certs
     assert await states(stack, paid) == {paid: LedgerState.PREPARED}  # held, in doubt: not lost
     await bank.DecideBatch(pb.DecideBatchRequest(decisions=[decision(paid, commit=True)]), timeout=5)  # the re-send
     assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
+
+
+@pytest.mark.parametrize("alone, calls", [(False, [2]), (True, [1, 1])])
+async def test_prepares_share_a_call_unless_their_payment_is_alone(stack, alone, calls):
+    """Not alone (other payments under way), a prepare that finds the batcher idle lingers
+    (PREPARE_LINGER_S) and the next one joins it; a payment alone never waits."""
+    batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
+    first, second = txn(), txn()
+    await stack.logs_caught_up()
+    calls_before = bank_calls(stack)
+
+    votes = [batches.prepare(debit(first, 1), alone), batches.prepare(debit(second, 1), alone)]
+    assert [(await v).vote for v in votes] == [pb.YES, pb.YES]
+
+    await stack.logs_caught_up()
+    assert [c["txns"] for c in bank_calls(stack)[len(calls_before) :]] == calls
+    for t in (first, second):
+        await batches.decide(t, commit=False)
 
 
 def bank_calls(stack) -> list[dict]:
