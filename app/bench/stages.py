@@ -42,7 +42,7 @@ PATH: list[tuple[str, str, str, str]] = [
     ("gateway", PHASE, "decide", "decision write"),
     ("gateway", PHASE, "send", "decide round (banks that voted)"),
     ("gateway", STAGE, "decide_queue", "  waiting for the batched call to leave"),
-    ("gateway", STAGE, "decide_call", "  batched DecideBatch call"),
+    ("gateway", STAGE, "decide_call", "  the call (DecideBatch, or riding on a PrepareBatch)"),
     ("banks", RPC, "DecideBatch", "  bank: DecideBatch handler"),
     ("gateway", STAGE, "db_queue", "gateway db: waiting for the writer"),
     ("gateway", STAGE, "db_batch", "gateway db: group commit (per write)"),
