@@ -3,6 +3,7 @@ carries the decisions waiting for its bank, which applies them first, in the sam
 and answers them as DecideBatch would. Prepares of payments under way together share a call.
 Real bank processes; the gateway's side (BankBatches) is driven from here with its certificate."""
 
+import asyncio
 import uuid
 
 import grpc
@@ -10,12 +11,10 @@ import pytest
 import pytest_asyncio
 
 from backend.api import strife_pb2 as pb
-from backend.api import strife_pb2_grpc as pb_grpc
-from backend.common import tls
 from backend.common.limits import MAX_BATCH
 from backend.common.states import LedgerState
+from backend.gateway import banks
 from backend.gateway.banks import BankBatches
-from backend.testbed import free_ports
 from tests.stack import start_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -115,7 +114,7 @@ async def test_a_malformed_rider_refuses_the_whole_call_and_prepares_nothing(sta
     assert await available(stack) == funds
 
 
-async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare_not_alone(stack):
+async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare(stack):
     """BankBatches as the gateway uses it: a commit lingers for company; a prepare for the
     same bank takes it along, so the bank sees one call and no DecideBatch."""
     batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
@@ -137,25 +136,38 @@ async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare_not_alon
     await batches.decide(after, commit=False)
 
 
-async def test_a_rider_of_a_failed_prepare_call_is_not_acknowledged(stack, certs_dir):
-    """The call fails (here: nothing listens where it goes): the ridden decision is failed
-    too, so the coordinator sends it again later. Nothing is lost."""
+async def test_a_rider_of_a_refused_prepare_call_is_not_acknowledged(stack):
+    """The call that carries a commit is refused (here: its prepare is malformed, so the bank
+    changes nothing): the commit gets the call's failure, not an acknowledgement, and stays to
+    be sent again. Sent alone (DecideBatch) it would have been applied."""
     bank = stack.bank("BankA", role="gateway")
+    batches = BankBatches(bank, prepare_timeout_s=5)
     paid = txn()
-    await bank.PrepareBatch(pb.PrepareBatchRequest(prepares=[debit(paid, 5)]), timeout=5)
-    nowhere = tls.secure_channel(f"127.0.0.1:{free_ports(1)[0]}", certs_dir, "gateway")
-    batches = BankBatches(pb_grpc.BankStub(nowhere), prepare_timeout_s=5)
-    try:
-        commit = batches.decide(paid, commit=True)
-        vote = batches.prepare(debit(txn(), 1), alone=True)
-        for future in (vote, commit):
-            with pytest.raises(grpc.aio.AioRpcError) as failed:
-                await future
-            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-    finally:
-        await nowhere.close()
+    await batches.prepare(debit(paid, 5), alone=True)
+
+    commit = batches.decide(paid, commit=True)
+    vote = batches.prepare(pb.PrepareRequest(txn_id=txn(), legs=[]), alone=True)  # no legs: refused
+    for future in (vote, commit):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await future
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await states(stack, paid) == {paid: LedgerState.PREPARED}  # held, in doubt: not lost
-    await bank.DecideBatch(pb.DecideBatchRequest(decisions=[decision(paid, commit=True)]), timeout=5)  # the re-send
+
+    assert (await batches.decide(paid, commit=True)).ok  # the re-send
+    assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
+
+
+async def test_a_balance_read_sends_the_lingering_commits_at_once(stack, monkeypatch):
+    """Read-your-writes must not wait out the linger: hurry() sends what lingers now."""
+    monkeypatch.setattr(banks, "DECISION_LINGER_S", 600.0)  # a commit alone would wait 10 minutes
+    batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
+    paid = txn()
+    await batches.prepare(debit(paid, 5), alone=True)
+    commit = batches.decide(paid, commit=True)
+    await asyncio.sleep(0.05)
+    assert not commit.done()  # lingering
+    batches.hurry()
+    assert (await asyncio.wait_for(commit, 5)).ok
     assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
 
 

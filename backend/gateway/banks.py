@@ -55,8 +55,8 @@ class BankBatches:
         result, or the call's failure: then it is sent again like any unacknowledged one)."""
         riders = self._decisions.take()
         started = time.perf_counter()
-        request = pb.PrepareBatchRequest(prepares=items, decisions=[item for item, _ in riders])
         try:
+            request = pb.PrepareBatchRequest(prepares=items, decisions=[item for item, _ in riders])
             answer = await self.stub.PrepareBatch(request, timeout=self.prepare_timeout_s)
         except BaseException as exc:
             self._decisions.settle(riders, exc, started)

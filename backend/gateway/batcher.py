@@ -114,7 +114,8 @@ class Batcher(Generic[Item, Result]):
             outcome = await self._send([item for item, _ in batch])
         except BaseException as exc:  # noqa: BLE001 - every waiter gets the failure
             outcome = exc
-        finally:
+        try:
+            self.settle(batch, outcome, started)
+        finally:  # whatever happened, the next call may leave
             self._in_flight -= 1
-        self.settle(batch, outcome, started)
-        self._kick()
+            self._kick()

@@ -201,3 +201,40 @@ async def test_a_lingering_item_waits_for_company_and_an_urgent_one_takes_it_alo
     await settle()
     assert bank.calls[1:] == [[3, 4]]  # the urgent item left at once, with the one that lingered
     assert await asyncio.wait_for(asyncio.gather(lingering, urgent), 1) == ["r3", "r4"]
+
+
+# ---------------------------------------------------------------- take / settle --
+
+
+async def test_take_hands_over_what_waits_but_the_withdrawn_and_the_batcher_sends_none_of_it():
+    bank = FakeBank()
+    batcher = Batcher(bank.send, "test", linger_s=0.01)
+    waiting = [batcher.submit_nowait(i) for i in range(5)]
+    waiting[1].cancel()
+    taken = batcher.take()
+    assert [item for item, _ in taken] == [0, 2, 3, 4]
+    batcher.settle(taken, [f"t{item}" for item, _ in taken], started=0.0)
+    assert [await future for _, future in taken] == ["t0", "t2", "t3", "t4"]
+    await asyncio.sleep(0.05)  # past the linger: its timer was cancelled with nothing left
+    assert batcher.take() == [] and bank.calls == []
+    later = batcher.submit_nowait(9)  # a new item lingers afresh and leaves on its own
+    assert await asyncio.wait_for(later, 5) == "r9"
+    assert bank.calls == [[9]]
+
+
+async def test_a_failure_settles_every_taken_waiter():
+    batcher = Batcher(FakeBank().send, "test", linger_s=600.0)
+    futures = [batcher.submit_nowait(i) for i in range(3)]
+    batcher.settle(batcher.take(), RuntimeError("call failed"), started=0.0)
+    for future in futures:
+        with pytest.raises(RuntimeError, match="call failed"):
+            await future
+
+
+async def test_settle_with_the_wrong_number_of_results_fails_every_waiter():
+    batcher = Batcher(FakeBank().send, "test", linger_s=600.0)
+    futures = [batcher.submit_nowait(i) for i in range(3)]
+    batcher.settle(batcher.take(), ["only one"], started=0.0)
+    for future in futures:
+        with pytest.raises(RuntimeError, match="1 results for 3 items"):
+            await future
