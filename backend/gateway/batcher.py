@@ -62,27 +62,26 @@ class Batcher(Generic[Item, Result]):
 
     def _kick(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT:
-            now = time.perf_counter()
-            batch = []
-            for item, future, queued_at in self._pending[:MAX_BATCH]:
-                if not future.done():
-                    batch.append((item, future))
-                    self._queued.observe(now - queued_at)
-            del self._pending[:MAX_BATCH]
+            batch = self._next_batch()
             if batch:
                 self._in_flight += 1
                 asyncio.get_running_loop().create_task(self._flush(batch))
 
+    def _next_batch(self) -> list[tuple[Item, asyncio.Future]]:
+        """The next MAX_BATCH waiting items, less those withdrawn meanwhile, out of the queue."""
+        now = time.perf_counter()
+        batch = []
+        for item, future, queued_at in self._pending[:MAX_BATCH]:
+            if not future.done():
+                batch.append((item, future))
+                self._queued.observe(now - queued_at)
+        del self._pending[:MAX_BATCH]
+        return batch
+
     def take(self) -> list[tuple[Item, asyncio.Future]]:
         """The items waiting to leave (at most MAX_BATCH), handed to another call to carry:
         the caller settles them (`settle`). An item withdrawn meanwhile is dropped."""
-        now = time.perf_counter()
-        taken = []
-        for item, future, queued_at in self._pending[:MAX_BATCH]:
-            if not future.done():
-                taken.append((item, future))
-                self._queued.observe(now - queued_at)
-        del self._pending[:MAX_BATCH]
+        taken = self._next_batch()
         if not self._pending and self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
