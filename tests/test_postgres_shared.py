@@ -67,7 +67,14 @@ async def test_two_gateways_on_one_database_charge_a_raced_key_once(tmp_path, ce
         # and afterwards both answer the same recorded payment
         again = [await g.Pay(request, metadata=alice, timeout=10) for g in gateways]
         assert {(a.payment_id, a.status) for a in again} == {(paid[0].payment_id, pb.SUCCEEDED)}
-        assert (await stack.balances())[("BankA", "A-1001")] == before - 700  # charged once
+        # Read-your-writes through either gateway: alice's Balance first sees her commits to the
+        # banks, also one the other replica recorded and may still be sending (it lingers for a
+        # prepare to ride on), so the bank's ledger shows it after.
+        seen = await gateways[0].Balance(pb.BalanceRequest(), metadata=alice, timeout=10)
+        assert {(a.account.bank, a.account.account_id): a.balance_cents for a in seen.accounts}[
+            ("BankA", "A-1001")
+        ] == before - 700  # charged once
+        assert (await stack.balances())[("BankA", "A-1001")] == before - 700
     finally:
         await second.close()
         await stack.close()
