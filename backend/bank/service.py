@@ -60,14 +60,17 @@ async def _slow_commits(items: list[tuple[str, bool]]) -> None:
         await asyncio.sleep(faults.SLOW_COMMIT_S)
 
 
-def _apply_decision(conn, txn_id: str, commit: bool) -> bool | ledger.LedgerError:
-    """One decision of a batch; a refused one (LedgerError) is returned, so the rest of the
+def _apply_decisions(conn, items: list[tuple[str, bool]]) -> list[bool | ledger.LedgerError]:
+    """Each decision of a batch; a refused one (LedgerError) is returned, so the rest of the
     batch still applies. No savepoint is needed: ledger.commit and ledger.abort refuse
     before they write anything."""
-    try:
-        return (ledger.commit if commit else ledger.abort)(conn, txn_id)
-    except ledger.LedgerError as exc:
-        return exc
+    outcomes: list[bool | ledger.LedgerError] = []
+    for txn_id, commit in items:
+        try:
+            outcomes.append((ledger.commit if commit else ledger.abort)(conn, txn_id))
+        except ledger.LedgerError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def _decision_results(items: list[tuple[str, bool]], outcomes: list) -> list[pb.DecisionResult]:
@@ -102,8 +105,7 @@ class BankService(pb_grpc.BankServicer):
 
         def write(conn) -> tuple[list, list[ledger.Vote]]:
             # The decisions first: a commit or an abort can only free funds for the prepares.
-            outcomes = [_apply_decision(conn, txn_id, commit) for txn_id, commit in decisions]
-            return outcomes, [ledger.prepare(conn, txn_id, legs) for txn_id, legs in parsed]
+            return _apply_decisions(conn, decisions), [ledger.prepare(conn, txn_id, legs) for txn_id, legs in parsed]
 
         # One write for the whole call (one future, one wake-up, one commit), not one per transaction.
         outcomes, votes = await self.db.write(write)
@@ -120,7 +122,7 @@ class BankService(pb_grpc.BankServicer):
         items = _parse_decisions(request.decisions, allow_none=False)
         note(txns=len(items))
         await _slow_commits(items)
-        outcomes = await self.db.write(lambda c: [_apply_decision(c, t, commit) for t, commit in items])
+        outcomes = await self.db.write(lambda c: _apply_decisions(c, items))
         return pb.DecideBatchResponse(results=_decision_results(items, outcomes))
 
     async def _account(self, account_id: str):

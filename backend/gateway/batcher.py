@@ -55,10 +55,13 @@ class Batcher(Generic[Item, Result]):
 
     def leave_now(self) -> None:
         """Send what waits now, without lingering further."""
+        self._stop_lingering()
+        self._kick()
+
+    def _stop_lingering(self) -> None:
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
-        self._kick()
 
     def _kick(self) -> None:
         while self._pending and self._in_flight < MAX_IN_FLIGHT:
@@ -82,9 +85,8 @@ class Batcher(Generic[Item, Result]):
         """The items waiting to leave (at most MAX_BATCH), handed to another call to carry:
         the caller settles them (`settle`). An item withdrawn meanwhile is dropped."""
         taken = self._next_batch()
-        if not self._pending and self._lingering is not None:
-            self._lingering.cancel()
-            self._lingering = None
+        if not self._pending:
+            self._stop_lingering()
         return taken
 
     def settle(

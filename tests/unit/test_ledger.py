@@ -374,20 +374,14 @@ def test_a_random_mix_of_prepares_commits_and_aborts_keeps_every_invariant(conn)
 def test_a_refused_decision_in_a_batch_changes_nothing_and_the_rest_applies(conn):
     """The bank applies a DecideBatch in one transaction without savepoints: a refused
     decision must refuse before it writes anything."""
-    from backend.bank.service import _apply_decision
+    from backend.bank.service import _apply_decisions
 
     assert_yes(tx(conn, ledger.prepare, "t1", [("A-1", -300)]))
     assert_yes(tx(conn, ledger.prepare, "t2", [("A-2", -200)]))
     assert tx(conn, ledger.abort, "t2") is True
 
-    def batch(c):
-        return [
-            _apply_decision(c, "never-prepared", True),
-            _apply_decision(c, "t2", True),  # aborted here: refused
-            _apply_decision(c, "t1", True),
-        ]
-
-    unknown, aborted, applied = tx(conn, batch)
+    batch = [("never-prepared", True), ("t2", True), ("t1", True)]  # t2 is aborted here: refused
+    unknown, aborted, applied = tx(conn, _apply_decisions, batch)
     assert isinstance(unknown, LedgerError) and isinstance(aborted, LedgerError) and applied is True
     assert balances(conn)["A-1"] == (9_700, 0) and balances(conn)["A-2"] == (5_000, 0)
     check(conn)
