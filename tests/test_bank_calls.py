@@ -14,6 +14,7 @@ from backend.api import strife_pb2 as pb
 from backend.common.limits import MAX_BATCH
 from backend.common.states import LedgerState
 from backend.gateway import banks
+from backend.gateway.bank_stream import BankStream
 from backend.gateway.banks import BankBatches
 from tests.stack import start_stack
 
@@ -29,6 +30,14 @@ async def stack(tmp_path_factory, certs_dir):
         yield s
     finally:
         await s.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def batches(stack):
+    """BankBatches as the gateway uses it: over a stream (Bank.Batches) with its certificate."""
+    stream = BankStream(stack.bank("BankA", role="gateway"), "BankA")
+    yield BankBatches(stream, prepare_timeout_s=5)
+    stream.close()
 
 
 def txn() -> str:
@@ -114,10 +123,9 @@ async def test_a_malformed_rider_refuses_the_whole_call_and_prepares_nothing(sta
     assert await available(stack) == funds
 
 
-async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare(stack):
+async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare(stack, batches):
     """BankBatches as the gateway uses it: a commit lingers for company; a prepare for the
     same bank takes it along, so the bank sees one call and no DecideBatch."""
-    batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
     paid, after = txn(), txn()
     await batches.prepare(debit(paid, 300), alone=True)
     funds = await available(stack)
@@ -136,12 +144,10 @@ async def test_the_gateway_sends_a_waiting_commit_with_the_next_prepare(stack):
     await batches.decide(after, commit=False)
 
 
-async def test_a_rider_of_a_refused_prepare_call_is_not_acknowledged(stack):
+async def test_a_rider_of_a_refused_prepare_call_is_not_acknowledged(stack, batches):
     """The call that carries a commit is refused (here: its prepare is malformed, so the bank
     changes nothing): the commit gets the call's failure, not an acknowledgement, and stays to
     be sent again. Sent alone (DecideBatch) it would have been applied."""
-    bank = stack.bank("BankA", role="gateway")
-    batches = BankBatches(bank, prepare_timeout_s=5)
     paid = txn()
     await batches.prepare(debit(paid, 5), alone=True)
 
@@ -160,7 +166,8 @@ async def test_a_rider_of_a_refused_prepare_call_is_not_acknowledged(stack):
 async def test_a_balance_read_sends_the_lingering_commits_at_once(stack, monkeypatch):
     """Read-your-writes must not wait out the linger: hurry() sends what lingers now."""
     monkeypatch.setattr(banks, "DECISION_LINGER_S", 600.0)  # a commit alone would wait 10 minutes
-    batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
+    stream = BankStream(stack.bank("BankA", role="gateway"), "BankA")
+    batches = BankBatches(stream, prepare_timeout_s=5)
     paid = txn()
     await batches.prepare(debit(paid, 5), alone=True)
     commit = batches.decide(paid, commit=True)
@@ -169,13 +176,13 @@ async def test_a_balance_read_sends_the_lingering_commits_at_once(stack, monkeyp
     batches.hurry()
     assert (await asyncio.wait_for(commit, 5)).ok
     assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
+    stream.close()
 
 
 @pytest.mark.parametrize("alone, calls", [(False, [2]), (True, [1, 1])])
-async def test_prepares_share_a_call_unless_their_payment_is_alone(stack, alone, calls):
+async def test_prepares_share_a_call_unless_their_payment_is_alone(stack, batches, alone, calls):
     """Not alone (other payments under way), a prepare that finds the batcher idle lingers
     (PREPARE_LINGER_S) and the next one joins it; a payment alone never waits."""
-    batches = BankBatches(stack.bank("BankA", role="gateway"), prepare_timeout_s=5)
     first, second = txn(), txn()
     await stack.logs_caught_up()
     calls_before = bank_calls(stack)

@@ -417,6 +417,38 @@ class DecideBatchResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[DecisionResult]
     def __init__(self, results: _Optional[_Iterable[_Union[DecisionResult, _Mapping]]] = ...) -> None: ...
 
+class BankBatch(_message.Message):
+    __slots__ = ("id", "timeout_ms", "prepare", "decide")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    timeout_ms: int
+    prepare: PrepareBatchRequest
+    decide: DecideBatchRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., prepare: _Optional[_Union[PrepareBatchRequest, _Mapping]] = ..., decide: _Optional[_Union[DecideBatchRequest, _Mapping]] = ...) -> None: ...
+
+class BankBatchAnswer(_message.Message):
+    __slots__ = ("id", "prepare", "decide", "refused")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    prepare: PrepareBatchResponse
+    decide: DecideBatchResponse
+    refused: BatchRefused
+    def __init__(self, id: _Optional[int] = ..., prepare: _Optional[_Union[PrepareBatchResponse, _Mapping]] = ..., decide: _Optional[_Union[DecideBatchResponse, _Mapping]] = ..., refused: _Optional[_Union[BatchRefused, _Mapping]] = ...) -> None: ...
+
+class BatchRefused(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class BankBalanceRequest(_message.Message):
     __slots__ = ("account_id",)
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]

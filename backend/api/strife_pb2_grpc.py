@@ -691,6 +691,11 @@ class BankStub:
                 request_serializer=backend_dot_api_dot_strife__pb2.DecideBatchRequest.SerializeToString,
                 response_deserializer=backend_dot_api_dot_strife__pb2.DecideBatchResponse.FromString,
                 _registered_method=True)
+        self.Batches = channel.stream_stream(
+                '/strife.v1.Bank/Batches',
+                request_serializer=backend_dot_api_dot_strife__pb2.BankBatch.SerializeToString,
+                response_deserializer=backend_dot_api_dot_strife__pb2.BankBatchAnswer.FromString,
+                _registered_method=True)
         self.Balance = channel.unary_unary(
                 '/strife.v1.Bank/Balance',
                 request_serializer=backend_dot_api_dot_strife__pb2.BankBalanceRequest.SerializeToString,
@@ -733,6 +738,15 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Batches(self, request_iterator, context):
+        """The same two calls as messages on one long-lived stream (what the gateway uses): a message on
+        an open stream costs both sides a fraction of a new call. Answers come in any order, each with
+        its batch's id; a refused batch is answered as refused and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Balance(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -769,6 +783,11 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.DecideBatch,
                     request_deserializer=backend_dot_api_dot_strife__pb2.DecideBatchRequest.FromString,
                     response_serializer=backend_dot_api_dot_strife__pb2.DecideBatchResponse.SerializeToString,
+            ),
+            'Batches': grpc.stream_stream_rpc_method_handler(
+                    servicer.Batches,
+                    request_deserializer=backend_dot_api_dot_strife__pb2.BankBatch.FromString,
+                    response_serializer=backend_dot_api_dot_strife__pb2.BankBatchAnswer.SerializeToString,
             ),
             'Balance': grpc.unary_unary_rpc_method_handler(
                     servicer.Balance,
@@ -849,6 +868,33 @@ class Bank:
             '/strife.v1.Bank/DecideBatch',
             backend_dot_api_dot_strife__pb2.DecideBatchRequest.SerializeToString,
             backend_dot_api_dot_strife__pb2.DecideBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/strife.v1.Bank/Batches',
+            backend_dot_api_dot_strife__pb2.BankBatch.SerializeToString,
+            backend_dot_api_dot_strife__pb2.BankBatchAnswer.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,11 +13,15 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.bank import ledger
 from backend.common import faults, jsonlog, limits
 from backend.common.db import Database
-from backend.common.errors import InvalidInput, NotFound
+from backend.common.errors import DeadlineExceeded, DomainError, InvalidInput, NotFound
 from backend.common.events import Event, Phase, TwoPc, Vote
-from backend.common.interceptors import note, role_rules
+from backend.common.interceptors import CALL, Refused, note, role_rules, serve_message
 
 ROLE_RULES = role_rules(pb.DESCRIPTOR.services_by_name["Bank"])
+# Batches of one stream served at once; the next message waits for room (the gateway sends
+# one prepare batch and one decide batch at a time, and gives up on a batch after its timeout).
+MAX_STREAM_BATCHES = 16
+_METHODS = {"prepare": "/strife.v1.Bank/PrepareBatch", "decide": "/strife.v1.Bank/DecideBatch"}
 
 
 def _parse_prepare(request: pb.PrepareRequest) -> tuple[str, list[tuple[str, int]]]:
@@ -124,6 +128,65 @@ class BankService(pb_grpc.BankServicer):
         await _slow_commits(items)
         outcomes = await self.db.write(lambda c: _apply_decisions(c, items))
         return pb.DecideBatchResponse(results=_decision_results(items, outcomes))
+
+    async def Batches(self, requests, context) -> None:
+        """PrepareBatch and DecideBatch as messages of one stream, each served as its own call
+        would be (log line, latency, errors: backend/common/interceptors.serve_message) and
+        answered with its id as soon as it is done, in any order."""
+        facts = {"role": CALL.get({}).get("role")}
+        room = asyncio.Semaphore(MAX_STREAM_BATCHES)
+        writing = asyncio.Lock()  # one write at a time on a stream
+        serving: set[asyncio.Task] = set()
+
+        async def serve(batch: pb.BankBatch) -> None:
+            try:
+                answer = await self._answer(batch, facts)
+                async with writing:
+                    await context.write(answer)
+            except Exception:  # noqa: BLE001 - the stream ended: nobody waits for the answer
+                pass
+            finally:
+                room.release()
+
+        try:
+            async for batch in requests:
+                await room.acquire()
+                task = asyncio.create_task(serve(batch))
+                serving.add(task)
+                task.add_done_callback(serving.discard)
+            if serving:  # the gateway is done writing: end once every batch is answered
+                await asyncio.wait(set(serving))
+        except DomainError:  # a message that does not parse: the stream ends with its code
+            raise
+        except Exception as exc:  # noqa: BLE001 - gRPC's reading ended: this server stops, or the stream broke
+            note(ended=type(exc).__name__)
+        finally:
+            for task in serving:
+                task.cancel()
+
+    async def _answer(self, batch: pb.BankBatch, facts: dict) -> pb.BankBatchAnswer:
+        kind = batch.WhichOneof("batch")
+        if kind is None:
+            outcome: object = Refused(InvalidInput.code, "a batch holds a prepare or a decide")
+        else:
+            handle = self.PrepareBatch if kind == "prepare" else self.DecideBatch
+
+            async def within_timeout():
+                timeout_s = limits.batch_timeout_s(batch.timeout_ms)
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        return await handle(getattr(batch, kind), None)
+                except TimeoutError:
+                    raise DeadlineExceeded(f"{self.name} gave up on a batch after {timeout_s} s") from None
+
+            outcome = await serve_message(_METHODS[kind], within_timeout, **facts)
+        if isinstance(outcome, Refused):
+            refused = pb.BatchRefused(code=outcome.code.value[0], message=outcome.message)
+            return pb.BankBatchAnswer(id=batch.id, refused=refused)
+        if isinstance(outcome, pb.PrepareBatchResponse):
+            return pb.BankBatchAnswer(id=batch.id, prepare=outcome)
+        assert isinstance(outcome, pb.DecideBatchResponse), outcome
+        return pb.BankBatchAnswer(id=batch.id, decide=outcome)
 
     async def _account(self, account_id: str):
         limits.account(account_id)

@@ -14,7 +14,7 @@ import contextvars
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -28,6 +28,7 @@ from backend.common.events import Event
 # Per-call facts that inner wrappers and handlers add for the logging wrapper.
 CALL: contextvars.ContextVar[dict] = contextvars.ContextVar("strife_call")
 
+T = TypeVar("T")
 Check = Callable[[object, grpc.aio.ServicerContext], Awaitable[None]]
 
 
@@ -71,7 +72,20 @@ def checked(handler: grpc.RpcMethodHandler | None, check: Check):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    return handler
+    if handler.stream_stream is not None:
+        inner_bidi = handler.stream_stream
+
+        async def bidi(requests, context):
+            await check(None, context)  # before the first message: a stream is its caller's
+            async for item in _items(inner_bidi(requests, context)):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            bidi,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    raise NotImplementedError("a client-streaming method: give it a checked wrapper before serving it")
 
 
 class _Undecodable:
@@ -105,7 +119,8 @@ def note(**facts) -> None:
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
-    """One JSON line per unary call: method, user, code, ms. Never the request body.
+    """One JSON line per call (a stream's when it ends; serve_message's per message of a
+    stream that carries calls): method, user, code, ms. Never the request body.
 
     Outermost in every server, so it is the one error path: a DomainError raised
     by any inner wrapper or handler becomes its status code here, and any other
@@ -151,13 +166,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 metrics.RPC_IN_FLIGHT.dec()
             if code is grpc.StatusCode.OK and isinstance(context.code(), grpc.StatusCode):
                 code = context.code()
-            latency = _LATENCY.get((method, code))
-            if latency is None:  # bounded: the methods a server serves, times the status codes
-                latency = _LATENCY[method, code] = metrics.RPC_SECONDS.labels(method, code.name)
-            latency.observe(time.perf_counter() - started)
-            events.rpc(
-                method, code.name, round((time.perf_counter() - started) * 1000, 2), _level(method, code), **call
-            )
+            _served(method, code, started, call)
 
     async def intercept_service(self, continuation, details):
         method = details.method
@@ -187,6 +196,20 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
             make = grpc.unary_stream_rpc_method_handler
             behavior = stream
+        elif handler.stream_stream is not None:
+
+            async def bidi(requests, context):
+                async with self._call(method, None, context, unary=False) as call:
+                    sent = 0
+                    try:
+                        async for item in _items(handler.stream_stream(_parsed(requests), context)):
+                            yield item
+                            sent += 1
+                    finally:
+                        call["sent"] = sent
+
+            make = grpc.stream_stream_rpc_method_handler
+            behavior = bidi
         else:
             return handler
         # The outermost wrapper: its deserializer is the one the server runs.
@@ -195,6 +218,54 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+async def _parsed(requests):
+    """A stream's messages; one that does not parse ends the stream with INVALID_ARGUMENT
+    (it has no id to answer, and what follows it cannot be trusted)."""
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise InvalidInput(f"malformed message: {str(request.error)[:200]}")
+        yield request
+
+
+def _served(method: str, code: grpc.StatusCode, started: float, call: dict) -> None:
+    """A served call's latency metric and log line."""
+    latency = _LATENCY.get((method, code))
+    if latency is None:  # bounded: the methods a server serves, times the status codes
+        latency = _LATENCY[method, code] = metrics.RPC_SECONDS.labels(method, code.name)
+    latency.observe(time.perf_counter() - started)
+    events.rpc(method, code.name, round((time.perf_counter() - started) * 1000, 2), _level(method, code), **call)
+
+
+class Refused(NamedTuple):
+    """How a message of a stream was refused: what its own unary call would have ended with."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+async def serve_message(method: str, handle: Callable[[], Awaitable[T]], **facts: object) -> T | Refused:
+    """One message of a stream served as the unary call `method` would be: its own log line
+    and latency, the facts its handler notes, and the same one error path (a DomainError is
+    its code; any other exception is INTERNAL, logged, never shown). Run it in a task of its
+    own: the call's facts live in the task's context."""
+    call: dict = dict(facts)
+    CALL.set(call)
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        return await handle()
+    except DomainError as exc:
+        code = exc.code
+        return Refused(code, str(exc))
+    except Exception as exc:
+        code = grpc.StatusCode.INTERNAL
+        call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
+        jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
+        return Refused(code, "internal error: the server logged it; try again later")
+    finally:
+        _served(method, code, started, call)
 
 
 class OncePerMethod(grpc.aio.ServerInterceptor):

@@ -25,6 +25,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # Transactions per PrepareBatch/DecideBatch call: the gateway's batchers send at
 # most this many, a bank refuses more, and a group commit writes at most this many.
 MAX_BATCH = 256
+# How long a bank works on one batch of its stream (Bank.Batches) for a sender who waits that long.
+MAX_BATCH_TIMEOUT_MS = 60_000
 MAX_SLOW_MOTION_MS = 2_000  # a payment pauses three times: keep it inside a client's deadline
 
 
@@ -102,6 +104,12 @@ def slow_motion_ms(value: int, field: str = "pause_ms") -> int:
     if not 0 <= value <= MAX_SLOW_MOTION_MS:
         raise InvalidInput(f"pause_ms must be 0 (off) to {MAX_SLOW_MOTION_MS}, got {value}", field=field)
     return value
+
+
+def batch_timeout_s(value_ms: int, field: str = "timeout_ms") -> float:
+    if not 1 <= value_ms <= MAX_BATCH_TIMEOUT_MS:
+        raise InvalidInput(f"timeout_ms must be 1 to {MAX_BATCH_TIMEOUT_MS}, got {value_ms}", field=field)
+    return value_ms / 1000
 
 
 def page_size(value: int, default: int = 20, maximum: int = MAX_PAGE_SIZE) -> int:

@@ -38,6 +38,11 @@ SERVER_OPTIONS = (
     # A connection that has not finished its TLS handshake by then is closed (the
     # default is 120 s, long enough for a few thousand silent sockets to pile up).
     ("grpc.server_handshake_timeout_ms", 5_000),
+    # A caller with a call open pings every CHANNEL_OPTIONS keepalive_time_ms (20 s) to see the
+    # connection is alive: the gateway always has its stream to each bank open (Bank.Batches).
+    # By default a server takes pings more often than every 5 minutes without data as abuse
+    # and closes the connection (GOAWAY too_many_pings).
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 )
 
 

@@ -12,6 +12,7 @@ import grpc
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.common import limits, tls
+from backend.gateway.bank_stream import BankStream
 from backend.gateway.batcher import Batcher
 
 DECIDE_CALL_TIMEOUT_S = 2.0
@@ -37,10 +38,11 @@ def parse_bank_flag(value: str) -> tuple[str, str]:
 
 
 class BankBatches:
-    """Prepares and decisions for one bank, batched (see backend/gateway/batcher.py)."""
+    """Prepares and decisions for one bank, batched (see backend/gateway/batcher.py), and
+    sent as messages of one stream (backend/gateway/bank_stream.py)."""
 
-    def __init__(self, stub: pb_grpc.BankStub, prepare_timeout_s: float) -> None:
-        self.stub = stub
+    def __init__(self, stream: BankStream, prepare_timeout_s: float) -> None:
+        self.stream = stream
         self.prepare_timeout_s = prepare_timeout_s
         self._prepares: Batcher[pb.PrepareRequest, pb.PrepareResponse] = Batcher(
             self._prepare_batch, "prepare", linger_s=PREPARE_LINGER_S
@@ -57,7 +59,7 @@ class BankBatches:
         started = time.perf_counter()
         try:
             request = pb.PrepareBatchRequest(prepares=items, decisions=[item for item, _ in riders])
-            answer = await self.stub.PrepareBatch(request, timeout=self.prepare_timeout_s)
+            answer = await self.stream.prepare(request, self.prepare_timeout_s)
         except BaseException as exc:
             self._decisions.settle(riders, exc, started)
             raise
@@ -65,7 +67,7 @@ class BankBatches:
         return list(answer.votes)
 
     async def _decide_batch(self, items: list[pb.DecisionItem]) -> list[pb.DecisionResult]:
-        answer = await self.stub.DecideBatch(pb.DecideBatchRequest(decisions=items), timeout=DECIDE_CALL_TIMEOUT_S)
+        answer = await self.stream.decide(pb.DecideBatchRequest(decisions=items), DECIDE_CALL_TIMEOUT_S)
         return list(answer.results)
 
     def prepare(self, request: pb.PrepareRequest, alone: bool) -> asyncio.Future:
@@ -98,7 +100,7 @@ class Banks:
         for name, address in self.addresses.items():
             self._channels[name] = tls.secure_channel(address, self._certs_dir, "gateway", READS_RETRIED)
             self._stubs[name] = pb_grpc.BankStub(self._channels[name])
-            self._batches[name] = BankBatches(self._stubs[name], self._prepare_timeout_s)
+            self._batches[name] = BankBatches(BankStream(self._stubs[name], name), self._prepare_timeout_s)
 
     def hurry_decisions(self) -> None:
         for batches in self._batches.values():
@@ -118,5 +120,7 @@ class Banks:
         return dict(self._channels)
 
     async def close(self) -> None:
+        for batches in self._batches.values():
+            batches.stream.close()
         for channel in self._channels.values():
             await channel.close()
