@@ -30,7 +30,7 @@ from backend.common import limits
 # Batches waiting to be written: a frozen bank stops reading, and the stream's flow control
 # then stops the writes. More fail UNAVAILABLE at once instead of queueing without end.
 MAX_QUEUED = 64
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CODES = {code.value[0]: code for code in grpc.StatusCode if code is not grpc.StatusCode.OK}  # a refusal is never OK
 
 Request = pb.PrepareBatchRequest | pb.DecideBatchRequest
 
