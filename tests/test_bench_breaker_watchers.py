@@ -56,3 +56,7 @@ def test_the_tier_scenario_spreads_payments_over_the_replicas():
     shares = doc["tier"]["replica_share"]
     assert set(shares) == {"gw-1", "gw-2", "gw-3"} and all(share > 0.15 for share in shares.values())
     assert doc["ok"] and doc["tier"]["errors"] == 0
+    # each figure beside the CPU it took, and the host's other load that skews it
+    load = doc["tier"]["cpu_pct_of_core"]
+    assert {"gw-1", "gw-2", "gw-3", "Bank01", "other processes on the host"} <= set(load)
+    assert all(load[name] > 0 for name in ("gw-1", "gw-2", "gw-3", "Bank01"))

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shlex
 import shutil
 import signal
@@ -37,18 +36,16 @@ from app.bench import plot as bench_plot
 from app.bench import report as bench_report
 from app.bench import stages as bench_stages
 from app.bench import storage as bench_storage
+from app.bench.cpu import CpuWatch
 from app.bench.driver import DriverHandle
 from app.bench.stack import (
     BENCH_BALANCE_CENTS,
     OwnStack,
     RunningStack,
-    cpu_seconds,
     filesystem_of,
-    host_busy_cpu_seconds,
     peak_rss_kib,
     rss_kib,
 )
-from app.bench.storage import tree_cpu_seconds
 from backend.testbed import MAX_BANKS, MAX_USERS
 
 QUIESCE_TIMEOUT_S = 15.0
@@ -58,7 +55,6 @@ RSS_SAMPLE_INTERVAL_S = 1.0
 MAX_RSS_SAMPLES = 100_000
 SOAK_PAYMENTS = 100_000
 SOAK_MAX_RSS_GROWTH_PCT = 20.0  # the target: after the first tenth of the run
-DB_SERVER = "postgres"  # the database server's name in the CPU figures (postmaster and children)
 START_DELAY_S = 0.3  # drivers get the "go" for a phase this long before it starts, so all start together
 
 
@@ -284,11 +280,6 @@ def _split(total: int, parts: list[int]) -> list[int]:
     return shares
 
 
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _phase(
     drivers: list[DriverHandle],
     kind: str,
@@ -389,10 +380,7 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             echo["per_s"] = round(echo["counts"].get("ok", 0) / echo["elapsed_s"], 1) if echo["elapsed_s"] else None
         say(f"payments: {args.payments or f'{args.duration:g} s'}")
         pids = stack.pids()
-        db_pid = stack.db_server_pid()
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        db_cpu0 = tree_cpu_seconds(db_pid)
-        own0, host0, wall0 = _own_cpu_s(), host_busy_cpu_seconds(), time.monotonic()
+        watch = CpuWatch(pids, stack.db_server_pid())
         stages_before = await bench_stages.scrape(stack.metrics_addresses)
         rss_samples: list[tuple[float, dict]] = []
         sampler = asyncio.create_task(_sample_rss(pids, rss_samples))
@@ -402,25 +390,8 @@ async def run_once(args: argparse.Namespace, clients: int, banks: int, root: Pat
             )
         finally:
             sampler.cancel()
-        wall = time.monotonic() - wall0
-        cpu, host = {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_cpu_seconds()
+        used_s, cpu_pct = watch.stop("bench (supervisor, log reader)", {"drivers": pay["driver_cpu_s"]})
         stages_after = await bench_stages.scrape(stack.metrics_addresses)
-        used_s = {
-            name: after - before
-            for name in pids
-            if (after := cpu[name]) is not None and (before := cpu0[name]) is not None
-        }
-        if (db_cpu := tree_cpu_seconds(db_pid)) is not None and db_cpu0 is not None:
-            used_s[DB_SERVER] = db_cpu - db_cpu0
-        cpu_pct = {name: round(100 * s / wall, 1) for name, s in used_s.items()}
-        if pids:
-            cpu_pct["drivers"] = round(100 * pay["driver_cpu_s"] / wall, 1)
-            cpu_pct["bench (supervisor, log reader)"] = round(100 * (_own_cpu_s() - own0) / wall, 1)
-            if host is not None and host0 is not None:  # other work on the machine skews the figures: show it
-                # host and process counters tick in 10 ms jiffies, read at slightly different
-                # moments: a difference under zero is that, not negative work
-                other = 100 * (host - host0) / wall - sum(cpu_pct.values())
-                cpu_pct["other processes on the host"] = round(max(0.0, other), 1)
         pay["committed_per_s"] = (
             round(pay["counts"].get("committed", 0) / pay["elapsed_s"], 1) if pay["elapsed_s"] else None
         )

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import grpc
 
+from app.bench.cpu import CpuWatch
 from app.bench.paying import percentile, random_payment
-from app.bench.stack import OwnStack, cpu_seconds
+from app.bench.stack import OwnStack
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
 from backend.client.balancer import Balancer
@@ -91,13 +92,12 @@ async def tier(args: argparse.Namespace, root: Path, certs_dir: Path, say: Calla
             killed.append(busiest)
             await stack.sup.kill(busiest)
 
-        pids = stack.pids()
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        watch = CpuWatch(stack.pids(), stack.db_server_pid())
         killer = asyncio.ensure_future(kill_later()) if failover else None
         await asyncio.gather(
             *(_client(s, stack.users, began, args.duration, args.seed + i, results) for i, s in enumerate(sessions))
         )
-        cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        used_s, cpu_pct = watch.stop("bench (clients, supervisor, log reader)")
         if killer is not None:
             await killer
         for _ in range(60):  # the takeover re-sends a dead replica's decisions: wait until none is held
@@ -121,11 +121,8 @@ async def tier(args: argparse.Namespace, root: Path, certs_dir: Path, say: Calla
         "replica_share": {name: round(n / total_calls, 3) for name, n in sorted(served.items())},
         # CPU of each server process over the paying phase, per payment made (all processes:
         # what the same design needs per payment, whatever the number of cores)
-        "cpu_ms_per_payment": {
-            name: round(1000 * (after - before) / max(1, len(ok)), 3)
-            for name in pids
-            if (before := cpu_before.get(name)) is not None and (after := cpu_after.get(name)) is not None
-        },
+        "cpu_ms_per_payment": {name: round(1000 * s / max(1, len(ok)), 3) for name, s in used_s.items()},
+        "cpu_pct_of_core": cpu_pct,
         "retries": sum(r["retries"] for r in results),
         "retried_then_succeeded": sum(1 for r in ok if r["retries"]),
         "errors": sum(1 for r in results if r["code"] != "OK"),
