@@ -44,7 +44,7 @@ async def _items(result):
 
 def checked(handler: grpc.RpcMethodHandler | None, check: Check):
     """`handler` with `check(request, context)` awaited before it runs (it raises to refuse
-    the call), for unary calls and server streams alike."""
+    the call), for unary calls and for streams of answers, with one request or a stream of them."""
     if handler is None:
         return None
     if handler.unary_unary is not None:
@@ -59,32 +59,24 @@ def checked(handler: grpc.RpcMethodHandler | None, check: Check):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-    if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
+    for inner_stream, make in (
+        (handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+        (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+    ):
+        if inner_stream is not None:
+            # A stream is checked when it opens, before its first item: for a stream of
+            # requests, `check` gets their iterator (the checks look at the caller, not at
+            # what it sends).
+            async def stream(request, context, inner_stream=inner_stream):
+                await check(request, context)
+                async for item in _items(inner_stream(request, context)):
+                    yield item
 
-        async def stream(request, context):
-            await check(request, context)
-            async for item in _items(inner_stream(request, context)):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_stream is not None:
-        inner_bidi = handler.stream_stream
-
-        async def bidi(requests, context):
-            await check(None, context)  # before the first message: a stream is its caller's
-            async for item in _items(inner_bidi(requests, context)):
-                yield item
-
-        return grpc.stream_stream_rpc_method_handler(
-            bidi,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return make(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
     raise NotImplementedError("a client-streaming method: give it a checked wrapper before serving it")
 
 
