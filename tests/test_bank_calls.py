@@ -169,14 +169,16 @@ async def test_a_balance_read_sends_the_lingering_commits_at_once(stack, monkeyp
     stream = BankStream(stack.bank("BankA", role="gateway"), "BankA")
     batches = BankBatches(stream, prepare_timeout_s=5)
     paid = txn()
-    await batches.prepare(debit(paid, 5), alone=True)
-    commit = batches.decide(paid, commit=True)
-    await asyncio.sleep(0.05)
-    assert not commit.done()  # lingering
-    batches.hurry()
-    assert (await asyncio.wait_for(commit, 5)).ok
-    assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
-    stream.close()
+    try:
+        await batches.prepare(debit(paid, 5), alone=True)
+        commit = batches.decide(paid, commit=True)
+        await asyncio.sleep(0.05)
+        assert not commit.done()  # lingering
+        batches.hurry()
+        assert (await asyncio.wait_for(commit, 5)).ok
+        assert await states(stack, paid) == {paid: LedgerState.COMMITTED}
+    finally:
+        stream.close()
 
 
 @pytest.mark.parametrize("alone, calls", [(False, [2]), (True, [1, 1])])

@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 
 from backend.api import strife_pb2 as pb
+from backend.bank.service import MAX_STREAM_BATCHES
 from backend.common.limits import MAX_BATCH_TIMEOUT_MS
 from backend.common.states import LedgerState
-from backend.gateway import bank_stream
 from backend.gateway.bank_stream import BankStream
 from tests.stack import start_stack
 
@@ -156,47 +156,33 @@ async def test_the_gateway_side_fails_waiting_batches_when_the_bank_goes_and_reo
             pb.ValidateAccountRequest(account_id=ACCOUNT), wait_for_ready=True, timeout=10
         )
         assert (await stream.prepare(prepare(after), 5)).votes[0].vote == pb.YES
-        answer = await stream.decide(abort(frozen), 5)
-        assert answer.results[0].ok
+        assert (await stream.decide(abort(frozen), 5)).results[0].ok  # the abort its payment would get
+        assert await states(stack, frozen, killed, after) == {
+            frozen: LedgerState.ABORTED,  # served when thawed, then aborted
+            killed: None,  # never reached the bank
+            after: LedgerState.PREPARED,
+        }
+        assert (await stream.decide(abort(after), 5)).results[0].ok
     finally:
         stream.close()
-    assert (await states(stack, frozen, killed, after))[after] == LedgerState.PREPARED
 
 
-class _Stuck:
-    """A stream whose writes never finish (what a bank that stopped reading looks like)."""
-
-    def __init__(self) -> None:
-        self.written = 0
-
-    async def write(self, message) -> None:
-        self.written += 1
-        await asyncio.Event().wait()
-
-    async def read(self):
-        await asyncio.Event().wait()
-
-    def cancel(self) -> None:
-        pass
-
-
-class _StuckStub:
-    def Batches(self):
-        return _Stuck()
-
-
-async def test_batches_waiting_to_be_written_are_bounded():
-    """The queue in front of a stream that does not drain: past MAX_QUEUED a batch fails
-    UNAVAILABLE at once; a batch whose sender gave up is never written."""
-    stream = BankStream(_StuckStub(), "BankA")
-    senders = [asyncio.ensure_future(stream.prepare(prepare(txn()), 0.5))]
-    await asyncio.sleep(0.05)  # the first is being written (forever) ...
-    senders += [asyncio.ensure_future(stream.prepare(prepare(txn()), 0.5)) for _ in range(bank_stream.MAX_QUEUED)]
-    await asyncio.sleep(0.05)  # ... and these wait behind it
-    with pytest.raises(grpc.aio.AioRpcError) as full:
-        await stream.prepare(prepare(txn()), 0.5)
-    assert full.value.code() == grpc.StatusCode.UNAVAILABLE
-    results = await asyncio.gather(*senders, return_exceptions=True)
-    assert {r.code() for r in results} == {grpc.StatusCode.DEADLINE_EXCEEDED}
-    assert stream._call.written == 1
-    stream.close()
+async def test_a_stream_serves_many_more_batches_than_it_serves_at_once(stack):
+    """The bank serves MAX_STREAM_BATCHES of a stream at once; a batch that it gives up on
+    (1 ms to work in) or refuses frees its place like one it answers."""
+    txn_ids = [txn() for _ in range(3 * MAX_STREAM_BATCHES)]
+    batches = [pb.BankBatch(id=i, timeout_ms=1, prepare=prepare(t)) for i, t in enumerate(txn_ids)]
+    batches += [pb.BankBatch(id=1000 + i, timeout_ms=5000) for i in range(MAX_STREAM_BATCHES)]  # refused
+    batches.append(pb.BankBatch(id=9999, timeout_ms=5000, prepare=prepare(last := txn())))
+    answers = await exchange(stack, batches)
+    assert len(answers) == len(batches)
+    assert answers[9999].prepare.votes[0].vote == pb.YES
+    for i in range(len(txn_ids)):  # each given up on or prepared, never lost
+        assert answers[i].WhichOneof("answer") in ("refused", "prepare")
+        if answers[i].HasField("refused"):
+            assert answers[i].refused.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    aborts = [pb.DecisionItem(txn_id=t, decision=pb.ABORT) for t in [*txn_ids, last]]
+    answers = await exchange(
+        stack, [pb.BankBatch(id=1, timeout_ms=5000, decide=pb.DecideBatchRequest(decisions=aborts))]
+    )
+    assert all(r.ok for r in answers[1].decide.results)

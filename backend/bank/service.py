@@ -7,6 +7,7 @@ interceptor turns them into status codes.
 from __future__ import annotations
 
 import asyncio
+import traceback
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
@@ -22,6 +23,7 @@ ROLE_RULES = role_rules(pb.DESCRIPTOR.services_by_name["Bank"])
 # one prepare batch and one decide batch at a time, and gives up on a batch after its timeout).
 MAX_STREAM_BATCHES = 16
 _METHODS = {"prepare": "/strife.v1.Bank/PrepareBatch", "decide": "/strife.v1.Bank/DecideBatch"}
+_STREAM = "/strife.v1.Bank/Batches"
 
 
 def _parse_prepare(request: pb.PrepareRequest) -> tuple[str, list[tuple[str, int]]]:
@@ -138,13 +140,20 @@ class BankService(pb_grpc.BankServicer):
         writing = asyncio.Lock()  # one write at a time on a stream
         serving: set[asyncio.Task] = set()
 
+        answered = 0
+
         async def serve(batch: pb.BankBatch) -> None:
+            nonlocal answered
             try:
-                answer = await self._answer(batch, facts)
-                async with writing:
-                    await context.write(answer)
-            except Exception:  # noqa: BLE001 - the stream ended: nobody waits for the answer
-                pass
+                answer = await self._answer(batch, facts)  # its own errors are its answer
+                try:
+                    async with writing:
+                        await context.write(answer)
+                except Exception:  # noqa: BLE001 - the stream ended: nobody waits for the answer
+                    return
+                answered += 1
+            except Exception:  # noqa: BLE001 - a bug building an answer: say it; the gateway times the batch out
+                jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=_STREAM, msg=traceback.format_exc()[-2000:])
             finally:
                 room.release()
 
@@ -163,6 +172,7 @@ class BankService(pb_grpc.BankServicer):
         finally:
             for task in serving:
                 task.cancel()
+            note(batches=answered)
 
     async def _answer(self, batch: pb.BankBatch, facts: dict) -> pb.BankBatchAnswer:
         kind = batch.WhichOneof("batch")

@@ -246,6 +246,7 @@ async def serve_message(method: str, handle: Callable[[], Awaitable[T]], **facts
     CALL.set(call)
     started = time.perf_counter()
     code = grpc.StatusCode.OK
+    metrics.RPC_IN_FLIGHT.inc()
     try:
         return await handle()
     except DomainError as exc:
@@ -257,6 +258,7 @@ async def serve_message(method: str, handle: Callable[[], Awaitable[T]], **facts
         jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
         return Refused(code, "internal error: the server logged it; try again later")
     finally:
+        metrics.RPC_IN_FLIGHT.dec()
         _served(method, code, started, call)
 
 

@@ -43,6 +43,10 @@ SERVER_OPTIONS = (
     # By default a server takes pings more often than every 5 minutes without data as abuse
     # and closes the connection (GOAWAY too_many_pings).
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # A caller that vanished without closing (its host gone, its process frozen) is pinged and,
+    # silent, its connection closed: a stream it held (the gateway's to a bank) ends.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
 )
 
 

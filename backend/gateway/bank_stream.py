@@ -6,10 +6,13 @@ has an id; the bank answers each as soon as it is done, in any order, and the an
 its sender by the id.
 
 A batch fails the way its own call would have:
-- the stream ends or breaks (the bank went away): every batch still waiting gets the
-  stream's error (UNAVAILABLE), and the next batch opens a new stream;
+- the stream ends or breaks (the bank went away): every batch still waiting gets UNAVAILABLE,
+  and the next batch opens a new stream;
 - no answer within its timeout: DEADLINE_EXCEEDED (a late answer is dropped; a batch whose
-  sender gave up before it was written is not sent at all). The bank gives up then too;
+  sender gave up before it was written is not sent at all). The bank, too, gives up on a batch
+  that long after it began serving it; but there is no message to cancel a batch, so a bank
+  that was frozen serves, when thawed, the batches that reached it meanwhile. That is safe as
+  a late call is: their payments were aborted, and the aborts follow on the same stream;
 - the bank refused it: the code and message the bank's call would have ended with.
 What a failed batch means is the caller's to decide, as before: a prepare without a vote
 aborts its payment, and a decision without an acknowledgement is sent again.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Awaitable
 
 import grpc
 
@@ -31,6 +35,11 @@ from backend.common import limits
 # then stops the writes. More fail UNAVAILABLE at once instead of queueing without end.
 MAX_QUEUED = 64
 _CODES = {code.value[0]: code for code in grpc.StatusCode if code is not grpc.StatusCode.OK}  # a refusal is never OK
+# A stream that ends with one of these was refused for its caller (a wrong certificate role, a bank
+# that has no Batches): its batches get that code. Any other end means the bank is gone.
+KEPT_CODES = frozenset(
+    {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED}
+)
 
 Request = pb.PrepareBatchRequest | pb.DecideBatchRequest
 
@@ -49,6 +58,7 @@ class BankStream:
         self._outbox: asyncio.Queue[tuple[pb.BankBatch, asyncio.Future]] = asyncio.Queue()
         self._waiting: dict[int, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
+        self._closed = False
 
     async def prepare(self, request: pb.PrepareBatchRequest, timeout_s: float) -> pb.PrepareBatchResponse:
         return await self._send(pb.BankBatch(prepare=request), timeout_s)
@@ -57,6 +67,8 @@ class BankStream:
         return await self._send(pb.BankBatch(decide=request), timeout_s)
 
     async def _send(self, batch: pb.BankBatch, timeout_s: float):
+        if self._closed:
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down")
         if self._outbox.qsize() >= MAX_QUEUED:
             raise rpc_error(grpc.StatusCode.UNAVAILABLE, f"{self.bank} is not reading its stream")
         batch.id = next(self._ids)
@@ -84,33 +96,37 @@ class BankStream:
             return
         call = self._stub.Batches()
         self._call = call
-        self._tasks = [asyncio.create_task(self._write(call)), asyncio.create_task(self._read(call))]
+        self._tasks = [
+            asyncio.create_task(self._pump(call, self._write(call))),
+            asyncio.create_task(self._pump(call, self._read(call))),
+        ]
 
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _pump(self, call: grpc.aio.StreamStreamCall, work: Awaitable[None]) -> None:
+        """Run the writer or the reader of `call`; when it stops, the stream is over."""
         try:
-            while True:
-                batch, future = await self._outbox.get()
-                if not future.done():  # its sender gave up before it left: never sent
-                    await call.write(batch)
+            await work
         except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - every waiter gets it
-            # A send fails when the stream is gone (gRPC says INTERNAL: "Failed execute_batch").
-            self._ended(call, rpc_error(grpc.StatusCode.UNAVAILABLE, f"the stream to {self.bank} broke: {exc}"[:300]))
-
-    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
-        try:
-            while True:
-                answer = await call.read()
-                if answer is grpc.aio.EOF:
-                    raise rpc_error(grpc.StatusCode.UNAVAILABLE, f"{self.bank} ended the stream")
-                future = self._waiting.get(answer.id)
-                if future is not None and not future.done():
-                    future.set_result(answer)
-        except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # stopped by _ended: the stream is dealt with
+                raise
+            self._ended(call, asyncio.CancelledError())  # gRPC cancelled the call itself (its channel closed)
         except BaseException as exc:  # noqa: BLE001 - every waiter gets it
             self._ended(call, exc)
+
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            batch, future = await self._outbox.get()
+            if not future.done():  # its sender gave up before it left: never sent
+                await call.write(batch)
+
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            answer = await call.read()
+            if answer is grpc.aio.EOF:
+                raise rpc_error(grpc.StatusCode.UNAVAILABLE, f"{self.bank} ended the stream")
+            future = self._waiting.get(answer.id)
+            if future is not None and not future.done():
+                future.set_result(answer)
 
     def _ended(self, call: grpc.aio.StreamStreamCall, exc: BaseException) -> None:
         """The stream `call` is over: fail what waits on it; the next batch opens another."""
@@ -123,14 +139,29 @@ class BankStream:
                 task.cancel()
         self._tasks = []
         current.cancel()
-        if not isinstance(exc, grpc.aio.AioRpcError):
-            exc = rpc_error(grpc.StatusCode.UNAVAILABLE, f"the stream to {self.bank} broke: {type(exc).__name__}")
+        error = _stream_error(self.bank, exc)
         waiting, self._waiting = self._waiting, {}
         self._outbox = asyncio.Queue()
         for future in waiting.values():
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(error)
 
     def close(self) -> None:
+        """For good (the gateway stops): what waits fails, and later batches fail at once."""
+        self._closed = True
         if self._call is not None:
             self._ended(self._call, rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down"))
+
+
+def _stream_error(bank: str, exc: BaseException) -> grpc.aio.AioRpcError:
+    """What each batch of a stream that ended gets. The stream's end is rarely about one
+    batch: the bank went away (or the send failed because it did: gRPC then says INTERNAL,
+    "Failed execute_batch"), so UNAVAILABLE, as a unary call to a bank that is gone.
+    Only a refusal of the caller itself keeps its code."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        if exc.code() in KEPT_CODES:
+            return exc
+        return rpc_error(
+            grpc.StatusCode.UNAVAILABLE, f"the stream to {bank} ended: {exc.code().name} {exc.details()}"[:300]
+        )
+    return rpc_error(grpc.StatusCode.UNAVAILABLE, f"the stream to {bank} broke: {type(exc).__name__} {exc}"[:300])
