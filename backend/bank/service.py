@@ -7,7 +7,6 @@ interceptor turns them into status codes.
 from __future__ import annotations
 
 import asyncio
-import traceback
 
 from backend.api import strife_pb2 as pb
 from backend.api import strife_pb2_grpc as pb_grpc
@@ -16,7 +15,7 @@ from backend.common import faults, jsonlog, limits
 from backend.common.db import Database
 from backend.common.errors import DeadlineExceeded, DomainError, InvalidInput, NotFound
 from backend.common.events import Event, Phase, TwoPc, Vote
-from backend.common.interceptors import CALL, Refused, note, role_rules, serve_message
+from backend.common.interceptors import CALL, Refused, bug, note, role_rules, serve_message
 
 ROLE_RULES = role_rules(pb.DESCRIPTOR.services_by_name["Bank"])
 # Batches of one stream served at once; the next message waits for room (the gateway sends
@@ -152,8 +151,8 @@ class BankService(pb_grpc.BankServicer):
                 except Exception:  # noqa: BLE001 - the stream ended: nobody waits for the answer
                     return
                 answered += 1
-            except Exception:  # noqa: BLE001 - a bug building an answer: say it; the gateway times the batch out
-                jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=_STREAM, msg=traceback.format_exc()[-2000:])
+            except Exception as exc:  # noqa: BLE001 - a bug building an answer: say it; the gateway times the batch out
+                bug(_STREAM, exc)
             finally:
                 room.release()
 

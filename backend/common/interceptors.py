@@ -147,9 +147,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
             code = context.code()
             if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:  # not an abort: a bug
                 code = grpc.StatusCode.INTERNAL
-                call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
-                jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
-                message = "internal error: the server logged it; try again later"
+                message = bug(method, exc, call)
                 await context.abort(code, message, status_details.trailing_metadata(DomainError(), message))
             raise
         finally:
@@ -221,6 +219,15 @@ async def _parsed(requests):
         yield request
 
 
+def bug(method: str, exc: Exception, call: dict | None = None) -> str:
+    """An exception nobody expected (a bug), being handled: log its traceback, note it on the
+    call's log line, and return what the caller may be told (never the exception's words)."""
+    if call is not None:
+        call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
+    jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
+    return "internal error: the server logged it; try again later"
+
+
 def _served(method: str, code: grpc.StatusCode, started: float, call: dict) -> None:
     """A served call's latency metric and log line."""
     latency = _LATENCY.get((method, code))
@@ -254,9 +261,7 @@ async def serve_message(method: str, handle: Callable[[], Awaitable[T]], **facts
         return Refused(code, str(exc))
     except Exception as exc:
         code = grpc.StatusCode.INTERNAL
-        call["msg"] = f"{type(exc).__name__}: {exc}"[:500]
-        jsonlog.emit(Event.INTERNAL_ERROR, level="error", method=method, msg=traceback.format_exc()[-2000:])
-        return Refused(code, "internal error: the server logged it; try again later")
+        return Refused(code, bug(method, exc, call))
     finally:
         metrics.RPC_IN_FLIGHT.dec()
         _served(method, code, started, call)
