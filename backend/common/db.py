@@ -38,6 +38,7 @@ T = TypeVar("T")
 # a process frozen inside one holds it until it is thawed.
 BUSY_TIMEOUT_S = 5.0
 MAX_PENDING = 10_000
+WAL_RETRY_S = 0.01
 
 
 class SchemaTooNew(RuntimeError):
@@ -94,15 +95,35 @@ def connect(path: Path, key: bytes | None = None) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         conn.row_factory = sqlite3.Row
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.DatabaseError:
+        _wal(conn, path)
+    except CannotOpen:
         conn.close()
-        raise CannotOpen(
-            f"{path} is not a SQLite database, or it is encrypted: give its --encryption-key-file"
-        ) from None
+        raise
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Put the file in WAL mode (it stays so). Processes that open a new file at once (a tier's
+    replicas starting together) can find it locked while another sets it up, and SQLite then
+    answers "database is locked" at once, without waiting out the busy timeout: try again
+    until BUSY_TIMEOUT_S has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.DatabaseError as exc:
+            if not _busy(exc):
+                raise CannotOpen(
+                    f"{path} is not a SQLite database, or it is encrypted: give its --encryption-key-file"
+                ) from None
+            if time.monotonic() >= deadline:
+                raise CannotOpen(
+                    f"{path} stayed locked by another process for {BUSY_TIMEOUT_S:g} s: is one frozen?"
+                ) from None
+            time.sleep(WAL_RETRY_S)
 
 
 def _busy(exc: BaseException) -> bool:
