@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from backend.api import strife_pb2 as pb
-from backend.common.events import Phase
+from backend.common.events import Event, Phase
 from backend.common.states import LedgerState
 from tests.stack import eventually, fault_env, pay_request, start_stack
 
@@ -212,8 +212,9 @@ async def test_payment_refused_while_a_bank_is_down_succeeds_on_retry_with_same_
     await stack.sup.kill("BankB")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await gw.Pay(request, metadata=md, timeout=10)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "BankB" in err.value.details() and "same idempotency key" in err.value.details()
+    breakers = [r for r in stack.log_lines("gateway") if r.get("event") == Event.BREAKER]
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, breakers
+    assert "BankB" in err.value.details() and "same idempotency key" in err.value.details(), breakers
     # BankA voted YES and was told to abort before the client got its answer
     ledgers = await stack.ledgers("BankA", "BankC")
     assert ledgers["BankA"].held_cents == 0

@@ -3,7 +3,8 @@
 CLOSED: payments flow; the breaker counts Prepare answers. It opens after
 `failures` consecutive failures (no vote: unreachable, timed out, broken), or
 when at least `min_calls` answers in the last `window_s` failed at `failure_rate`
-or more, or when the bank's health check says it is not serving.
+or more, or when the bank's health check says it is not serving, cannot reach it, or gets
+no answer in time HEALTH_MISSES times in a row.
 OPEN: a payment touching the bank is refused at once (UNAVAILABLE, BREAKER_OPEN,
 with the time left as its retry delay): no key is claimed, nothing is prepared.
 After `cooldown_s` (with up to `jitter` of it added, so replicas and banks do not
@@ -180,21 +181,16 @@ class Breakers:
             self._by_bank[bank].cancel_probe()
 
     async def watch_health(self, channels: dict[str, grpc.aio.Channel]) -> None:
-        """Feed each bank's standard health check (every HEALTH_INTERVAL_S) to its breaker."""
-        stubs = {bank: health_pb2_grpc.HealthStub(channel) for bank, channel in channels.items()}
-        request = health_pb2.HealthCheckRequest(service="")
-        while True:
-            for bank, stub in stubs.items():
-                try:
-                    answer = await stub.Check(request, timeout=HEALTH_TIMEOUT_S)
-                except grpc.aio.AioRpcError as exc:
-                    self._by_bank[bank].unhealthy(exc.code().name)
-                    continue
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    self._by_bank[bank].healthy()
-                else:
-                    self._by_bank[bank].unhealthy(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
-            await asyncio.sleep(HEALTH_INTERVAL_S)
+        """Feed each bank's standard health check (every HEALTH_INTERVAL_S) to its breaker,
+        each bank on its own, so a frozen one does not delay the others' checks."""
+
+        async def watch(bank: str, channel: grpc.aio.Channel) -> None:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                await check_health(stub, self._by_bank[bank])
+                await asyncio.sleep(HEALTH_INTERVAL_S)
+
+        await asyncio.gather(*(watch(bank, channel) for bank, channel in channels.items()))
 
     def record(self, bank: str, answered: bool, why: str = "") -> None:
         if answered:
@@ -203,9 +199,32 @@ class Breakers:
             self._by_bank[bank].failure(why)
 
 
+async def check_health(stub: health_pb2_grpc.HealthStub, breaker: Breaker) -> None:
+    """One health check of a bank, told to its breaker. A bank that says it is not serving, or
+    cannot be reached, opens it. A check that gets no answer in time is asked again at once:
+    only HEALTH_MISSES in a row open it, as one slow answer on a busy host is not a failing
+    bank (a frozen one misses them all)."""
+    for _ in range(HEALTH_MISSES):
+        try:
+            answer = await stub.Check(_HEALTH_REQUEST, timeout=HEALTH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                continue
+            breaker.unhealthy(exc.code().name)
+            return
+        if answer.status == health_pb2.HealthCheckResponse.SERVING:
+            breaker.healthy()
+        else:
+            breaker.unhealthy(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+        return
+    breaker.unhealthy(f"no answer within {HEALTH_TIMEOUT_S} s, {HEALTH_MISSES} times in a row")
+
+
 MIN_RETRY_S = 0.05  # the retry delay given while a probe is already out
 HEALTH_INTERVAL_S = 1.0
 HEALTH_TIMEOUT_S = 0.5
+HEALTH_MISSES = 2  # checks in a row without an answer in time that open a breaker
+_HEALTH_REQUEST = health_pb2.HealthCheckRequest(service="")
 
 
 _GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
