@@ -14,7 +14,6 @@ restarted by itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import orjson
 
 from backend.common import fixtures
 from backend.common.events import Event
@@ -376,12 +377,12 @@ async def close_child(proc: asyncio.subprocess.Process, grace_s: float) -> None:
 
 
 def _parse(line: bytes, process: str) -> dict:
-    text = line.decode("utf-8", "replace").rstrip("\n")
     try:
-        record = json.loads(text)
+        record = orjson.loads(line)
         if isinstance(record, dict) and "event" in record:
             record.setdefault("process", process)
             return record
-    except json.JSONDecodeError:
+    except orjson.JSONDecodeError:
         pass
+    text = line.decode("utf-8", "replace").rstrip("\n")
     return {"time": time.time(), "process": process, "level": "error", "event": Event.OUTPUT, "msg": text[:2000]}

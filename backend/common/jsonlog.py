@@ -7,7 +7,8 @@ secret: it is scoped to its user, who must also hold a token).
 
 Inside an event loop, lines are buffered and written together at most FLUSH_S
 later (one write instead of one per line: logging was a tenth of the gateway's
-CPU under load); outside a loop, and for errors, they are written at once.
+CPU under load), each encoded by orjson (in a tenth of the json module's time);
+outside a loop, and for errors, they are written at once.
 `flush()` before any deliberate exit.
 """
 
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import sys
 import time
 from typing import Any
+
+import orjson
 
 FLUSH_S = 0.02
 MAX_BUFFERED = 512
@@ -50,7 +52,7 @@ def record(event: str, level: str = "info") -> dict[str, Any]:
 
 def write(line: dict[str, Any]) -> None:
     global _flush_scheduled
-    _buffer.append(json.dumps(line, separators=(",", ":"), default=str))
+    _buffer.append(orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode())
     if line["level"] == "error" or len(_buffer) >= MAX_BUFFERED:
         flush()
         return
