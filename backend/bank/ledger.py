@@ -157,10 +157,11 @@ def overview(conn: Conn) -> tuple[list[Row], int]:
 def prepare(conn: Conn, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
     """Vote on a transaction; a YES holds the debited funds. Same id again -> same vote.
 
-    Few statements on the way to a YES (each is a round trip to a database server): the
-    transaction is claimed by a conditional insert (a known id reads its vote instead), a
-    debit's hold is a conditional update that only lands if the funds are there, and only
-    when something is refused do we look closer and undo the holds taken."""
+    Few statements on the way to a YES, and few whose result must be read (on PostgreSQL each
+    read is a round trip; the rest are pipelined): the transaction is claimed by a conditional
+    insert (a known id reads its vote instead), a debit's hold is a conditional update that
+    only lands if the funds are there, a credit's leg is inserted only if its account exists,
+    and only when something is refused do we look closer and undo what was done."""
     now = time.time()
     claimed = conn.execute(
         "INSERT INTO txns (txn_id, state, prepared_at) VALUES (?, 'PREPARED', ?) ON CONFLICT (txn_id) DO NOTHING",
@@ -173,13 +174,14 @@ def prepare(conn: Conn, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
         return Vote(False, Refusal(row["refusal"] or Refusal.ALREADY_ABORTED), row["reason"])
     held: list[tuple[str, int]] = []
     for account_id, delta in legs:
-        refusal = _hold(conn, account_id, delta)
+        refusal = _leg(conn, txn_id, account_id, delta)
         if refusal is not None:
             reason = "insufficient funds" if refusal == Refusal.INSUFFICIENT_FUNDS else f"unknown account {account_id}"
             for held_account, amount in held:
                 conn.execute(
                     "UPDATE accounts SET held_cents = held_cents - ? WHERE account_id = ?", (amount, held_account)
                 )
+            conn.execute("DELETE FROM legs WHERE txn_id = ?", (txn_id,))  # a refused transaction has none
             conn.execute(
                 "UPDATE txns SET state = 'ABORTED', refusal = ?, reason = ?, decided_at = ? WHERE txn_id = ?",
                 (refusal, reason, now, txn_id),
@@ -187,53 +189,73 @@ def prepare(conn: Conn, txn_id: str, legs: list[tuple[str, int]]) -> Vote:
             return Vote(False, refusal, reason)
         if delta < 0:
             held.append((account_id, -delta))
-    for account_id, delta in legs:
-        conn.execute("INSERT INTO legs (txn_id, account_id, delta_cents) VALUES (?, ?, ?)", (txn_id, account_id, delta))
     return Vote(True)
 
 
-def _hold(conn: Conn, account_id: str, delta: int) -> Refusal | None:
-    """Hold a debit's funds (a conditional update: only with that much available), or see
-    that a credited account exists; why not, if not."""
+def _leg(conn: Conn, txn_id: str, account_id: str, delta: int) -> Refusal | None:
+    """Record a leg: a debit only once its funds are held (a conditional update: only with that
+    much available), a credit only if its account exists; why not, if not."""
     if delta < 0:
         if conn.execute(
             "UPDATE accounts SET held_cents = held_cents + ? WHERE account_id = ? AND balance_cents - held_cents >= ?",
             (-delta, account_id, -delta),
         ).rowcount:
+            conn.execute(
+                "INSERT INTO legs (txn_id, account_id, delta_cents) VALUES (?, ?, ?)", (txn_id, account_id, delta)
+            )
             return None
-    known = conn.execute("SELECT 1 FROM accounts WHERE account_id = ?", (account_id,)).fetchone() is not None
-    if not known:
-        return Refusal.UNKNOWN_ACCOUNT
-    return Refusal.INSUFFICIENT_FUNDS if delta < 0 else None
+        known = conn.execute("SELECT 1 FROM accounts WHERE account_id = ?", (account_id,)).fetchone() is not None
+        return Refusal.INSUFFICIENT_FUNDS if known else Refusal.UNKNOWN_ACCOUNT
+    if conn.execute(
+        "INSERT INTO legs (txn_id, account_id, delta_cents) SELECT ?, account_id, ? FROM accounts WHERE account_id = ?",
+        (txn_id, delta, account_id),
+    ).rowcount:
+        return None
+    return Refusal.UNKNOWN_ACCOUNT
 
 
 def _legs(conn: Conn, txn_id: str) -> list[Row]:
     return conn.execute("SELECT account_id, delta_cents FROM legs WHERE txn_id = ?", (txn_id,)).fetchall()
 
 
+def _state_and_legs(conn: Conn, txn_id: str) -> tuple[str | None, list[tuple[str, int]]]:
+    """A transaction's state (None: never heard of) and its legs, in one read."""
+    rows = conn.execute(
+        "SELECT t.state, l.account_id, l.delta_cents FROM txns t LEFT JOIN legs l ON l.txn_id = t.txn_id "
+        "WHERE t.txn_id = ? ORDER BY l.account_id",
+        (txn_id,),
+    ).fetchall()
+    if not rows:
+        return None, []
+    return rows[0]["state"], [(r["account_id"], r["delta_cents"]) for r in rows if r["account_id"] is not None]
+
+
 def commit(conn: Conn, txn_id: str) -> bool:
     """Apply a prepared transaction. Returns False if it was already committed. Refuses
-    (LedgerError) before it writes anything: a batch need not undo a refused decision."""
-    row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
-    if row is None:
+    (LedgerError) before it writes anything: a batch need not undo a refused decision.
+
+    One read (the state and the legs); the writes read nothing back, so on PostgreSQL they go
+    out pipelined. A journal row takes the balance after its update from the account itself,
+    and the schema's CHECK (0 <= held <= balance) refuses any update that would make it
+    negative: the statement raises, and nothing of this decision is applied."""
+    state, legs = _state_and_legs(conn, txn_id)
+    if state is None:
         raise LedgerError(f"commit of unknown transaction {txn_id}: it was never prepared here")
-    if row["state"] == LedgerState.COMMITTED:
+    if state == LedgerState.COMMITTED:
         return False
-    if row["state"] == LedgerState.ABORTED:
+    if state == LedgerState.ABORTED:
         raise LedgerError(f"commit of transaction {txn_id}, which is aborted here")
+    assert legs, txn_id  # a YES vote always recorded its legs
     now = time.time()
-    for leg in _legs(conn, txn_id):
-        delta = leg["delta_cents"]
-        release = -delta if delta < 0 else 0
-        balance = conn.execute(
-            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents - ? WHERE account_id = ? "
-            "RETURNING balance_cents",
-            (delta, release, leg["account_id"]),
-        ).fetchall()[0][0]  # all: a statement is done only once read to its end
-        assert balance >= 0, (txn_id, leg["account_id"], balance)
+    for account_id, delta in legs:
         conn.execute(
-            "INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) VALUES (?, ?, ?, ?, ?)",
-            (txn_id, leg["account_id"], delta, balance, now),
+            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents - ? WHERE account_id = ?",
+            (delta, -delta if delta < 0 else 0, account_id),
+        )
+        conn.execute(
+            "INSERT INTO journal (txn_id, account_id, delta_cents, balance_after_cents, at) "
+            "SELECT ?, account_id, ?, balance_cents, ? FROM accounts WHERE account_id = ?",
+            (txn_id, delta, now, account_id),
         )
     conn.execute("UPDATE txns SET state = 'COMMITTED', decided_at = ? WHERE txn_id = ?", (now, txn_id))
     return True
@@ -243,25 +265,22 @@ def abort(conn: Conn, txn_id: str) -> bool:
     """Release a prepared transaction's holds. Unknown ids get an ABORTED tombstone,
     so a Prepare that arrives late votes NO. Returns False if it was already aborted.
     Refuses (LedgerError) before it writes anything."""
-    row = conn.execute("SELECT state FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+    state, legs = _state_and_legs(conn, txn_id)
     now = time.time()
-    if row is None:
+    if state is None:
         conn.execute(
             "INSERT INTO txns (txn_id, state, refusal, reason, prepared_at, decided_at) "
             "VALUES (?, 'ABORTED', ?, 'aborted before prepare', ?, ?)",
             (txn_id, Refusal.ALREADY_ABORTED, now, now),
         )
         return True
-    if row["state"] == LedgerState.ABORTED:
+    if state == LedgerState.ABORTED:
         return False
-    if row["state"] == LedgerState.COMMITTED:
+    if state == LedgerState.COMMITTED:
         raise LedgerError(f"abort of transaction {txn_id}, which is committed here")
-    for leg in _legs(conn, txn_id):
-        if leg["delta_cents"] < 0:
-            conn.execute(
-                "UPDATE accounts SET held_cents = held_cents - ? WHERE account_id = ?",
-                (-leg["delta_cents"], leg["account_id"]),
-            )
+    for account_id, delta in legs:
+        if delta < 0:
+            conn.execute("UPDATE accounts SET held_cents = held_cents - ? WHERE account_id = ?", (-delta, account_id))
     conn.execute(
         "UPDATE txns SET state = 'ABORTED', reason = 'aborted by coordinator', decided_at = ? WHERE txn_id = ?",
         (now, txn_id),

@@ -165,6 +165,7 @@ def test_an_unknown_account_votes_no_and_holds_nothing(conn, legs):
 def test_a_no_on_a_later_leg_holds_nothing_for_the_earlier_debit(conn):
     assert_no(prepare(conn, "t1", [("A-2", -100), ("A-3", -1), ("A-1", 101)]), Refusal.INSUFFICIENT_FUNDS)
     assert balances(conn)["A-2"] == (5_000, 0)
+    assert conn.execute("SELECT count(*) FROM legs").fetchone()[0] == 0  # nor a leg for it
 
 
 def test_the_same_txn_id_again_gets_the_same_vote_and_holds_nothing_more(conn):
