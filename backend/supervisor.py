@@ -248,12 +248,19 @@ class Supervisor:
         p.reader = asyncio.create_task(self._read(p, p.proc))
 
     async def start_all(self, timeout_s: float = 30.0) -> None:
-        """Start banks first, then the gateway, and wait until all are serving."""
-        order = sorted(self.procs, key=lambda n: self.procs[n].spec.kind == ProcessKind.GATEWAY)
-        for name in order:
-            await self.start(name)
-        for name in order:
-            await self.wait_serving(name, timeout_s)
+        """Start the banks, wait until they serve, then start the gateways and wait for them.
+
+        A gateway checks its banks' health as soon as it serves. Started beside them, it could
+        find a bank not listening yet: that bank's breaker would open, and its channel would back
+        off before connecting again, so payments touching it were refused for a second or two
+        after the stack reported itself up."""
+        banks = [name for name, p in self.procs.items() if p.spec.kind != ProcessKind.GATEWAY]
+        gateways = [name for name, p in self.procs.items() if p.spec.kind == ProcessKind.GATEWAY]
+        for group in (banks, gateways):
+            for name in group:
+                await self.start(name)
+            for name in group:
+                await self.wait_serving(name, timeout_s)
 
     async def wait_serving(self, name: str, timeout_s: float = 30.0) -> None:
         p = self.procs[name]

@@ -11,7 +11,7 @@ import grpc
 
 from backend.api import strife_pb2 as pb
 from backend.common.events import Event, Phase
-from tests.stack import Stack, eventually, pay_request, refusal, start_stack
+from tests.stack import Stack, eventually, fault_env, pay_request, refusal, start_stack
 
 TO_B = {"from_bank": "BankA", "from_account": "A-1001"}
 
@@ -138,5 +138,20 @@ async def test_without_breakers_every_payment_tries_the_dead_bank(tmp_path, cert
         await stack.logs_caught_up()
         assert prepares_tried(stack, "BankB") == 8
         assert not breaker_states(stack, "BankB")
+    finally:
+        await stack.close()
+
+
+async def test_a_bank_slow_to_start_is_not_reported_failing_once_the_stack_is_up(tmp_path, certs_dir):
+    """The supervisor starts the gateway only once its banks serve. A gateway started beside a
+    bank that was not listening yet opened that bank's breaker at its first health check, and
+    a payment made right after the stack came up was refused ("BankA is failing")."""
+    stack = await start_stack(tmp_path, certs_dir, proc_env={"BankA": fault_env("bank.slow_start")})
+    try:
+        gw, alice = await stack.login("alice")
+        paid = await gw.Pay(pay_request("BankB", "B-2001", 650, **TO_B), metadata=alice, timeout=10)
+        assert paid.status == pb.SUCCEEDED
+        await stack.logs_caught_up()
+        assert breaker_states(stack, "BankA") == []
     finally:
         await stack.close()

@@ -10,7 +10,7 @@ from backend.api import strife_pb2_grpc as pb_grpc
 from backend.bank import ledger
 from backend.bank.resolver import Resolver
 from backend.bank.service import ROLE_RULES, BankService
-from backend.common import certs, fixtures, jsonlog
+from backend.common import certs, faults, fixtures, jsonlog
 from backend.common.discovery import Directory, parse_seeds
 from backend.common.events import Event
 from backend.common.interceptors import LoggingInterceptor, RoleInterceptor
@@ -81,6 +81,8 @@ async def serve(args: argparse.Namespace) -> None:
             await gateways.close()
         db.close()
 
+    if faults.active("bank.slow_start"):
+        await asyncio.sleep(faults.SLOW_START_S)
     await run_server(
         name=name,
         host=args.host,

@@ -17,6 +17,7 @@ POINTS = {
     "bank.crash_after_yes": "a bank exits right after writing its YES vote, before answering",
     "bank.hang_after_yes": "a bank writes its YES vote and then never answers",
     "bank.slow_commits": "a bank waits SLOW_COMMIT_S before it applies a commit (a slow disk, say)",
+    "bank.slow_start": "a bank waits SLOW_START_S before it listens (a slow host at start-up, say)",
     "gateway.no_heartbeats": "a gateway replica serves but never heartbeats (as if the store were slow for it)",
     "gateway.crash_before_claim_on_disk": "the gateway exits once the votes came, not waiting for its claim's commit",
     "gateway.crash_before_decision": "the gateway exits after the votes came, before recording a decision",
@@ -26,6 +27,7 @@ POINTS = {
 
 
 SLOW_COMMIT_S = 1.2  # under the gateway's DECISION_SEND_TIMEOUT_S: the commits still land in one try
+SLOW_START_S = 2.0  # longer than a gateway takes to start serving
 
 
 def _enabled() -> frozenset[str]:
