@@ -254,9 +254,8 @@ class Supervisor:
         find a bank not listening yet: that bank's breaker would open, and its channel would back
         off before connecting again, so payments touching it were refused for a second or two
         after the stack reported itself up."""
-        banks = [name for name, p in self.procs.items() if p.spec.kind != ProcessKind.GATEWAY]
-        gateways = [name for name, p in self.procs.items() if p.spec.kind == ProcessKind.GATEWAY]
-        for group in (banks, gateways):
+        for kind in (ProcessKind.BANK, ProcessKind.GATEWAY):
+            group = [name for name, p in self.procs.items() if p.spec.kind == kind]
             for name in group:
                 await self.start(name)
             for name in group:
